@@ -1,0 +1,183 @@
+"""The comps_async exception tree.
+
+- CompsError — anything the SDK raises about COMPS itself (never a caller's bug)
+    - ApiError(status, message, correlation_id, details) — the server answered 4xx/5xx
+        - AuthenticationError — 401/403: bad credentials, expired or rejected token
+        - NotFoundError — 404: unknown or deleted id
+        - ConflictError — 409: illegal state transition
+        - RateLimitedError — 429 after the retries ran out
+        - ServerError — 5xx after the retries ran out
+    - MissingAssetsError(md5s) — a save referenced content the server does not have
+    - ChecksumMismatchError — downloaded or uploaded bytes do not match their md5/length
+    - BatchSaveError(saved, failed) — some batches of a save_all failed for good
+    - TransferError — the connection failed (after retries) or a transfer could not finish
+
+Caller mistakes (bad ids, unknown field names, wrong argument types) raise ``ValueError`` or
+``TypeError``, or a pydantic ``ValidationError`` for models, before anything is sent: they stay
+outside this tree so that ``except CompsError`` never hides a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "BatchSaveError",
+    "ChecksumMismatchError",
+    "CompsError",
+    "ConflictError",
+    "MissingAssetsError",
+    "NotFoundError",
+    "RateLimitedError",
+    "ServerError",
+    "TransferError",
+]
+
+
+class CompsError(Exception):
+    """Root of every error the SDK raises about COMPS."""
+
+
+# --- the server answered with an error ---------------------------------------------------------
+
+
+class ApiError(CompsError):
+    """The server answered 4xx/5xx. ``message`` is its ResponseMessage; quote ``correlation_id``
+    when asking COMPS support about the failure."""
+
+    hint = "Check the request; the server's message says what it rejected."
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        correlation_id: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        self.status = status
+        self.message = message
+        self.correlation_id = correlation_id
+        self.details: dict[str, Any] = dict(details or {})
+        self.method = method
+        self.url = url
+        where = f" ({method} {url})" if method and url else ""
+        cid = f" (CorrelationId = {correlation_id})" if correlation_id else ""
+        super().__init__(f"{status} {message}{cid}{where}. {self.hint}")
+
+
+class AuthenticationError(ApiError):
+    """401/403: credentials or token were rejected."""
+
+    hint = "Log in again (comps-async login) or pass a valid token/username and password."
+
+
+class NotFoundError(ApiError):
+    """404: the id is unknown to the server or the entity was deleted."""
+
+    hint = "Check the id and the entity type (a simulation id is not an experiment id)."
+
+
+class ConflictError(ApiError):
+    """409: the request is not allowed in the entity's current state."""
+
+    hint = "Refresh the entity and check its state before retrying."
+
+
+class RateLimitedError(ApiError):
+    """429 that outlasted the retry policy."""
+
+    hint = "Lower the concurrency or raise RetryPolicy(max_attempts=...)."
+
+
+class ServerError(ApiError):
+    """5xx that outlasted the retry policy."""
+
+    hint = "The server is failing; retry later. Nothing was half-saved by the SDK."
+
+
+def error_for_status(status: int) -> type[ApiError]:
+    """The most specific ApiError subclass for an HTTP status."""
+    if status in (401, 403):
+        return AuthenticationError
+    if status == 404:
+        return NotFoundError
+    if status == 409:
+        return ConflictError
+    if status == 429:
+        return RateLimitedError
+    if status >= 500:
+        return ServerError
+    return ApiError
+
+
+# --- content and transfers ---------------------------------------------------------------------
+
+
+class MissingAssetsError(CompsError):
+    """A save referenced file content (by md5) that the server does not have and the SDK cannot
+    upload because it only knows the md5. ``references`` maps each md5 to the files/entities that
+    use it."""
+
+    def __init__(
+        self, md5s: Sequence[UUID], references: Mapping[UUID, Sequence[str]] | None = None
+    ) -> None:
+        self.md5s = list(md5s)
+        self.references = {k: list(v) for k, v in (references or {}).items()}
+        lines = [
+            f"  {m}: {', '.join(self.references.get(m, [])) or '(unknown file)'}" for m in self.md5s
+        ]
+        super().__init__(
+            f"the server does not have {len(self.md5s)} file(s) that were given by md5 only:\n"
+            + "\n".join(lines)
+            + "\nAttach their content with from_path()/from_bytes() or upload them first."
+        )
+
+
+class ChecksumMismatchError(CompsError):
+    """Bytes on one side do not match the md5 or length on the other. A partial download is kept
+    so that a retry can resume; a failed upload registers nothing."""
+
+    def __init__(self, what: str, *, expected: str, actual: str) -> None:
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{what}: expected {expected}, got {actual}. The content changed or was corrupted in "
+            "transit; retry, and if it persists check that the source is not being modified."
+        )
+
+
+class BatchSaveError(CompsError):
+    """Some batches of a save_all failed for good. ``saved`` holds the entities that exist on the
+    server (ids assigned); ``failed`` the ones that do not, so a retry of ``failed`` finishes the
+    job without duplicates. ``errors`` holds the cause for each failed batch."""
+
+    def __init__(
+        self, saved: Sequence[Any], failed: Sequence[Any], errors: Sequence[BaseException]
+    ) -> None:
+        self.saved = list(saved)
+        self.failed = list(failed)
+        self.errors = list(errors)
+        first = f" First error: {self.errors[0]}" if self.errors else ""
+        super().__init__(
+            f"{len(self.saved)} saved, {len(self.failed)} not saved. Call save_all again with "
+            f"error.failed to finish.{first}"
+        )
+
+
+class TransferError(CompsError):
+    """The connection to the server failed after the retries, or a transfer could not finish."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        self.url = url
+        super().__init__(
+            f"{message}{f' ({url})' if url else ''}. Check that the server is reachable; "
+            "a retry resumes where this stopped."
+        )

@@ -1,0 +1,111 @@
+"""Content-addressed blob store keyed by md5, with resumable partial uploads (protocol §8.4).
+
+Blocking file I/O; the app calls it from worker threads. Every write goes to a temporary name
+and is renamed into place only after its md5 was verified, so a blob on disk is always whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from uuid import UUID
+
+__all__ = ["BlobStore", "Md5MismatchError"]
+
+_BLOCK = 1024 * 1024
+
+
+class Md5MismatchError(ValueError):
+    """The bytes received do not hash to the md5 they were sent under."""
+
+
+class BlobStore:
+    """Blobs live at ``root/ab/<md5hex>``; partial uploads at ``root/partial/<md5hex>``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._partial = root / "partial"
+        self._tmp = root / "tmp"
+        for directory in (self.root, self._partial, self._tmp):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def path(self, md5: UUID) -> Path:
+        """Where the blob with this md5 lives (whether or not it exists)."""
+        return self.root / md5.hex[:2] / md5.hex
+
+    def exists(self, md5: UUID) -> bool:
+        """Whether the blob is stored completely."""
+        return self.path(md5).is_file()
+
+    def size(self, md5: UUID) -> int:
+        """Length of a stored blob."""
+        return self.path(md5).stat().st_size
+
+    def put_chunks(self, md5: UUID, chunks: Iterable[bytes]) -> int:
+        """Store content given as chunks; verify its md5 first. Returns its length."""
+        target = self.path(md5)
+        if target.is_file():  # dedup: content-addressed, so the same md5 is the same bytes
+            for _ in chunks:
+                pass
+            return target.stat().st_size
+        digest = hashlib.md5(usedforsecurity=False)
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
+        length = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    out.write(chunk)
+                    length += len(chunk)
+            if UUID(digest.hexdigest()) != md5:
+                raise Md5MismatchError(
+                    f"content sent as {md5} has md5 {UUID(digest.hexdigest())}"
+                )
+            self._publish(Path(tmp_name), target)
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+        return length
+
+    def _publish(self, tmp: Path, target: Path) -> None:
+        target.parent.mkdir(exist_ok=True)
+        os.replace(tmp, target)
+
+    # --- partial uploads (§8.4) ----------------------------------------------------------------
+
+    def partial_size(self, md5: UUID) -> int | None:
+        """Bytes received so far for an unfinished upload, or ``None``."""
+        part = self._partial / md5.hex
+        return part.stat().st_size if part.is_file() else None
+
+    def write_range(self, md5: UUID, start: int, chunks: Iterable[bytes], total: int) -> bool:
+        """Write bytes at ``start`` of an upload of ``total`` bytes. A range that starts beyond
+        what was received is a gap and refused; re-sending a received range is harmless.
+        Returns True when the upload is complete and published."""
+        part = self._partial / md5.hex
+        have = part.stat().st_size if part.exists() else 0
+        if start > have:
+            raise ValueError(f"gap: upload of {md5} has {have} bytes, range starts at {start}")
+        with open(part, "r+b" if part.exists() else "wb") as out:
+            out.seek(start)
+            for chunk in chunks:
+                out.write(chunk)
+            size = out.seek(0, os.SEEK_END)
+        if size > total:
+            part.unlink()
+            raise ValueError(f"upload of {md5} exceeds its declared total of {total} bytes")
+        if size < total:
+            return False
+        try:
+            self.put_chunks(md5, _read_blocks(part))
+        finally:
+            part.unlink(missing_ok=True)
+        return True
+
+
+def _read_blocks(path: Path) -> Iterable[bytes]:
+    with open(path, "rb") as handle:
+        while block := handle.read(_BLOCK):
+            yield block

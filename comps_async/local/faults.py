@@ -1,0 +1,143 @@
+"""Fault and load injection for the local server (off by default), plus per-route counters.
+
+A pure ASGI middleware. A "reset" drops the connection: the response starts with a declared
+Content-Length and then the app raises, so uvicorn closes the socket mid-response and the client
+sees a broken connection, exactly as when a proxy resets it. ``reset_after_rate`` lets the
+request commit first, which is what makes a retried POST dangerous.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import anyio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["FaultConfig", "FaultInjector", "route_key"]
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+class _InjectedReset(Exception):
+    """Raised after the response started, so that the server drops the connection."""
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """What to inject, per request, on requests whose ``METHOD path`` matches ``routes``."""
+
+    latency_s: float = 0.0
+    bandwidth_bytes_per_s: float | None = None
+    error_503_rate: float = 0.0
+    retry_after_s: float = 0.05
+    error_429_rate: float = 0.0
+    reset_before_rate: float = 0.0
+    reset_after_rate: float = 0.0
+    truncate_rate: float = 0.0
+    routes: str = ".*"
+    seed: int | None = None
+
+
+def route_key(method: str, path: str) -> str:
+    """``POST /api/Simulations``, ``GET /api/Simulations/{id}``: ids folded for counting."""
+    return f"{method} {_UUID.sub('{id}', path)}"
+
+
+@dataclass
+class FaultInjector:
+    """ASGI middleware; ``config`` may be replaced at any time (tests switch faults on and off)."""
+
+    app: ASGIApp
+    config: FaultConfig = field(default_factory=FaultConfig)
+    counters: Counter[str] = field(default_factory=Counter)
+    injected: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _random: random.Random = field(default_factory=random.Random)
+
+    def configure(self, config: FaultConfig | None = None, **changes: Any) -> None:
+        """Replace the fault settings (keyword changes apply on top of the current ones)."""
+        self.config = replace(config or self.config, **changes)
+        if self.config.seed is not None:
+            self._random.seed(self.config.seed)
+
+    def _roll(self, rate: float) -> bool:
+        return rate > 0 and self._random.random() < rate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        key = route_key(scope["method"], scope["path"])
+        with self._lock:
+            self.counters[key] += 1
+        cfg = self.config
+        if not re.search(cfg.routes, key):
+            await self.app(scope, receive, send)
+            return
+        if cfg.latency_s:
+            await anyio.sleep(cfg.latency_s)
+        if self._roll(cfg.error_503_rate):
+            self.injected["503"] += 1
+            await _error(send, 503, {"retry-after": f"{cfg.retry_after_s:g}"})
+            return
+        if self._roll(cfg.error_429_rate):
+            self.injected["429"] += 1
+            await _error(send, 429, {"retry-after": f"{cfg.retry_after_s:g}"})
+            return
+        if self._roll(cfg.reset_before_rate):
+            self.injected["reset_before"] += 1
+            await _drop(send)
+        if self._roll(cfg.reset_after_rate):
+            self.injected["reset_after"] += 1
+            await self.app(scope, receive, _swallow)  # commits, answer lost
+            await _drop(send)
+        truncate = self._roll(cfg.truncate_rate)
+        if truncate:
+            self.injected["truncate"] += 1
+        await self.app(scope, receive, _Throttled(send, cfg.bandwidth_bytes_per_s, truncate))
+
+
+async def _error(send: Send, status: int, headers: dict[str, str]) -> None:
+    body = (
+        b'{"ResponseMessage": "injected fault: try again later", '
+        b'"CorrelationId": "fault-injection"}'
+    )
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+    raw += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _drop(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"1000")]})
+    await send({"type": "http.response.body", "body": b"{", "more_body": True})
+    raise _InjectedReset("injected connection reset")
+
+
+async def _swallow(message: Message) -> None:
+    return None
+
+
+class _Throttled:
+    """A ``send`` that paces body bytes to a bandwidth cap and can cut the body short."""
+
+    def __init__(self, send: Send, bandwidth: float | None, truncate: bool) -> None:
+        self._send = send
+        self._bandwidth = bandwidth
+        self._truncate = truncate
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.body":
+            body: bytes = message.get("body", b"")
+            if self._truncate and body:
+                await self._send({**message, "body": body[: len(body) // 2], "more_body": True})
+                raise _InjectedReset("injected truncated body")
+            if self._bandwidth and body:
+                await anyio.sleep(len(body) / self._bandwidth)
+        await self._send(message)

@@ -1,0 +1,282 @@
+"""The job runner of the local server: it really executes commissioned simulations and work items.
+
+Simulations: CommissionRequested -> Provisioning (HPC job row, working directory with the
+simulation's files and its asset collection under ``Assets/``) -> Commissioned -> Running (the
+effective Configuration's ExecutablePath + SimulationInputArgs as a subprocess, stdout.txt and
+stderr.txt captured) -> Succeeded | Failed, with Retry up to MaximumNumberOfRetries;
+CancelRequested -> Canceled (a running process is killed). Work items run their WorkOrder.json's
+``Execution.Command`` the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .app import LocalApp
+from .store import KINDS, Store, now_wire
+
+__all__ = ["Runner"]
+
+logger = logging.getLogger(__name__)
+
+_PYTHON_NAMES = frozenset({"python", "python3", "python.exe"})
+
+
+@dataclass
+class Runner:
+    """Runs up to ``max_concurrent_runs`` jobs at once; woken when something is commissioned."""
+
+    app: LocalApp
+    max_concurrent_runs: int = field(default_factory=lambda: os.cpu_count() or 2)
+    poll_interval_s: float = 0.5
+    _wake: anyio.Event | None = None
+    _running: dict[str, anyio.CancelScope] = field(default_factory=dict)
+
+    @property
+    def store(self) -> Store:
+        return self.app.store
+
+    def wake(self) -> None:
+        """Look for work now (called by the app after a commission or cancel)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run_forever(self) -> None:
+        """The scheduling loop; cancel the enclosing scope to stop it."""
+        self._wake = anyio.Event()
+        await self.app.db(self._requeue_orphans)
+        async with anyio.create_task_group() as tg:
+            while True:
+                await self._cancel_requested()
+                free = self.max_concurrent_runs - len(self._running)
+                if free > 0:
+                    for kind, entity_id in await self.app.db(self._claim, free):
+                        self._start(tg, kind, entity_id)
+                with anyio.move_on_after(self.poll_interval_s):
+                    await self._wake.wait()  # woken early by wake(); the poll is a backstop
+                self._wake = anyio.Event()
+
+    def _start(self, tg: TaskGroup, kind: str, entity_id: str) -> None:
+        scope = anyio.CancelScope()
+        self._running[entity_id] = scope
+        tg.start_soon(self._run_guarded, kind, entity_id, scope)
+
+    async def _run_guarded(self, kind: str, entity_id: str, scope: anyio.CancelScope) -> None:
+        try:
+            with scope:
+                if kind == "Simulation":
+                    await self._run_simulation(entity_id)
+                else:
+                    await self._run_work_item(entity_id)
+            if scope.cancelled_caught:
+                await self.app.db(self._set_state, entity_id, "Canceled", None)
+        except Exception as exc:  # a runner bug must not take the server down
+            logger.exception("run of %s failed", entity_id)
+            await self.app.db(self._set_state, entity_id, "Failed", f"runner error: {exc}")
+        finally:
+            self._running.pop(entity_id, None)
+            self.wake()
+
+    # --- scheduling (blocking, in worker threads) --------------------------------------------
+
+    def _requeue_orphans(self) -> None:
+        # Jobs that were running when the server stopped run again after a restart.
+        self.store.run(lambda conn: conn.execute(
+            "UPDATE entities SET state = 'CommissionRequested' WHERE deleted = 0 AND state IN "
+            "('Provisioning', 'Commissioned', 'Running', 'Retry', 'Validating')"))
+
+    def _claim(self, limit: int) -> list[tuple[str, str]]:
+        def tx(conn: Any) -> list[tuple[str, str]]:
+            rows = conn.execute(
+                "SELECT kind, id FROM entities WHERE deleted = 0 AND state = "
+                "'CommissionRequested' AND kind IN ('Simulation', 'WorkItem') ORDER BY seq "
+                "LIMIT ?", (limit,)).fetchall()
+            for row in rows:
+                new = "Provisioning" if row[0] == "Simulation" else "Commissioned"
+                conn.execute("UPDATE entities SET state = ?, last_modified = ? WHERE id = ?",
+                             (new, now_wire(), row[1]))
+            return [(r[0], r[1]) for r in rows]
+
+        return self.store.run(tx)
+
+    async def _cancel_requested(self) -> None:
+        rows = await self.app.db(self.store.query,
+                                 "SELECT id FROM entities WHERE state = 'CancelRequested'")
+        for row in rows:
+            scope = self._running.get(row[0])
+            if scope is not None:
+                scope.cancel()
+            else:
+                await self.app.db(self._set_state, row[0], "Canceled", None)
+
+    def _set_state(self, entity_id: str, state: str, error: str | None) -> None:
+        def tx(conn: Any) -> None:
+            row = conn.execute("SELECT doc FROM entities WHERE id = ?", (entity_id,)).fetchone()
+            doc = json.loads(row[0]) | {"ErrorMessage": error}
+            conn.execute("UPDATE entities SET state = ?, doc = ?, last_modified = ? WHERE id = ?",
+                         (state, json.dumps(doc), now_wire(), entity_id))
+
+        self.store.run(tx)
+
+    def _update_job(self, job_id: str, **changes: Any) -> None:
+        def tx(conn: Any) -> None:
+            row = conn.execute("SELECT doc FROM hpc_jobs WHERE id = ?", (job_id,)).fetchone()
+            conn.execute("UPDATE hpc_jobs SET doc = ? WHERE id = ?",
+                         (json.dumps(json.loads(row[0]) | changes), job_id))
+
+        self.store.run(tx)
+
+    # --- simulations ---------------------------------------------------------------------------
+
+    async def _run_simulation(self, sim_id: str) -> None:
+        attempt = 0
+        while True:
+            job_id, workdir, config = await self.app.db(self._provision, sim_id)
+            await self.app.db(self._set_state, sim_id, "Commissioned", None)
+            await self.app.db(self._set_state, sim_id, "Running", None)
+            await self.app.db(lambda: self._update_job(job_id, JobState="Running",
+                                                       StartTime=now_wire()))
+            command = self._command(config.get("ExecutablePath"),
+                                    config.get("SimulationInputArgs"), workdir)
+            code, error = await self._execute(command, workdir)
+            size = await self.app.db(self._index_outputs, job_id, workdir)
+            await self.app.db(lambda: self._update_job(
+                job_id, JobState="Finished" if code == 0 else "Failed", EndTime=now_wire(),
+                OutputDirectorySize=size, ErrorMessage=error))
+            if code == 0:
+                await self.app.db(self._set_state, sim_id, "Succeeded", None)
+                return
+            retries = int(config.get("MaximumNumberOfRetries") or 0)
+            if attempt >= retries:
+                await self.app.db(self._set_state, sim_id, "Failed", error)
+                return
+            attempt += 1
+            await self.app.db(self._set_state, sim_id, "Retry", error)
+
+    def _provision(self, sim_id: str) -> tuple[str, Path, dict[str, Any]]:
+        kind = KINDS["Simulation"]
+        row = self.store.get(kind, sim_id)
+        config = self.app.effective_configuration(kind, row) or {}
+        job_id = str(uuid.uuid4())
+        workdir = self.app.data_dir / "work" / sim_id[:3] / sim_id[3:6] / sim_id / job_id[:8]
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._materialise(sim_id, workdir, config.get("AssetCollectionId"))
+        job = {
+            "Id": job_id, "JobId": self.store.query("SELECT COUNT(*) FROM hpc_jobs")[0][0] + 1,
+            "JobState": "Queued", "Priority": config.get("Priority") or "Normal",
+            "WorkingDirectory": str(workdir), "SubmitTime": now_wire(), "StartTime": None,
+            "EndTime": None, "OutputDirectorySize": None, "ErrorMessage": None,
+            "Configuration": config,
+        }
+        self.store.run(lambda conn: conn.execute(
+            "INSERT INTO hpc_jobs (id, entity_id, doc) VALUES (?,?,?)",
+            (job_id, sim_id, json.dumps(job))))
+        return job_id, workdir, config
+
+    def _materialise(self, entity_id: str, workdir: Path, collection_id: str | None) -> None:
+        # The entity's own files are copied (a model may rewrite its inputs); the collection is
+        # linked read-only under Assets/, as COMPS mounts it, so big collections cost nothing.
+        for _, md5, _, doc in self._files(entity_id):
+            shutil.copyfile(self.app.blobs.path(uuid.UUID(md5)), workdir / doc["FileName"])
+        if collection_id:
+            for _, md5, _, doc in self._files(str(collection_id)):
+                target = workdir / "Assets" / (doc.get("RelativePath") or "") / doc["FileName"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.unlink(missing_ok=True)
+                target.symlink_to(self.app.blobs.path(uuid.UUID(md5)))
+
+    def _files(self, entity_id: str) -> list[tuple[int, str, int, dict[str, Any]]]:
+        rows = self.store.query(
+            "SELECT ord, md5, length, doc FROM files WHERE entity_id = ? ORDER BY ord",
+            (entity_id,))
+        return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    @staticmethod
+    def _command(executable: str | None, args: str | None, workdir: Path) -> list[str]:
+        if not executable:
+            raise ValueError("the effective Configuration names no ExecutablePath")
+        # Inferred for the local server: "python"/"python3" mean the server's own interpreter,
+        # so the built-in model (python -m comps_async.local.sir) runs without any install.
+        program = sys.executable if executable in _PYTHON_NAMES else executable
+        if not os.path.isabs(program) and (workdir / program).exists():
+            program = str(workdir / program)
+        return [program, *shlex.split(args or "")]
+
+    async def _execute(self, command: list[str], workdir: Path) -> tuple[int, str | None]:
+        env = os.environ | {"COMPS_WORKDIR": str(workdir)}
+        with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
+            try:
+                process = await anyio.open_process(command, cwd=workdir, stdout=out, stderr=err,
+                                                   env=env)
+            except OSError as exc:
+                return 127, f"cannot start {command[0]!r}: {exc}"
+            try:
+                code = await process.wait()
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    with anyio.CancelScope(shield=True):
+                        await process.wait()
+        if code == 0:
+            return 0, None
+        tail = (workdir / "stderr.txt").read_bytes()[-400:].decode("utf-8", "replace").strip()
+        return code, f"exit code {code}" + (f": {tail}" if tail else "")
+
+    def _index_outputs(self, job_id: str, workdir: Path) -> int:
+        """Record length and md5 of every output so that listings can offer ``MD5``."""
+        rows, total = [], 0
+        for path in workdir.rglob("*"):
+            if not path.is_file() or path.is_symlink():
+                continue
+            digest = hashlib.md5(usedforsecurity=False)
+            with open(path, "rb") as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+            size = path.stat().st_size
+            total += size
+            rows.append((job_id, path.relative_to(workdir).as_posix(), size, digest.hexdigest()))
+        self.store.run(lambda conn: conn.executemany(
+            "INSERT OR REPLACE INTO outputs VALUES (?,?,?,?)", rows))
+        return total
+
+    # --- work items ----------------------------------------------------------------------------
+
+    async def _run_work_item(self, wi_id: str) -> None:
+        workdir, command = await self.app.db(self._provision_work_item, wi_id)
+        await self.app.db(self._set_state, wi_id, "Running", None)
+        code, error = await self._execute(command, workdir)
+        await self.app.db(self._index_outputs, wi_id, workdir)
+        await self.app.db(self._set_state, wi_id, "Succeeded" if code == 0 else "Failed", error)
+
+    def _provision_work_item(self, wi_id: str) -> tuple[Path, list[str]]:
+        row = self.store.get(KINDS["WorkItem"], wi_id)
+        doc = json.loads(row["doc"])
+        workdir = self.app.data_dir / "work" / "workitems" / wi_id
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._materialise(wi_id, workdir, doc.get("AssetCollectionId"))
+        order_path = next((workdir / d["FileName"] for *_, d in self._files(wi_id)
+                           if d.get("FileType") == "WorkOrder"), workdir / "WorkOrder.json")
+        order = json.loads(order_path.read_text()) if order_path.exists() else {}
+        command_text = (order.get("Execution") or {}).get("Command")
+        if not command_text:
+            raise ValueError("WorkOrder.json has no Execution.Command")
+        args = shlex.split(command_text)
+        program = sys.executable if args[0] in _PYTHON_NAMES else args[0]
+        doc["WorkingDirectory"] = str(workdir)
+        doc["HostName"] = "localhost"
+        self.store.run(lambda conn: conn.execute(
+            "UPDATE entities SET doc = ? WHERE id = ?", (json.dumps(doc), wi_id)))
+        return workdir, [program, *args[1:]]

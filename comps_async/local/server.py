@@ -1,0 +1,168 @@
+"""``LocalComps``: the local COMPS server as a context manager (async or sync).
+
+The server always runs in its own thread with its own asyncio loop (uvicorn is asyncio-only), so
+it serves callers on asyncio, trio or plain threads alike, over a real socket on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+import threading
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.to_thread
+import uvicorn
+
+from .app import LocalApp, ServerLimits
+from .auth import DEFAULT_USER, UserDirectory
+from .blobs import BlobStore
+from .faults import FaultConfig, FaultInjector
+from .runner import Runner
+from .store import Store
+
+__all__ = ["LocalComps"]
+
+logger = logging.getLogger(__name__)
+
+_START_TIMEOUT_S = 30.0
+
+
+class _QuietInjectedFaults(logging.Filter):
+    """Injected resets are deliberate; keep their tracebacks out of the server log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return type(exc).__name__ != "_InjectedReset"
+
+
+class LocalComps:
+    """A COMPS-compatible server on 127.0.0.1 backed by ``data_dir``.
+
+    ``url`` and ``token`` (a token of the default user) are available once started. Everything
+    persists in ``data_dir``: stop and start again on the same directory and it is all there.
+    ``faults`` holds the fault/load injection knobs and per-route ``counters``.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        port: int = 0,
+        users: dict[str, str] | None = None,
+        faults: FaultConfig | None = None,
+        limits: ServerLimits | None = None,
+        max_concurrent_runs: int | None = None,
+        token_lifetime: timedelta = timedelta(hours=4),
+        poll_interval_s: float = 0.2,
+    ) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="comps-local-")
+            data_dir = self._tmp.name
+        self.data_dir = Path(data_dir).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.host = "127.0.0.1"  # never another interface: this server is for one machine
+        self.port = port
+        self.store = Store(self.data_dir / "comps.sqlite3")
+        self.user_directory = UserDirectory(self.data_dir / "users.json", token_lifetime)
+        self.initial_password = self.user_directory.initial_password
+        for name, password in (users or {}).items():
+            self.user_directory.set_password(name, password)
+        self.app = LocalApp(self.data_dir, self.store, BlobStore(self.data_dir / "blobs"),
+                            self.user_directory, limits or ServerLimits())
+        self.runner = Runner(self.app, max_concurrent_runs or os.cpu_count() or 2,
+                             poll_interval_s)
+        self.app.on_commission = self.runner.wake
+        self.faults = FaultInjector(self.app.build(), faults or FaultConfig())
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:54321``."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def token(self) -> str:
+        """A fresh token of the default local user."""
+        return self.user_directory.mint(self.user_directory.user(DEFAULT_USER))
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start serving in a background thread; returns once the socket accepts connections."""
+        self._thread = threading.Thread(target=self._serve_in_thread, name="comps-local",
+                                        daemon=True)
+        self._thread.start()
+        if not self._ready.wait(_START_TIMEOUT_S) or self._failure is not None:
+            raise RuntimeError(f"local COMPS server did not start: {self._failure}")
+
+    def stop(self) -> None:
+        """Stop serving and close the database."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(_START_TIMEOUT_S)
+            self._thread = None
+        self.store.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until interrupted (the ``serve`` command)."""
+        asyncio.run(self._main())
+
+    def _serve_in_thread(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # surfaced to start()
+            self._failure = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        logging.getLogger("uvicorn.error").addFilter(_QuietInjectedFaults())
+        config = uvicorn.Config(self.faults, host=self.host, port=self.port, log_level="warning",
+                                lifespan="off", access_log=False, timeout_keep_alive=30)
+        self._server = uvicorn.Server(config)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.runner.run_forever)
+            tg.start_soon(self._announce_when_started)
+            await self._server.serve()
+            tg.cancel_scope.cancel()
+
+    async def _announce_when_started(self) -> None:
+        assert self._server is not None
+        with anyio.fail_after(_START_TIMEOUT_S):
+            while not self._server.started:
+                await anyio.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self._ready.set()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        await anyio.to_thread.run_sync(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await anyio.to_thread.run_sync(self.stop)

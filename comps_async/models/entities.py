@@ -1,0 +1,204 @@
+"""Entity models (protocol §6): Suite, Experiment, Simulation, WorkItem, AssetCollection and
+their children Configuration and HpcJob."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+from uuid import UUID
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_serializer
+
+from ._base import EnumOrName, NonEmptyStr, Tags, WireDatetime, WireModel
+from .enums import HpcState, Priority, SimulationState, WorkItemState
+from .files import AssetCollectionFile, SimulationFile, WorkItemFile
+
+__all__ = [
+    "AssetCollection",
+    "Configuration",
+    "Entity",
+    "Experiment",
+    "HpcJob",
+    "Simulation",
+    "Suite",
+    "WorkItem",
+    "WorkerType",
+]
+
+
+class Configuration(WireModel):
+    """How simulations run; Simulation overrides Experiment overrides Suite (§6.6)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    environment_name: str | None = None
+    simulation_input_args: str | None = None
+    working_directory_root: str | None = None
+    executable_path: str | None = None
+    node_group_name: str | None = None
+    maximum_number_of_retries: int | None = Field(default=None, ge=0)
+    priority: EnumOrName[Priority] | None = None
+    min_cores: int | None = Field(default=None, ge=1)
+    max_cores: int | None = Field(default=None, ge=1)
+    exclusive: bool | None = None
+    asset_collection_id: UUID | None = None
+
+    def merged_over(self, base: Configuration | None) -> Configuration:
+        """This configuration with unset keys taken from ``base`` (the level above)."""
+        if base is None:
+            return self
+        return base.model_copy(update=self.model_dump(exclude_none=True))
+
+
+class HpcJob(WireModel):
+    """One run of a simulation on the cluster (``HPCJobs`` child); read-only."""
+
+    id: UUID | None = None
+    job_id: int | str | None = None
+    job_state: EnumOrName[HpcState] | None = None
+    priority: EnumOrName[Priority] | None = None
+    working_directory: str | None = None
+    output_directory_size: int | None = None
+    submit_time: WireDatetime | None = None
+    start_time: WireDatetime | None = None
+    end_time: WireDatetime | None = None
+    error_message: str | None = None
+    configuration: Configuration | None = None
+
+
+_FILE_SERVER_SET = {"__all__": {"length", "uri"}}
+_SERVER_SET_FIELDS: Any = {
+    "date_created": True,
+    "last_modified": True,
+    "state": True,
+    "error_message": True,
+    "hpc_jobs": True,
+    "host_name": True,
+    "worker_instance_id": True,
+    "working_directory": True,
+    "working_directory_size": True,
+    "files": _FILE_SERVER_SET,
+    "assets": _FILE_SERVER_SET,
+}
+
+
+class Entity(WireModel):
+    """Fields every saved entity has. ``plural`` is its URL segment and JSON envelope key."""
+
+    plural: ClassVar[str]
+    children_names: ClassVar[frozenset[str]] = frozenset({"tags"})
+
+    id: UUID | None = None
+    tags: Tags | None = None
+
+    def to_save_wire(self) -> dict[str, Any]:
+        """The JSON object of a save: like ``to_wire`` without the fields only the server sets
+        (dates, state, jobs, file ``Length``/``Uri``; §7.1, §8.2)."""
+        return self.model_dump(
+            mode="json", by_alias=True, exclude_none=True, exclude=_SERVER_SET_FIELDS
+        )
+
+
+class Suite(Entity):
+    """A group of experiments."""
+
+    plural: ClassVar[str] = "Suites"
+    children_names: ClassVar[frozenset[str]] = frozenset({"tags", "configuration"})
+
+    name: NonEmptyStr | None = None
+    description: str | None = None
+    owner: str | None = None
+    date_created: WireDatetime | None = None
+    last_modified: WireDatetime | None = None
+    configuration: Configuration | None = None
+
+
+class Experiment(Entity):
+    """A group of simulations sharing a configuration."""
+
+    plural: ClassVar[str] = "Experiments"
+    children_names: ClassVar[frozenset[str]] = frozenset({"tags", "configuration"})
+
+    suite_id: UUID | None = None
+    name: NonEmptyStr | None = None
+    description: str | None = None
+    owner: str | None = None
+    date_created: WireDatetime | None = None
+    last_modified: WireDatetime | None = None
+    configuration: Configuration | None = None
+
+
+class Simulation(Entity):
+    """One model run. ``state`` travels as ``SimulationState``, ``hpc_jobs`` as ``HPCJobs``."""
+
+    plural: ClassVar[str] = "Simulations"
+    children_names: ClassVar[frozenset[str]] = frozenset(
+        {"tags", "configuration", "files", "hpc_jobs"}
+    )
+
+    experiment_id: UUID | None = None
+    name: NonEmptyStr | None = None
+    description: str | None = None
+    owner: str | None = None
+    date_created: WireDatetime | None = None
+    last_modified: WireDatetime | None = None
+    state: EnumOrName[SimulationState] | None = Field(default=None, alias="SimulationState")
+    error_message: str | None = None
+    configuration: Configuration | None = None
+    files: list[SimulationFile] | None = None
+    hpc_jobs: list[HpcJob] | None = Field(default=None, alias="HPCJobs")
+
+
+class WorkerType(BaseModel):
+    """The worker a WorkItem runs on, e.g. ``DockerWorker`` ``1.0.0.0_RELEASE``.
+
+    Inferred (§6.4): pyCOMPS *sends* lower-case ``name``/``version`` and reads PascalCase back. We
+    send what pyCOMPS sends, because that is proven against real COMPS, and accept both on read.
+    """
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    name: NonEmptyStr = Field(validation_alias=AliasChoices("name", "Name"))
+    version: NonEmptyStr = Field(validation_alias=AliasChoices("version", "Version"))
+
+    @model_serializer
+    def _wire(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version}
+
+
+class WorkItem(Entity):
+    """A job run by a COMPS worker from its WorkOrder.json (``State`` on the wire)."""
+
+    plural: ClassVar[str] = "WorkItems"
+    children_names: ClassVar[frozenset[str]] = frozenset({"tags", "files", "plugins"})
+
+    name: NonEmptyStr | None = None
+    worker: WorkerType | None = None
+    environment_name: str | None = None
+    description: str | None = None
+    owner: str | None = None
+    date_created: WireDatetime | None = None
+    last_modified: WireDatetime | None = None
+    state: EnumOrName[WorkItemState] | None = None
+    error_message: str | None = None
+    host_name: str | None = None
+    worker_instance_id: str | None = None
+    priority: EnumOrName[Priority] | None = None
+    working_directory: str | None = None
+    working_directory_size: int | None = None
+    asset_collection_id: UUID | None = None
+    files: list[WorkItemFile] | None = None
+    # Format unknown (pyCOMPS cannot decode it, §6.4): kept raw.
+    plugins: list[Any] | None = None
+
+
+class AssetCollection(Entity):
+    """An immutable set of input files shared by many simulations (tags stay editable)."""
+
+    plural: ClassVar[str] = "AssetCollections"
+    children_names: ClassVar[frozenset[str]] = frozenset({"tags", "assets"})
+
+    date_created: WireDatetime | None = None
+    assets: list[AssetCollectionFile] | None = None
+
+
+ENTITY_TYPES: tuple[type[Entity], ...] = (Suite, Experiment, Simulation, WorkItem, AssetCollection)
