@@ -1,0 +1,98 @@
+"""comps_async: an async, high-throughput SDK for the COMPS REST API.
+
+    import comps_async as ca
+
+    async with ca.Session("http://127.0.0.1:8100", token=...) as s:
+        exp = await s.experiments.create(ca.Experiment(name="calib"))
+"""
+
+import logging
+
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    BatchSaveError,
+    ChecksumMismatchError,
+    CompsError,
+    ConflictError,
+    MissingAssetsError,
+    NotFoundError,
+    RateLimitedError,
+    ServerError,
+    TransferError,
+)
+from .models import (
+    AssetCollection,
+    AssetCollectionFile,
+    AssetType,
+    Configuration,
+    Experiment,
+    HpcJob,
+    HpcState,
+    OutputFileMetadata,
+    Priority,
+    RelationType,
+    Simulation,
+    SimulationFile,
+    SimulationState,
+    Suite,
+    TagOperationMode,
+    WorkerType,
+    WorkItem,
+    WorkItemFile,
+    WorkItemState,
+)
+from .pipeline import CallNext, Pipeline, Policy
+from .policies import AuthPolicy, ConcurrencyPolicy, LoggingPolicy, RetryPolicy
+from .query import Query
+from .session import Session
+from .transfer.batching import BATCH_TAG, BatchLimits
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BATCH_TAG",
+    "ApiError",
+    "AssetCollection",
+    "AssetCollectionFile",
+    "AssetType",
+    "AuthPolicy",
+    "AuthenticationError",
+    "BatchLimits",
+    "BatchSaveError",
+    "CallNext",
+    "ChecksumMismatchError",
+    "CompsError",
+    "ConcurrencyPolicy",
+    "Configuration",
+    "ConflictError",
+    "Experiment",
+    "HpcJob",
+    "HpcState",
+    "LoggingPolicy",
+    "MissingAssetsError",
+    "NotFoundError",
+    "OutputFileMetadata",
+    "Pipeline",
+    "Policy",
+    "Priority",
+    "Query",
+    "RateLimitedError",
+    "RelationType",
+    "RetryPolicy",
+    "ServerError",
+    "Session",
+    "Simulation",
+    "SimulationFile",
+    "SimulationState",
+    "Suite",
+    "TagOperationMode",
+    "TransferError",
+    "WorkItem",
+    "WorkItemFile",
+    "WorkItemState",
+    "WorkerType",
+]
+
+# A library never configures logging; it only makes sure nothing is printed by default.
+logging.getLogger(__name__).addHandler(logging.NullHandler())

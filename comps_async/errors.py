@@ -60,8 +60,10 @@ class ApiError(CompsError):
         details: Mapping[str, Any] | None = None,
         method: str | None = None,
         url: str | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         self.status = status
+        self.retry_after_s = retry_after_s
         self.message = message
         self.correlation_id = correlation_id
         self.details: dict[str, Any] = dict(details or {})

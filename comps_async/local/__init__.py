@@ -1,0 +1,7 @@
+"""A COMPS-compatible server for one machine: the SDK's embedded default for demos and tests."""
+
+from .app import ServerLimits
+from .faults import FaultConfig
+from .server import LocalComps
+
+__all__ = ["FaultConfig", "LocalComps", "ServerLimits"]

@@ -266,6 +266,8 @@ class LocalApp:
 
     async def _query(self, request: Request, kind: EntityKind, ids: list[str] | None) -> Response:
         p = _params(request)
+        if ids is None and p.get("ids"):  # many by id in one call (ServiceStack ``Ids=a,b``)
+            ids = [parse_uuid(i) for i in _csv(p["ids"])]
         offset, count = _int(p.get("offset"), "offset"), _int(p.get("count"), "count")
         filters = _csv(p.get("filters"))
         if "id" in p:  # web-UI style ?Id=<id> (§5)
@@ -273,7 +275,7 @@ class LocalApp:
         rows, total = await self.db(lambda: self.store.list(
             kind, ids=ids, filters=filters, tag_filters=_csv(p.get("tagfilters")),
             orderby=p.get("orderby"), offset=offset, count=count or None))
-        if ids is not None and not rows:
+        if ids is not None and len(ids) == 1 and not rows and "ids" not in p:
             raise NotFound(f"no {kind.name} with id {ids[0]}")
         fields = _csv(p.get("fields"))
         children = _csv(p.get("children"))

@@ -1,0 +1,8 @@
+"""Built-in pipeline policies."""
+
+from .auth import AuthPolicy
+from .limits import ConcurrencyPolicy
+from .logging import LoggingPolicy
+from .retry import RetryPolicy
+
+__all__ = ["AuthPolicy", "ConcurrencyPolicy", "LoggingPolicy", "RetryPolicy"]

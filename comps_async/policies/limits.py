@@ -1,0 +1,29 @@
+"""ConcurrencyPolicy: at most N requests of one session in flight."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import anyio
+import httpx
+
+from ..pipeline import CallNext
+
+__all__ = ["ConcurrencyPolicy"]
+
+DEFAULT_MAX_CONCURRENT_REQUESTS = 64  # below httpx's default pool of 100 connections
+
+
+@dataclass
+class ConcurrencyPolicy:
+    """One limiter per session; a slot is held for the request, not while a caller reads a
+    streamed body (downloads bound their bytes in flight themselves)."""
+
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
+    _limiter: anyio.CapacityLimiter | None = field(default=None, init=False, repr=False)
+
+    async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
+        if self._limiter is None:  # created lazily: needs a running event loop
+            self._limiter = anyio.CapacityLimiter(self.max_concurrent_requests)
+        async with self._limiter:
+            return await call_next(request)

@@ -1,0 +1,148 @@
+"""RetryPolicy: exponential backoff with jitter (tenacity), honouring Retry-After.
+
+The decisions are plain functions so they can be tested without a network; the policy only
+awaits and sleeps, through an injectable ``sleep``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import anyio
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
+
+from ..pipeline import OPTION_IDEMPOTENT, OPTION_MAX_ATTEMPTS, CallNext, option
+
+__all__ = ["RetryPolicy", "is_idempotent", "retry_after_s", "should_retry"]
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Errors raised before the request could reach the server: safe to repeat even a POST.
+NEVER_SENT_ERRORS: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.ConnectTimeout,
+                                                  httpx.PoolTimeout)
+
+
+def is_idempotent(request: httpx.Request) -> bool:
+    """Whether repeating ``request`` cannot change the outcome (method, or per-call option)."""
+    flag = option(request, OPTION_IDEMPOTENT)
+    return bool(flag) if flag is not None else request.method in IDEMPOTENT_METHODS
+
+
+def should_retry(request: httpx.Request, response: httpx.Response | None,
+                 error: BaseException | None) -> bool:
+    """Retry idempotent calls on transport errors, timeouts and 408/429/5xx; retry any call
+    whose request provably never reached the server (connect errors) or was refused unprocessed
+    (429). A POST that may have been processed is never repeated here: the batch save reconciles
+    first (see transfer/batching.py)."""
+    if error is not None:
+        if isinstance(error, NEVER_SENT_ERRORS):
+            return True
+        return isinstance(error, httpx.TransportError) and is_idempotent(request)
+    if response is None or response.status_code not in RETRYABLE_STATUSES:
+        return False
+    return is_idempotent(request) or response.status_code == 429
+
+
+def retry_after_s(response: httpx.Response | None, *, now: datetime | None = None) -> float | None:
+    """Seconds the server asked us to wait (``Retry-After-Ms``, ``Retry-After`` seconds or
+    HTTP-date), or ``None``."""
+    if response is None:
+        return None
+    millis = response.headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+@dataclass
+class RetryPolicy:
+    """Retries what is safe to retry, with exponential backoff and full jitter, or the server's
+    Retry-After (capped at ``max_retry_after_s``). ``max_attempts`` counts the first try."""
+
+    max_attempts: int = 5
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 20.0
+    max_retry_after_s: float = 60.0
+    sleep: Callable[[float], Awaitable[None]] = field(default=anyio.sleep, repr=False)
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def backoff_s(self, attempt: int, response: httpx.Response | None) -> float:
+        """How long to wait before attempt ``attempt + 1``."""
+        asked = retry_after_s(response)
+        if asked is not None:
+            return min(asked, self.max_retry_after_s)
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+        return self.rng.uniform(0, ceiling)
+
+    async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
+        attempts = int(option(request, OPTION_MAX_ATTEMPTS, self.max_attempts))
+
+        async def attempt() -> httpx.Response:
+            try:
+                response = await call_next(request)
+            except httpx.TransportError as exc:
+                if not should_retry(request, None, exc):
+                    raise
+                raise _Retryable(exc) from exc
+            return response
+
+        async def release(state: RetryCallState) -> None:
+            # A response we are about to retry past is closed so its connection is reused.
+            if state.outcome is not None and not state.outcome.failed:
+                await state.outcome.result().aclose()
+
+        def wait(state: RetryCallState) -> float:
+            outcome = state.outcome
+            response = None if outcome is None or outcome.failed else outcome.result()
+            return self.backoff_s(state.attempt_number, response)
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(max(1, attempts)),
+            wait=wait,
+            retry=(retry_if_result(lambda r: should_retry(request, r, None))
+                   | _retry_if_retryable_error),
+            sleep=self.sleep,
+            before_sleep=release,
+            reraise=True,
+            retry_error_callback=_last_outcome,
+        )
+        try:
+            return await retrying(attempt)
+        except _Retryable as exc:
+            raise exc.error from exc.error.__cause__
+
+
+class _Retryable(Exception):
+    def __init__(self, error: httpx.TransportError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _retry_if_retryable_error(state: RetryCallState) -> bool:
+    return state.outcome is not None and isinstance(state.outcome.exception(), _Retryable)
+
+
+def _last_outcome(state: RetryCallState) -> httpx.Response:
+    # Out of attempts: hand back the last response so the Session raises the typed ApiError for
+    # it, or re-raise the last transport error.
+    assert state.outcome is not None
+    return state.outcome.result()  # type: ignore[no-any-return]

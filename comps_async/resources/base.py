@@ -1,0 +1,260 @@
+"""Operations every entity type shares: get, list, iterate (auto-paging), count, refresh, tags,
+and for stateful entities commission / cancel / delete over one id or many."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from uuid import UUID
+
+import anyio
+
+from ..models import Entity, RelationType, TagOperationMode, WorkItem
+from ..query import Query
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+__all__ = ["EntityResource", "StatefulResource", "as_id", "parse_content_range"]
+
+E = TypeVar("E", bound=Entity)
+IdLike = Entity | UUID | str
+
+DEFAULT_OPERATION_CONCURRENCY = 16
+# Inferred (§14.18): fetch many entities by id in one list call. COMPS is a ServiceStack service
+# and AutoQuery's convention is ``Ids=a,b,c``; if a server ignores the parameter (it then returns
+# ids we did not ask for) we fall back to one GET per id. Chunked so URLs stay short.
+IDS_PARAM = "Ids"
+IDS_PER_REQUEST = 50
+
+_CONTENT_RANGE = re.compile(r"(?:\w+\s+)?(?:\d+-\d+|\*)/(\d+)")
+
+
+def parse_content_range(value: str | None) -> int | None:
+    """The total of ``items 0-99/500`` or ``0-99/500`` (§5.1), or ``None``."""
+    if not value:
+        return None
+    match = _CONTENT_RANGE.search(value)
+    return int(match.group(1)) if match else None
+
+
+def as_id(value: IdLike) -> UUID:
+    """The UUID of an entity, a UUID or a UUID string; ``ValueError`` before any request."""
+    if isinstance(value, Entity):
+        if value.id is None:
+            raise ValueError(f"this {type(value).__name__} has no id yet: save it first")
+        return value.id
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a valid id (expected a UUID)") from None
+
+
+def _tags_payload(tags: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(tags, Mapping):
+        raise TypeError("tags must be a mapping of names to values")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"tag names must be non-empty strings, got {key!r}")
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise ValueError(f"tag {key!r}: values must be str, int, float, bool or None (§4.6), "
+                             f"got {type(value).__name__}")
+    return dict(tags)
+
+
+class EntityResource(Generic[E]):
+    """Read and tag operations of one entity type, e.g. ``session.simulations``."""
+
+    model: ClassVar[type[Entity]]
+    default_page_size: ClassVar[int] = 5000
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    @property
+    def _plural(self) -> str:
+        return self.model.plural
+
+    def _parse(self, data: Any) -> E:
+        return self.model.from_wire(data)  # type: ignore[return-value]
+
+    def _items(self, payload: Any) -> list[Any]:
+        items = payload.get(self._plural) if isinstance(payload, dict) else None
+        if not isinstance(items, list):
+            raise ValueError(f"malformed response: expected {{{self._plural!r}: [...]}}")
+        return items
+
+    async def get(self, entity_id: IdLike, *, children: Sequence[str] | None = None,
+                  query: Query | None = None) -> E:
+        """One entity by id, with the requested children (``["tags", "files"]``)."""
+        q = query or Query()
+        if children:
+            q = q.select_children(children)
+        params = q.to_params(self.model)
+        response = await self._session.request("GET", f"{self._plural}/{as_id(entity_id)}",
+                                               params=params)
+        items = self._items(response.json())
+        if len(items) != 1:
+            raise ValueError(f"expected exactly one {self.model.__name__}, got {len(items)}")
+        return self._parse(items[0])
+
+    async def get_many(self, ids: Iterable[IdLike], *, children: Sequence[str] | None = None
+                       ) -> list[E]:
+        """Many entities by id in a few list calls (order of ``ids`` kept, unknown ids left
+        out)."""
+        wanted = list(dict.fromkeys(as_id(i) for i in ids))
+        base = (Query().select_children(children) if children else Query()).to_params(self.model)
+        found: dict[UUID, E] = {}
+        for start in range(0, len(wanted), IDS_PER_REQUEST):
+            chunk = wanted[start:start + IDS_PER_REQUEST]
+            response = await self._session.request(
+                "GET", self._plural,
+                params={**base, IDS_PARAM: ",".join(map(str, chunk)), "count": str(len(chunk))})
+            items = [self._parse(i) for i in self._items(response.json())]
+            if any(item.id not in chunk for item in items):  # parameter ignored: fall back
+                items = await self._gather(chunk, lambda i: self.get(i, children=children))
+            found.update({item.id: item for item in items if item.id is not None})
+        return [found[i] for i in wanted if i in found]
+
+    async def list(self, query: Query | None = None, *, page_size: int | None = None) -> list[E]:
+        """Every entity matching ``query`` (paged as needed; ``query.count`` caps the total)."""
+        return [entity async for entity in self.iterate(query, page_size=page_size)]
+
+    async def iterate(self, query: Query | None = None, *, page_size: int | None = None
+                      ) -> AsyncIterator[E]:
+        """Entities matching ``query``, fetched page by page with offset/count until the
+        server's Content-Range says the set is complete: no silent truncation (§14.15)."""
+        q = query or Query()
+        base = q.to_params(self.model)  # validated before the first request
+        page = page_size or self.default_page_size
+        if page <= 0:
+            raise ValueError("page_size must be positive")
+        limit = q.count_value or None
+        offset, fetched = q.offset_value, 0
+        while True:
+            want = page if limit is None else min(page, limit - fetched)
+            if want <= 0:
+                return
+            params = {**base, "offset": str(offset), "count": str(want)}
+            response = await self._session.request("GET", self._plural, params=params)
+            items = self._items(response.json())
+            for item in items:
+                yield self._parse(item)
+            fetched += len(items)
+            offset += len(items)
+            total = parse_content_range(response.headers.get("content-range"))
+            # No Content-Range means the server returned every match (§5.1).
+            if total is None or not items or offset >= total:
+                return
+
+    async def count(self, query: Query | None = None) -> int:
+        """How many entities match ``query`` (one small request)."""
+        q = (query or Query()).select(["id"])
+        params = {**q.to_params(self.model), "count": "1", "offset": "0"}
+        response = await self._session.request("GET", self._plural, params=params)
+        total = parse_content_range(response.headers.get("content-range"))
+        return total if total is not None else len(self._items(response.json()))
+
+    async def refresh(self, entity: E) -> E:
+        """Re-read ``entity`` from the server in place (children it already has included)."""
+        children = [name for name in sorted(self.model.children_names)
+                    if getattr(entity, name, None) is not None]
+        fresh = await self.get(as_id(entity), children=children)
+        for name in type(entity).model_fields:
+            value = getattr(fresh, name)
+            if value is not None or name in fresh.model_fields_set:
+                setattr(entity, name, value)
+        return entity
+
+    async def parents(self, entity: IdLike, relation: RelationType | None = None
+                      ) -> list[WorkItem]:
+        """Work items related to ``entity`` (one relation call, one batched list call)."""
+        path = f"WorkItems/RelatedEntityId/{as_id(entity)}/Type/{self.model.__name__}"
+        if relation is not None:
+            path += f"/Relation/{relation.value}"
+        response = await self._session.request("GET", path)
+        ids = [UUID(str(p["Id"])) for p in response.json().get("Parents") or []]
+        return await self._session.work_items.get_many(ids)
+
+    # --- tags (§9) -----------------------------------------------------------------------------
+
+    async def set_tags(self, entity: IdLike, tags: Mapping[str, Any]) -> None:
+        """Replace all tags."""
+        await self._tags(entity, tags, TagOperationMode.Replace)
+
+    async def merge_tags(self, entity: IdLike, tags: Mapping[str, Any]) -> None:
+        """Add or overwrite these tags, keep the others."""
+        await self._tags(entity, tags, TagOperationMode.Merge)
+
+    async def delete_tags(self, entity: IdLike, keys: Iterable[str]) -> None:
+        """Remove these tag names."""
+        await self._tags(entity, dict.fromkeys(keys), TagOperationMode.Delete)
+
+    async def _tags(self, entity: IdLike, tags: Mapping[str, Any], mode: TagOperationMode
+                    ) -> None:
+        payload = {"Tags": _tags_payload(tags), "OperationMode": mode.value}
+        entity_id = as_id(entity)
+        # Merge/Replace/Delete converge to the same tags when repeated: safe to retry.
+        await self._session.request("POST", f"{self._plural}/{entity_id}/tags", json=payload,
+                                    idempotent=True)
+        if isinstance(entity, Entity):
+            current = dict(entity.tags or {}) if mode != TagOperationMode.Replace else {}
+            if mode == TagOperationMode.Delete:
+                for key in tags:
+                    current.pop(key, None)
+            else:
+                current.update(tags)
+            entity.tags = current
+
+    async def _gather(self, items: Iterable[Any], fn: Callable[[Any], Awaitable[Any]],
+                      concurrency: int = DEFAULT_OPERATION_CONCURRENCY) -> list[Any]:
+        """``fn`` over ``items`` with at most ``concurrency`` at once; results in order."""
+        items = list(items)
+        results: list[Any] = [None] * len(items)
+        limiter = anyio.CapacityLimiter(max(1, concurrency))
+
+        async def one(index: int, item: Any) -> None:
+            async with limiter:
+                results[index] = await fn(item)
+
+        async with anyio.create_task_group() as tg:
+            for index, item in enumerate(items):
+                tg.start_soon(one, index, item)
+        return results
+
+
+class StatefulResource(EntityResource[E]):
+    """Commission, cancel and delete (Suites, Experiments, Simulations, WorkItems)."""
+
+    async def commission(self, entities: IdLike | Iterable[IdLike], *,
+                         concurrency: int = DEFAULT_OPERATION_CONCURRENCY) -> None:
+        """Request commissioning (an Experiment/Suite commissions its Created simulations)."""
+        await self._state(entities, "CommissionRequested", concurrency)
+
+    async def cancel(self, entities: IdLike | Iterable[IdLike], *,
+                     concurrency: int = DEFAULT_OPERATION_CONCURRENCY) -> None:
+        """Request cancellation of running work."""
+        await self._state(entities, "CancelRequested", concurrency)
+
+    async def delete(self, entities: IdLike | Iterable[IdLike], *, expire_now: bool = False,
+                     concurrency: int = DEFAULT_OPERATION_CONCURRENCY) -> None:
+        """Soft-delete (cascading to children); ``expire_now`` makes it permanent sooner."""
+        ids = _id_list(entities)
+        params = {"expirenow": "True"} if expire_now else None
+        await self._gather(ids, lambda i: self._session.request(
+            "DELETE", f"{self._plural}/{i}", params=params), concurrency)
+
+    async def _state(self, entities: IdLike | Iterable[IdLike], state: str, concurrency: int
+                     ) -> None:
+        ids = _id_list(entities)
+        await self._gather(ids, lambda i: self._session.request(
+            "PUT", f"{self._plural}/{i}/State/{state}"), concurrency)
+
+
+def _id_list(entities: IdLike | Iterable[IdLike]) -> list[UUID]:
+    if isinstance(entities, Entity | UUID | str):
+        return [as_id(entities)]
+    return [as_id(e) for e in entities]

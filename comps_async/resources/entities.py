@@ -1,0 +1,181 @@
+"""The five entity resources of a Session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from typing import Any, ClassVar, TypeVar
+from uuid import UUID
+
+from ..models import (
+    AssetCollection,
+    Entity,
+    Experiment,
+    RelationType,
+    Simulation,
+    Suite,
+    WorkItem,
+    entity_type,
+)
+from ..query import Query
+from ..transfer.batching import BatchLimits, BatchSaver, ProgressCallback
+from .base import EntityResource, IdLike, StatefulResource, as_id
+
+__all__ = ["AssetCollections", "Experiments", "Simulations", "Suites", "WorkItems"]
+
+J = TypeVar("J", Suite, Experiment)
+B = TypeVar("B", Simulation, WorkItem)
+
+# Fields sent when updating a Suite/Experiment (§6.1-6.2); tags go through /tags instead.
+_UPDATE_KEYS = frozenset({"Id", "Name", "Description", "SuiteId", "Configuration"})
+
+
+class _JsonSaved(StatefulResource[J]):
+    """Suites and Experiments are saved as plain JSON, one per request (§8.5)."""
+
+    default_page_size: ClassVar[int] = 1000  # the server caps these lists at 1000 rows
+
+    async def save(self, entity: J) -> J:
+        """Create ``entity`` (its new id is set in place) or update it when it has an id."""
+        wire = entity.to_save_wire()
+        if entity.id is not None:
+            wire = {k: v for k, v in wire.items() if k in _UPDATE_KEYS}
+        response = await self._session.request("POST", self._plural,
+                                               json={self._plural: [wire]})
+        ids = response.json().get("Ids") or []
+        if len(ids) != 1:
+            raise ValueError(f"the server answered {ids!r} to a save of one {self._plural}")
+        entity.id = UUID(str(ids[0]))
+        return entity
+
+    async def create(self, entity: J) -> J:
+        """Create a new entity; alias of ``save`` that refuses one with an id."""
+        if entity.id is not None:
+            raise ValueError("this entity already has an id; use save() to update it")
+        return await self.save(entity)
+
+    async def stats(self, entity: IdLike) -> dict[str, int]:
+        """Simulation counts per state in one request (Stats endpoint, §12)."""
+        entity_id = as_id(entity)
+        response = await self._session.request(
+            "GET", f"{self._plural}/{entity_id}/Stats",
+            params={"statsoperations": "simulationcount,simulationstatecount"})
+        stats = (response.json().get("Stats") or {}).get(str(entity_id)) or {}
+        return {str(k): int(v) for k, v in (stats.get("SimulationStateCount") or {}).items()}
+
+
+class Suites(_JsonSaved[Suite]):
+    """``session.suites``."""
+
+    model = Suite
+
+    async def experiments(self, suite: IdLike, query: Query | None = None) -> list[Experiment]:
+        """The experiments of a suite (the caller's query is not modified)."""
+        q = (query or Query()).where([f"suite_id={as_id(suite)}"])
+        return await self._session.experiments.list(q)
+
+
+class Experiments(_JsonSaved[Experiment]):
+    """``session.experiments``."""
+
+    model = Experiment
+
+    async def simulations(self, experiment: IdLike, query: Query | None = None
+                          ) -> list[Simulation]:
+        """The simulations of an experiment, every page (the caller's query is not modified)."""
+        q = (query or Query()).where([f"experiment_id={as_id(experiment)}"])
+        return await self._session.simulations.list(q)
+
+
+class _BatchSaved(StatefulResource[B]):
+    """Simulations and WorkItems are saved in multipart batches (§8.1-8.2)."""
+
+    async def save(self, entity: B) -> B:
+        """Save one entity (a batch of one); its id is set in place."""
+        await self.save_all([entity], concurrency=1)
+        return entity
+
+    async def save_all(
+        self,
+        entities: Iterable[B] | AsyncIterable[B],
+        *,
+        concurrency: int = 4,
+        on_progress: ProgressCallback | None = None,
+        limits: BatchLimits | None = None,
+        after_batch: Callable[[list[B]], Awaitable[Any]] | None = None,
+    ) -> int:
+        """Save many entities in batches of up to 100, ``concurrency`` POSTs in flight, exactly
+        once even when answers are lost. Ids are assigned in place; returns how many were saved.
+        Raises ``BatchSaveError`` (with ``saved`` and ``failed``) if some could not be saved."""
+        saver = BatchSaver(self._session, self.model, concurrency=concurrency, limits=limits,
+                           on_progress=on_progress, after_batch=after_batch)
+        return await saver.run(entities)  # type: ignore[arg-type]
+
+
+class Simulations(_BatchSaved[Simulation]):
+    """``session.simulations``."""
+
+    model = Simulation
+
+    async def save_all(  # type: ignore[override]
+        self,
+        entities: Iterable[Simulation] | AsyncIterable[Simulation],
+        *,
+        concurrency: int = 4,
+        on_progress: ProgressCallback | None = None,
+        limits: BatchLimits | None = None,
+        commission: bool = False,
+    ) -> int:
+        """As ``save_all`` of work items; with ``commission=True`` each experiment is
+        commissioned as its batches land, so simulations start while later ones upload
+        (commissioning is idempotent: only Created simulations are picked up)."""
+        commissioned: set[UUID] = set()
+
+        async def commission_batch(batch: list[Simulation]) -> None:
+            experiments = {s.experiment_id for s in batch if s.experiment_id is not None}
+            commissioned.update(experiments)
+            await self._session.experiments.commission(experiments)
+
+        saved = await super().save_all(
+            entities, concurrency=concurrency, on_progress=on_progress, limits=limits,
+            after_batch=commission_batch if commission else None)
+        if commission and commissioned:  # catches batches that landed during a commission
+            await self._session.experiments.commission(commissioned)
+        return saved
+
+
+class WorkItems(_BatchSaved[WorkItem]):
+    """``session.work_items``, with relations (§6.4)."""
+
+    model = WorkItem
+
+    async def add_related(self, work_item: IdLike, related: Entity,
+                          relation: RelationType = RelationType.DependsOn) -> None:
+        """Record that ``work_item`` depends on (or created) ``related``."""
+        await self._session.request(
+            "POST", f"WorkItems/{as_id(work_item)}/Related/{relation.value}/"
+                    f"{type(related).__name__}/{as_id(related)}", idempotent=True)
+
+    async def related(self, work_item: IdLike, *, object_type: str | type[Entity] | None = None,
+                      relation: RelationType | None = None) -> dict[str, list[Entity]]:
+        """Related entities grouped by type name, fetched with one list call per type."""
+        params = {}
+        if object_type is not None:
+            params["RelatedObject"] = entity_type(object_type).__name__
+        if relation is not None:
+            params["RelationType"] = relation.value
+        response = await self._session.request("GET", f"WorkItems/{as_id(work_item)}/Related",
+                                               params=params)
+        by_type: dict[str, list[UUID]] = {}
+        for item in response.json().get("Related") or []:
+            by_type.setdefault(str(item["ObjectType"]), []).append(UUID(str(item["Id"])))
+        result: dict[str, list[Entity]] = {}
+        for type_name, ids in by_type.items():
+            resource: EntityResource[Any] = self._session.resource(type_name)
+            result[type_name] = list(await resource.get_many(ids))
+        return result
+
+
+class AssetCollections(EntityResource[AssetCollection]):
+    """``session.asset_collections``."""
+
+    model = AssetCollection

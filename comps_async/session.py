@@ -1,0 +1,270 @@
+"""``Session``: one COMPS host, one pooled ``httpx.AsyncClient``, one pipeline of policies."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+from pydantic import SecretStr
+
+from .auth import CredentialPrompt, Credentials, TokenManager
+from .errors import ApiError, TransferError, error_for_status
+from .hosts import Host
+from .pipeline import (
+    OPTION_IDEMPOTENT,
+    OPTION_MAX_ATTEMPTS,
+    OPTION_NO_AUTH,
+    OPTION_STREAM,
+    Pipeline,
+    Policy,
+    option,
+)
+from .policies import AuthPolicy, ConcurrencyPolicy, LoggingPolicy, RetryPolicy
+from .policies.retry import retry_after_s
+from .models import Entity, entity_type
+from .resources import (
+    AssetCollections,
+    EntityResource,
+    Experiments,
+    Simulations,
+    Suites,
+    WorkItems,
+)
+
+__all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "Session"]
+
+# No timeout at all is pyCOMPS's worst failure mode (§14.1): a stalled socket hangs for ever.
+DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=15.0)
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100,
+                              keepalive_expiry=30.0)
+
+
+class Session:
+    """An authenticated connection to one COMPS host; use as ``async with Session(url) as s``.
+
+    Arguments win over the environment: ``url`` falls back to ``COMPS_SERVER``, ``token`` to
+    ``COMPS_TOKEN``, ``username``/``password`` to ``COMPS_USERNAME``/``COMPS_PASSWORD``. Without
+    a token the session logs in with the credentials, or reuses a cached token of the same host
+    (``COMPS_Authtoken_<host>_<user>.txt``, 0600).
+
+    ``policies`` are added to the pipeline after authentication (they see every attempt);
+    ``retry`` replaces the default ``RetryPolicy()``; ``transport`` replaces httpx's default.
+    TLS certificates are verified unless ``verify=False``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        token: str | SecretStr | None = None,
+        username: str | None = None,
+        password: str | SecretStr | None = None,
+        credential_prompt: CredentialPrompt | None = None,
+        policies: Sequence[Policy] = (),
+        retry: RetryPolicy | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        max_concurrent_requests: int = 64,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: bool | str = True,
+        token_cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        url = url or os.environ.get("COMPS_SERVER")
+        if not url:
+            raise ValueError("no COMPS host: pass Session(url) or set COMPS_SERVER")
+        self.host = Host.parse(url)
+        if token is None and username is None and password is None:
+            token = os.environ.get("COMPS_TOKEN") or None
+            username = os.environ.get("COMPS_USERNAME") or None
+            password = os.environ.get("COMPS_PASSWORD") or None
+        if (username is None) != (password is None):
+            raise ValueError("pass both username and password, or neither")
+        credentials = None
+        if username is not None and password is not None:
+            secret = password if isinstance(password, SecretStr) else SecretStr(password)
+            credentials = Credentials(username, secret)
+        self._token_secret = (token if isinstance(token, SecretStr) or token is None
+                              else SecretStr(token))
+        self._credentials = credentials
+        self._prompt = credential_prompt
+        self._user_policies = tuple(policies)
+        self.retry = retry or RetryPolicy()
+        self.concurrency = ConcurrencyPolicy(max_concurrent_requests)
+        self._timeout = timeout
+        self._limits = limits
+        self._transport = transport
+        self._verify = verify
+        self._cache_dir = Path(token_cache_dir) if token_cache_dir is not None else None
+        self._client: httpx.AsyncClient | None = None
+        self._pipeline: Pipeline | None = None
+        self.suites = Suites(self)
+        self.experiments = Experiments(self)
+        self.simulations = Simulations(self)
+        self.work_items = WorkItems(self)
+        self.asset_collections = AssetCollections(self)
+
+    def __repr__(self) -> str:
+        return f"Session({self.host.base!r})"
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._client = httpx.AsyncClient(
+            timeout=self._timeout, limits=self._limits, transport=self._transport,
+            verify=self._verify, follow_redirects=False,
+            headers={"Accept": "application/json"})
+        self.tokens = TokenManager(
+            self.host, self._send_without_auth, token=self._token_secret,
+            credentials=self._credentials, prompt=self._prompt, cache_dir=self._cache_dir)
+        self._pipeline = Pipeline(
+            [self.retry, AuthPolicy(self.tokens), *self._user_policies, self.concurrency,
+             LoggingPolicy()],
+            self._transport_send)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def build_request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        files: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
+        idempotent: bool | None = None,
+    ) -> httpx.Request:
+        """A request for a protocol path (``Simulations/...`` or ``asset/...``) or an absolute
+        server URL (re-rooted on this host), with per-call options."""
+        client = self._require_client()
+        url = self.host.reroot(path) if "://" in path else self.host.url(path)
+        request = client.build_request(
+            method, url, params=params, json=json, content=content, files=files,
+            headers=headers, timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+        if max_attempts is not None:
+            request.extensions[OPTION_MAX_ATTEMPTS] = max_attempts
+        if idempotent is not None:
+            request.extensions[OPTION_IDEMPOTENT] = idempotent
+        return request
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request through the pipeline; raise the typed ApiError for 4xx/5xx and
+        TransferError when the connection failed for good. See ``build_request``."""
+        return await self.send(self.build_request(method, path, **kwargs))
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """Send a built request through the pipeline, with error translation."""
+        response = await self._send_raw(request)
+        if response.status_code >= 400:
+            await response.aread()
+            raise api_error(response)
+        return response
+
+    @asynccontextmanager
+    async def stream(self, method: str, path: str, **kwargs: Any
+                     ) -> AsyncIterator[httpx.Response]:
+        """Like ``request`` but the body is left unread for ``aiter_bytes``; closed on exit."""
+        request = self.build_request(method, path, **kwargs)
+        request.extensions[OPTION_STREAM] = True
+        response = await self.send(request)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _send_raw(self, request: httpx.Request) -> httpx.Response:
+        if self._pipeline is None:
+            raise RuntimeError("use the Session inside 'async with Session(...) as s:'")
+        try:
+            return await self._pipeline.send(request)
+        except httpx.TimeoutException as exc:
+            raise TransferError(f"{request.method} timed out ({type(exc).__name__})",
+                                url=str(request.url)) from exc
+        except httpx.TransportError as exc:
+            raise TransferError(f"{request.method} failed: {type(exc).__name__}: {exc}",
+                                url=str(request.url)) from exc
+
+    async def _send_without_auth(self, request: httpx.Request) -> httpx.Response:
+        # The /tokens calls go through retry and logging but not through AuthPolicy.
+        request.extensions[OPTION_NO_AUTH] = True
+        return await self._send_raw(request)
+
+    async def _transport_send(self, request: httpx.Request) -> httpx.Response:
+        client = self._require_client()
+        response = await client.send(request, stream=True)
+        if not option(request, OPTION_STREAM):
+            try:
+                await response.aread()  # inside the pipeline, so a cut body is retried
+            except BaseException:
+                await response.aclose()
+                raise
+        return response
+
+    def _require_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError("use the Session inside 'async with Session(...) as s:'")
+        return self._client
+
+    def resource(self, entity: str | type[Entity]) -> EntityResource[Any]:
+        """The resource of an entity type: ``"Simulation"``, ``"Simulations"`` or the class."""
+        resources: dict[str, EntityResource[Any]] = {
+            "Suite": self.suites, "Experiment": self.experiments, "Simulation": self.simulations,
+            "WorkItem": self.work_items, "AssetCollection": self.asset_collections}
+        return resources[entity_type(entity).__name__]
+
+    # --- environments (§2.7) -------------------------------------------------------------------
+
+    async def environments(self) -> list[str]:
+        """Names of the environments visible to the user."""
+        response = await self.request("GET", "environments")
+        return [e["EnvironmentName"] for e in response.json().get("Environments", [])]
+
+    async def environment(self, name: str) -> dict[str, Any]:
+        """One environment: ``{"EnvironmentName", "GroupName", "Macros": {...}}``."""
+        if not name or "/" in name:
+            raise ValueError(f"invalid environment name {name!r}")
+        response = await self.request("GET", f"Environments/{name}")
+        items = response.json().get("Environments", [])
+        if len(items) != 1:
+            raise ApiError(response.status_code, f"malformed environment response for {name!r}")
+        return dict(items[0])
+
+    async def environment_macros(self, name: str) -> dict[str, str]:
+        """The macros of an environment (e.g. ``DOCKER_MOUNTS``)."""
+        return dict((await self.environment(name)).get("Macros") or {})
+
+
+def api_error(response: httpx.Response) -> ApiError:
+    """The typed error for a 4xx/5xx response, with ResponseMessage and CorrelationId (§3.3)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        text = response.text[:200].strip() if response.content else ""
+        body = {"ResponseMessage": text or response.reason_phrase}
+    message = str(body.get("ResponseMessage") or response.reason_phrase)
+    return error_for_status(response.status_code)(
+        response.status_code, message, correlation_id=body.get("CorrelationId"),
+        details={k: v for k, v in body.items() if k not in ("ResponseMessage", "CorrelationId")},
+        method=response.request.method, url=str(response.request.url.copy_with(query=None)),
+        retry_after_s=retry_after_s(response))

@@ -1,0 +1,1 @@
+"""Moving bytes: hashing, batched multipart saves, chunked uploads."""

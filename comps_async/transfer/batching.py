@@ -1,0 +1,340 @@
+"""Batched multipart saves of Simulations and WorkItems (protocol §8.1-8.2), exactly once.
+
+A producer turns the caller's (async) iterable into batches of at most ``max_entities`` and under
+``max_bytes``, hashing files off the loop and uploading large files first; up to ``concurrency``
+consumers POST batches while the next ones are built. The channel between them is bounded, so
+memory is bounded by ``concurrency x batch size``, not by how many entities there are.
+
+Exactly-once: a POST whose answer is lost may or may not have been committed. Every new entity
+carries the reserved tag ``comps_async.batch = <batch-id>/<index>``; after an ambiguous failure
+the saver lists entities by that tag, keeps the ones that exist and re-sends only the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sized
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from uuid import UUID
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ..errors import (
+    ApiError,
+    BatchSaveError,
+    MissingAssetsError,
+    RateLimitedError,
+    ServerError,
+    TransferError,
+)
+from ..models import ContentSource, Entity, SimulationState, WorkItemState
+from ..models.files import _AssetFile
+from ..query import Query
+from .content import check_readable_file, ensure_md5, hash_limiter, media_type, read_source
+from .upload import LARGE_FILE_BYTES, upload_large
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+__all__ = ["BATCH_TAG", "BatchLimits", "BatchSaver"]
+
+logger = logging.getLogger(__name__)
+
+BATCH_TAG = "comps_async.batch"
+"""Reserved tag key on entities created by ``save_all``: ``<batch-id>/<index>``. It lets a retry
+find what an interrupted POST created; delete it with ``delete_tags`` if you do not want it."""
+
+E = TypeVar("E", bound=Entity)
+ProgressCallback = Callable[[int, int | None], None]
+# Failures after which the batch may or may not exist on the server.
+_AMBIGUOUS = (TransferError, ServerError, RateLimitedError)
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """Batch limits of pyCOMPS (§8.2), configurable."""
+
+    max_entities: int = 100
+    max_bytes: int = 38912 * 1024
+    large_file_bytes: int = LARGE_FILE_BYTES
+    max_attempts: int = 8
+    backoff_base_s: float = 0.2
+    backoff_max_s: float = 10.0
+
+
+# Size estimate of pyCOMPS (§8.2): request overhead, per-entity separator, per-part headers.
+_REQUEST_OVERHEAD = 4096
+_PART_OVERHEAD = 135
+
+
+@dataclass
+class _Batch(Generic[E]):
+    id: UUID = field(default_factory=uuid.uuid4)
+    entities: list[E] = field(default_factory=list)
+    wire: list[dict[str, Any]] = field(default_factory=list)
+    parts: dict[UUID, tuple[str, bytes]] = field(default_factory=dict)
+    size: int = _REQUEST_OVERHEAD
+
+
+class BatchSaver(Generic[E]):
+    """One ``save_all`` run (see module docstring)."""
+
+    def __init__(
+        self,
+        session: Session,
+        model: type[E],
+        *,
+        concurrency: int = 4,
+        limits: BatchLimits | None = None,
+        on_progress: ProgressCallback | None = None,
+        after_batch: Callable[[list[E]], Awaitable[Any]] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._session = session
+        self._model = model
+        self._concurrency = concurrency
+        self._limits = limits or BatchLimits()
+        self._on_progress = on_progress
+        self._after_batch = after_batch
+        self._hash_limiter = hash_limiter()
+        self._uploaded: set[UUID] = set()
+        self._sources: dict[UUID, ContentSource] = {}
+        self._saved: list[E] = []
+        self._failed: list[E] = []
+        self._errors: list[BaseException] = []
+        self._total: int | None = None
+
+    async def run(self, entities: Iterable[E] | AsyncIterable[E]) -> int:
+        """Save everything; returns how many were saved or raises BatchSaveError."""
+        if isinstance(entities, Sized) and isinstance(entities, Iterable):
+            entities = list(entities)
+            for index, entity in enumerate(entities):  # bad input fails before any request
+                self._validate(entity, index)
+            self._total = len(entities)
+        send, receive = anyio.create_memory_object_stream[_Batch[E]](self._concurrency)
+        async with anyio.create_task_group() as tg:
+            for _ in range(self._concurrency):
+                tg.start_soon(self._consume, receive.clone())
+            receive.close()
+            await self._produce(entities, send)
+        if self._errors:
+            missing = [e for e in self._errors if isinstance(e, MissingAssetsError)]
+            if missing and not self._saved and len(self._errors) == len(missing):
+                raise missing[0]
+            raise BatchSaveError(self._saved, self._failed, self._errors)
+        return len(self._saved)
+
+    # --- producing -----------------------------------------------------------------------------
+
+    async def _produce(self, entities: Iterable[E] | AsyncIterable[E],
+                       send: MemoryObjectSendStream[_Batch[E]]) -> None:
+        async with send:
+            batch: _Batch[E] = _Batch()
+            index = 0
+            async for entity in _aiter(entities):
+                if self._errors:  # a batch failed for good: stop feeding new work
+                    self._failed.append(entity)
+                    continue
+                try:
+                    self._validate(entity, index)
+                    wire, parts = await self._prepare(entity)
+                except Exception as exc:
+                    self._failed.extend([*batch.entities, entity])
+                    self._errors.append(exc)
+                    batch = _Batch()
+                    continue
+                index += 1
+                cost = len(json.dumps(wire)) + 2 + sum(
+                    _PART_OVERHEAD + len(media_type(name)) + len(data)
+                    for md5, (name, data) in parts.items() if md5 not in batch.parts)
+                if _REQUEST_OVERHEAD + cost > self._limits.max_bytes:
+                    self._failed.append(entity)
+                    self._errors.append(ValueError(
+                        f"{entity.name!r} alone is {cost} bytes, over the {self._limits.max_bytes}"
+                        "-byte request limit; give its big files by path so they are uploaded "
+                        "separately"))
+                    continue
+                full = (len(batch.entities) >= self._limits.max_entities
+                        or batch.size + cost > self._limits.max_bytes)
+                if full:
+                    await send.send(batch)
+                    batch = _Batch()
+                batch.entities.append(entity)
+                batch.wire.append(wire)
+                batch.parts.update(parts)
+                batch.size += cost
+            if batch.entities and not self._errors:
+                await send.send(batch)
+            elif batch.entities:
+                self._failed.extend(batch.entities)
+
+    def _validate(self, entity: E, index: int) -> None:
+        if not isinstance(entity, self._model):
+            raise TypeError(f"item {index} is a {type(entity).__name__}, expected "
+                            f"{self._model.__name__}")
+        if entity.id is None:
+            name = getattr(entity, "name", None)
+            if not name:
+                raise ValueError(f"{self._model.__name__} #{index} has no name")
+            if self._model.__name__ == "Simulation" and getattr(entity, "experiment_id") is None:
+                raise ValueError(f"simulation {name!r} has no experiment_id")
+            if self._model.__name__ == "WorkItem" and (
+                    getattr(entity, "worker") is None
+                    or not getattr(entity, "environment_name")):
+                raise ValueError(f"work item {name!r} needs worker and environment_name")
+        for file in _files_of(entity):
+            if file.source is not None and file.source.path is not None:
+                check_readable_file(file.source.path)
+
+    async def _prepare(self, entity: E) -> tuple[dict[str, Any], dict[UUID, tuple[str, bytes]]]:
+        """The entity's wire JSON and the parts to attach; hashes files and uploads big ones."""
+        parts: dict[UUID, tuple[str, bytes]] = {}
+        for file in _files_of(entity):
+            if file.source is None:
+                continue  # md5-only reference
+            md5 = await ensure_md5(file, self._hash_limiter)
+            self._sources[md5] = file.source
+            size = file.length if file.length is not None else file.source.size or 0
+            if size > self._limits.large_file_bytes:
+                if md5 not in self._uploaded:
+                    await upload_large(self._session, file.source, md5, size)
+                    self._uploaded.add(md5)
+            else:
+                parts[md5] = (file.file_name, await read_source(file.source))
+        return entity.to_save_wire(), parts
+
+    # --- consuming -----------------------------------------------------------------------------
+
+    async def _consume(self, receive: MemoryObjectReceiveStream[_Batch[E]]) -> None:
+        async with receive:
+            async for batch in receive:
+                try:
+                    await self._save_batch(batch)
+                except Exception as exc:
+                    logger.warning("batch %s failed for good: %s", batch.id, exc)
+                    self._failed.extend(e for e in batch.entities if e.id is None)
+                    self._saved.extend(e for e in batch.entities if e.id is not None)
+                    self._errors.append(exc)
+                    continue
+                self._saved.extend(batch.entities)
+                if self._on_progress is not None:
+                    self._on_progress(len(self._saved), self._total)
+                if self._after_batch is not None:
+                    await self._after_batch(batch.entities)
+
+    async def _save_batch(self, batch: _Batch[E]) -> None:
+        pending = list(range(len(batch.entities)))
+        last_error: Exception | None = None
+        for attempt in range(1, self._limits.max_attempts + 1):
+            try:
+                ids = await self._post(batch, pending)
+            except ApiError as exc:
+                untracked = exc.details.get("UntrackedIds") if exc.status == 400 else None
+                if untracked:
+                    await self._upload_missing(batch, [UUID(str(m)) for m in untracked])
+                    last_error = exc
+                    continue
+                if not isinstance(exc, _AMBIGUOUS):
+                    raise
+                last_error = exc
+            except _AMBIGUOUS as exc:
+                last_error = exc
+            else:
+                self._assign(batch, pending, ids)
+                return
+            # The POST may have been committed: wait, then look before re-sending.
+            await anyio.sleep(self._backoff_s(attempt, last_error))
+            found = await self._reconcile(batch)
+            self._assign(batch, list(found), list(found.values()))
+            pending = [i for i in pending if i not in found]
+            if not pending:
+                return
+        assert last_error is not None
+        raise last_error
+
+    async def _post(self, batch: _Batch[E], indexes: list[int]) -> list[str]:
+        wire = [self._tagged(batch, i) for i in indexes]
+        files: list[tuple[str, tuple[str, bytes, str]]] = [
+            ("not_a_file", (self._model.plural, json.dumps(wire).encode(), "application/json"))]
+        files += [(str(md5), (name, data, media_type(name)))
+                  for md5, (name, data) in batch.parts.items()]
+        response = await self._session.request("POST", self._model.plural, files=files)
+        ids = response.json().get("Ids")
+        if not isinstance(ids, list) or len(ids) != len(indexes):
+            raise ApiError(response.status_code, f"the server answered {ids!r} for "
+                           f"{len(indexes)} entities")
+        return [str(i) for i in ids]
+
+    def _tagged(self, batch: _Batch[E], index: int) -> dict[str, Any]:
+        wire = batch.wire[index]
+        if batch.entities[index].id is not None:
+            return wire  # an update: re-sending it is harmless
+        return {**wire, "Tags": {**wire.get("Tags", {}), BATCH_TAG: f"{batch.id}/{index}"}}
+
+    async def _reconcile(self, batch: _Batch[E]) -> dict[int, str]:
+        """Which entities of ``batch`` exist on the server: {index: id}."""
+        query = (Query().select(["id"]).select_children(["tags"])
+                 .where_tag([f"{BATCH_TAG}~{batch.id}"]))
+        found: dict[int, str] = {}
+        resource = _resource(self._session, self._model)
+        async for entity in resource.iterate(query):
+            value = str((entity.tags or {}).get(BATCH_TAG) or "")
+            prefix, _, index = value.partition("/")
+            if prefix == str(batch.id) and index.isdigit() and entity.id is not None:
+                found[int(index)] = str(entity.id)
+        return found
+
+    def _assign(self, batch: _Batch[E], indexes: list[int], ids: list[str]) -> None:
+        state: Any = (SimulationState.Created if self._model.__name__ == "Simulation"
+                      else WorkItemState.Created)
+        for index, entity_id in zip(indexes, ids, strict=True):
+            entity = batch.entities[index]
+            if entity.id is None and hasattr(entity, "state"):
+                entity.state = state
+            entity.id = UUID(entity_id)
+
+    async def _upload_missing(self, batch: _Batch[E], md5s: list[UUID]) -> None:
+        unknown = [m for m in md5s if m not in self._sources]
+        if unknown:
+            references = {m: [f"{e.name}/{f.file_name}" for e in batch.entities
+                              for f in _files_of(e) if f.md5_checksum == m] for m in unknown}
+            raise MissingAssetsError(unknown, references)
+        for md5 in md5s:  # content we hold but the server lost or never got: send it
+            source = self._sources[md5]
+            size = source.size
+            if size is None:
+                assert source.path is not None
+                size = (await anyio.Path(source.path).stat()).st_size
+            await upload_large(self._session, source, md5, size)
+
+    def _backoff_s(self, attempt: int, error: Exception | None) -> float:
+        asked = error.retry_after_s if isinstance(error, ApiError) else None
+        if asked is not None:
+            return min(asked, self._limits.backoff_max_s)
+        ceiling = min(self._limits.backoff_max_s, self._limits.backoff_base_s * 2 ** attempt)
+        return random.uniform(ceiling / 2, ceiling)
+
+
+def _files_of(entity: Entity) -> list[_AssetFile]:
+    files = getattr(entity, "files", None) or getattr(entity, "assets", None) or []
+    return list(files)
+
+
+def _resource(session: Session, model: type[Entity]) -> Any:
+    return {"Simulation": session.simulations, "WorkItem": session.work_items,
+            "AssetCollection": session.asset_collections}[model.__name__]
+
+
+async def _aiter(items: Iterable[E] | AsyncIterable[E]) -> Any:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+import comps_async as ca
+from comps_async.local import FaultConfig, LocalComps
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def server(comps_server: LocalComps) -> Iterator[LocalComps]:
+    """The shared local server with fault injection reset around each test."""
+    comps_server.faults.configure(FaultConfig())
+    comps_server.faults.counters.clear()
+    yield comps_server
+    comps_server.faults.configure(FaultConfig())
+
+
+@pytest.fixture
+async def session(server: LocalComps, tmp_path: Path) -> AsyncIterator[ca.Session]:
+    async with ca.Session(server.url, token=server.token, token_cache_dir=tmp_path) as s:
+        yield s
+
+
+@pytest.fixture
+async def experiment(session: ca.Session) -> ca.Experiment:
+    return await session.experiments.create(ca.Experiment(
+        name="exp",
+        configuration=ca.Configuration(
+            environment_name="Local", executable_path="python3",
+            simulation_input_args="-m comps_async.local.sir --config config.json")))
