@@ -1,9 +1,9 @@
 """comps_async: an async, high-throughput SDK for the COMPS REST API.
 
-    import comps_async as ca
+import comps_async as ca
 
-    async with ca.Session("http://127.0.0.1:8100", token=...) as s:
-        exp = await s.experiments.create(ca.Experiment(name="calib"))
+async with ca.Session("http://127.0.0.1:8100", token=...) as s:
+    exp = await s.experiments.create(ca.Experiment(name="calib"))
 """
 
 import logging

@@ -66,7 +66,8 @@ class TokenInfo:
             raise ValueError("invalid COMPS token: unreadable expiry") from None
         try:
             created: datetime | None = datetime.strptime(fields[7], _EXPIRY_FORMAT).replace(
-                tzinfo=UTC)
+                tzinfo=UTC
+            )
         except ValueError:
             created = None
         return cls(fields[2], expires, created)
@@ -170,15 +171,19 @@ class TokenManager:
                 if not self.can_relogin:
                     raise
         if not self.can_relogin:
-            raise AuthenticationError(401, "the token has expired", method="PUT",
-                                      url=self.host.url("tokens"))
+            raise AuthenticationError(
+                401, "the token has expired", method="PUT", url=self.host.url("tokens")
+            )
         await self._login()
 
     async def _renew(self) -> None:
         assert self._token is not None
-        request = httpx.Request("PUT", self.host.url("tokens"),
-                                headers={"X-COMPS-Token": self._token.get_secret_value()},
-                                json={"ClientVersion": CLIENT_VERSION})
+        request = httpx.Request(
+            "PUT",
+            self.host.url("tokens"),
+            headers={"X-COMPS-Token": self._token.get_secret_value()},
+            json={"ClientVersion": CLIENT_VERSION},
+        )
         await self._accept(await self._send(request), "renew")
 
     async def _login(self) -> None:
@@ -188,42 +193,58 @@ class TokenManager:
                 if self._prompt is None:
                     if credentials is None:
                         raise AuthenticationError(
-                            401, "no token and no credentials", method="POST",
-                            url=self.host.url("tokens"))
+                            401,
+                            "no token and no credentials",
+                            method="POST",
+                            url=self.host.url("tokens"),
+                        )
                     break
                 answer = await self._prompt(self.host.base)
                 if answer is None:
-                    raise AuthenticationError(401, "login cancelled", method="POST",
-                                              url=self.host.url("tokens"))
+                    raise AuthenticationError(
+                        401, "login cancelled", method="POST", url=self.host.url("tokens")
+                    )
                 credentials = Credentials(answer[0], SecretStr(answer[1]))
             password = base64.b64encode(credentials.password.get_secret_value().encode())
-            request = httpx.Request("POST", self.host.url("tokens"), json={
-                "Username": credentials.username, "Password": password.decode(),
-                "ClientVersion": CLIENT_VERSION})
+            request = httpx.Request(
+                "POST",
+                self.host.url("tokens"),
+                json={
+                    "Username": credentials.username,
+                    "Password": password.decode(),
+                    "ClientVersion": CLIENT_VERSION,
+                },
+            )
             response = await self._send(request)
             if response.status_code == 401 and self._prompt is not None:
                 continue  # ask again, at most MAX_PROMPTS times
             await self._accept(response, "login")
             self._credentials = credentials
             return
-        raise AuthenticationError(401, "Bad username/password", method="POST",
-                                  url=self.host.url("tokens"))
+        raise AuthenticationError(
+            401, "Bad username/password", method="POST", url=self.host.url("tokens")
+        )
 
     async def _accept(self, response: httpx.Response, what: str) -> None:
         if response.status_code in (301, 302, 307, 308):
             raise AuthenticationError(
                 response.status_code,
-                f"{what} was redirected; is the host 'http' where the server wants 'https'?")
+                f"{what} was redirected; is the host 'http' where the server wants 'https'?",
+            )
         if response.status_code >= 400:
             body = _json_or_empty(response)
             raise error_for_status(response.status_code)(
-                response.status_code, str(body.get("ResponseMessage") or response.reason_phrase),
-                correlation_id=body.get("CorrelationId"), method=response.request.method,
-                url=str(response.request.url))
+                response.status_code,
+                str(body.get("ResponseMessage") or response.reason_phrase),
+                correlation_id=str(body.get("CorrelationId") or "") or None,
+                method=response.request.method,
+                url=str(response.request.url),
+            )
         token = response.headers.get("x-comps-token") or _json_or_empty(response).get("Token")
         if not token:
-            raise AuthenticationError(response.status_code,
-                                      f"the server's {what} answer carries no token")
+            raise AuthenticationError(
+                response.status_code, f"the server's {what} answer carries no token"
+            )
         self._token = SecretStr(str(token))
         await self._write_cache(str(token))
 

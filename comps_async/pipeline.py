@@ -66,8 +66,9 @@ class Pipeline:
         self.policies = tuple(policies)
         for policy in self.policies:
             if not isinstance(policy, Policy):
-                raise TypeError(f"{policy!r} is not a Policy: it needs async send(request, "
-                                "call_next)")
+                raise TypeError(
+                    f"{policy!r} is not a Policy: it needs async send(request, call_next)"
+                )
         chain = transport
         for policy in reversed(self.policies):
             chain = _link(policy, chain)

@@ -85,7 +85,9 @@ class Query:
     def orderby(self, order: str) -> Query:
         """Sort order, e.g. ``"date_created desc"``."""
         words = order.split()
-        if not 1 <= len(words) <= 2 or (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
+        if not 1 <= len(words) <= 2 or (
+            len(words) == 2 and words[1].lower() not in ("asc", "desc")
+        ):
             raise ValueError(f"malformed orderby {order!r}; expected '<field> [asc|desc]'")
         return replace(self, order=order)
 
@@ -100,7 +102,8 @@ class Query:
     def add_extra_params(self, params: Mapping[str, Any]) -> Query:
         """Extra query parameters, sent verbatim and overriding the ones above."""
         return replace(
-            self, extra_params=self.extra_params + tuple((str(k), _render(v)) for k, v in params.items())
+            self,
+            extra_params=self.extra_params + tuple((str(k), _render(v)) for k, v in params.items()),
         )
 
     def to_params(self, entity: str | type[Entity]) -> dict[str, str]:

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from .auth import CredentialPrompt, Credentials, TokenManager
 from .errors import ApiError, TransferError, error_for_status
 from .hosts import Host
+from .models import Entity, entity_type
 from .pipeline import (
     OPTION_IDEMPOTENT,
     OPTION_MAX_ATTEMPTS,
@@ -26,7 +27,6 @@ from .pipeline import (
 )
 from .policies import AuthPolicy, ConcurrencyPolicy, LoggingPolicy, RetryPolicy
 from .policies.retry import retry_after_s
-from .models import Entity, entity_type
 from .resources import (
     AssetCollections,
     EntityResource,
@@ -40,8 +40,9 @@ __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "Session"]
 
 # No timeout at all is pyCOMPS's worst failure mode (§14.1): a stalled socket hangs for ever.
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=15.0)
-DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100,
-                              keepalive_expiry=30.0)
+DEFAULT_LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0
+)
 
 
 class Session:
@@ -88,8 +89,9 @@ class Session:
         if username is not None and password is not None:
             secret = password if isinstance(password, SecretStr) else SecretStr(password)
             credentials = Credentials(username, secret)
-        self._token_secret = (token if isinstance(token, SecretStr) or token is None
-                              else SecretStr(token))
+        self._token_secret = (
+            token if isinstance(token, SecretStr) or token is None else SecretStr(token)
+        )
         self._credentials = credentials
         self._prompt = credential_prompt
         self._user_policies = tuple(policies)
@@ -115,20 +117,39 @@ class Session:
 
     async def __aenter__(self) -> Self:
         self._client = httpx.AsyncClient(
-            timeout=self._timeout, limits=self._limits, transport=self._transport,
-            verify=self._verify, follow_redirects=False,
-            headers={"Accept": "application/json"})
+            timeout=self._timeout,
+            limits=self._limits,
+            transport=self._transport,
+            verify=self._verify,
+            follow_redirects=False,
+            headers={"Accept": "application/json"},
+        )
         self.tokens = TokenManager(
-            self.host, self._send_without_auth, token=self._token_secret,
-            credentials=self._credentials, prompt=self._prompt, cache_dir=self._cache_dir)
+            self.host,
+            self._send_without_auth,
+            token=self._token_secret,
+            credentials=self._credentials,
+            prompt=self._prompt,
+            cache_dir=self._cache_dir,
+        )
         self._pipeline = Pipeline(
-            [self.retry, AuthPolicy(self.tokens), *self._user_policies, self.concurrency,
-             LoggingPolicy()],
-            self._transport_send)
+            [
+                self.retry,
+                AuthPolicy(self.tokens),
+                *self._user_policies,
+                self.concurrency,
+                LoggingPolicy(),
+            ],
+            self._transport_send,
+        )
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -158,8 +179,15 @@ class Session:
         client = self._require_client()
         url = self.host.reroot(path) if "://" in path else self.host.url(path)
         request = client.build_request(
-            method, url, params=params, json=json, content=content, files=files,
-            headers=headers, timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+            method,
+            url,
+            params=params,
+            json=json,
+            content=content,
+            files=files,
+            headers=headers,
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
         if max_attempts is not None:
             request.extensions[OPTION_MAX_ATTEMPTS] = max_attempts
         if idempotent is not None:
@@ -180,8 +208,7 @@ class Session:
         return response
 
     @asynccontextmanager
-    async def stream(self, method: str, path: str, **kwargs: Any
-                     ) -> AsyncIterator[httpx.Response]:
+    async def stream(self, method: str, path: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
         """Like ``request`` but the body is left unread for ``aiter_bytes``; closed on exit."""
         request = self.build_request(method, path, **kwargs)
         request.extensions[OPTION_STREAM] = True
@@ -197,11 +224,13 @@ class Session:
         try:
             return await self._pipeline.send(request)
         except httpx.TimeoutException as exc:
-            raise TransferError(f"{request.method} timed out ({type(exc).__name__})",
-                                url=str(request.url)) from exc
+            raise TransferError(
+                f"{request.method} timed out ({type(exc).__name__})", url=str(request.url)
+            ) from exc
         except httpx.TransportError as exc:
-            raise TransferError(f"{request.method} failed: {type(exc).__name__}: {exc}",
-                                url=str(request.url)) from exc
+            raise TransferError(
+                f"{request.method} failed: {type(exc).__name__}: {exc}", url=str(request.url)
+            ) from exc
 
     async def _send_without_auth(self, request: httpx.Request) -> httpx.Response:
         # The /tokens calls go through retry and logging but not through AuthPolicy.
@@ -227,8 +256,12 @@ class Session:
     def resource(self, entity: str | type[Entity]) -> EntityResource[Any]:
         """The resource of an entity type: ``"Simulation"``, ``"Simulations"`` or the class."""
         resources: dict[str, EntityResource[Any]] = {
-            "Suite": self.suites, "Experiment": self.experiments, "Simulation": self.simulations,
-            "WorkItem": self.work_items, "AssetCollection": self.asset_collections}
+            "Suite": self.suites,
+            "Experiment": self.experiments,
+            "Simulation": self.simulations,
+            "WorkItem": self.work_items,
+            "AssetCollection": self.asset_collections,
+        }
         return resources[entity_type(entity).__name__]
 
     # --- environments (§2.7) -------------------------------------------------------------------
@@ -264,7 +297,11 @@ def api_error(response: httpx.Response) -> ApiError:
         body = {"ResponseMessage": text or response.reason_phrase}
     message = str(body.get("ResponseMessage") or response.reason_phrase)
     return error_for_status(response.status_code)(
-        response.status_code, message, correlation_id=body.get("CorrelationId"),
+        response.status_code,
+        message,
+        correlation_id=body.get("CorrelationId"),
         details={k: v for k, v in body.items() if k not in ("ResponseMessage", "CorrelationId")},
-        method=response.request.method, url=str(response.request.url.copy_with(query=None)),
-        retry_after_s=retry_after_s(response))
+        method=response.request.method,
+        url=str(response.request.url.copy_with(query=None)),
+        retry_after_s=retry_after_s(response),
+    )

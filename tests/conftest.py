@@ -32,9 +32,18 @@ async def session(server: LocalComps, tmp_path: Path) -> AsyncIterator[ca.Sessio
 
 
 @pytest.fixture
-async def experiment(session: ca.Session) -> ca.Experiment:
-    return await session.experiments.create(ca.Experiment(
-        name="exp",
-        configuration=ca.Configuration(
-            environment_name="Local", executable_path="python3",
-            simulation_input_args="-m comps_async.local.sir --config config.json")))
+async def experiment(session: ca.Session) -> AsyncIterator[ca.Experiment]:
+    """An experiment that runs the built-in SIR model. Its queued work is canceled afterwards so
+    that the shared server's runner is free for the next test."""
+    created = await session.experiments.create(
+        ca.Experiment(
+            name="exp",
+            configuration=ca.Configuration(
+                environment_name="Local",
+                executable_path="python3",
+                simulation_input_args="-m comps_async.local.sir --config config.json",
+            ),
+        )
+    )
+    yield created
+    await session.experiments.cancel(created)

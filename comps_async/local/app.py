@@ -136,11 +136,14 @@ class LocalApp:
     users: UserDirectory
     limits: ServerLimits = field(default_factory=ServerLimits)
     on_commission: Callable[[], None] = lambda: None
-    # Sqlite is serialised by the store's lock anyway; one limiter keeps worker threads few.
-    _db: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(4))
+    # Sqlite is serialised by the store's lock anyway; a limiter keeps worker threads few. It is
+    # created on first use, inside the server's own event loop.
+    _db: anyio.CapacityLimiter | None = field(default=None, init=False, repr=False)
 
     async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run blocking store/blob work off the event loop."""
+        if self._db is None:
+            self._db = anyio.CapacityLimiter(4)
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._db)
 
     def build(self) -> Starlette:
@@ -155,13 +158,20 @@ class LocalApp:
             _Route("/api/upload/check/{md5}", a(self.upload_check), methods=["GET"]),
             _Route("/api/upload/{md5}", a(self.upload_chunk), methods=["POST"]),
             _Route("/api/ZipAssets", a(self.zip_assets), methods=["POST"]),
-            _Route("/api/WorkItems/RelatedEntityId/{id}/Type/{type}", a(self.parents),
-                   methods=["GET"]),
-            _Route("/api/WorkItems/RelatedEntityId/{id}/Type/{type}/Relation/{relation}",
-                   a(self.parents), methods=["GET"]),
+            _Route(
+                "/api/WorkItems/RelatedEntityId/{id}/Type/{type}", a(self.parents), methods=["GET"]
+            ),
+            _Route(
+                "/api/WorkItems/RelatedEntityId/{id}/Type/{type}/Relation/{relation}",
+                a(self.parents),
+                methods=["GET"],
+            ),
             _Route("/api/WorkItems/{id}/Related", a(self.related), methods=["GET"]),
-            _Route("/api/WorkItems/{id}/Related/{relation}/{type}/{related_id}",
-                   a(self.add_related), methods=["POST"]),
+            _Route(
+                "/api/WorkItems/{id}/Related/{relation}/{type}/{related_id}",
+                a(self.add_related),
+                methods=["POST"],
+            ),
             _Route("/api/{plural}", a(self.list_entities), methods=["GET"]),
             _Route("/api/{plural}", a(self.save_entities), methods=["POST"]),
             _Route("/api/{plural}/{id}", a(self.get_entity), methods=["GET"]),
@@ -171,8 +181,11 @@ class LocalApp:
             _Route("/api/{plural}/{id}/Stats", a(self.stats), methods=["GET"]),
             _Route("/asset/{plural}/{id}/Output", a(self.list_outputs), methods=["GET"]),
             _Route("/asset/{plural}/{id}/Output", a(self.zip_outputs), methods=["POST"]),
-            _Route("/asset/download/{owner}/{path:path}", a(self.download_output),
-                   methods=["GET", "HEAD"]),
+            _Route(
+                "/asset/download/{owner}/{path:path}",
+                a(self.download_output),
+                methods=["GET", "HEAD"],
+            ),
             _Route("/asset/blobs/{md5}/{name}", a(self.download_blob), methods=["GET", "HEAD"]),
             _Route("/asset/zips/{name}", a(self.download_zip), methods=["GET", "HEAD"]),
         ]
@@ -228,9 +241,13 @@ class LocalApp:
         token = self.users.mint(user)
         body = {
             "Token": token,
-            "RequestingToken": {"UserName": user.username, "Groups": list(user.groups),
-                                "Environments": list(user.environments), "Roles": [],
-                                "Applications": []},
+            "RequestingToken": {
+                "UserName": user.username,
+                "Groups": list(user.groups),
+                "Environments": list(user.environments),
+                "Roles": [],
+                "Applications": [],
+            },
         }
         return JSONResponse(body, headers={"X-COMPS-Token": token})
 
@@ -243,11 +260,20 @@ class LocalApp:
         if name.lower() != DEFAULT_ENVIRONMENT.lower():
             raise NotFound(f"no environment {name!r}")
         work = str(self.data_dir / "work")
-        return JSONResponse({"Environments": [{
-            "EnvironmentName": DEFAULT_ENVIRONMENT,
-            "GroupName": DEFAULT_GROUP,
-            "Macros": {"COMPS_PATH(USER)": work, "DOCKER_MOUNTS": f"COMPS_DATA;{work};;{work}"},
-        }]})
+        return JSONResponse(
+            {
+                "Environments": [
+                    {
+                        "EnvironmentName": DEFAULT_ENVIRONMENT,
+                        "GroupName": DEFAULT_GROUP,
+                        "Macros": {
+                            "COMPS_PATH(USER)": work,
+                            "DOCKER_MOUNTS": f"COMPS_DATA;{work};;{work}",
+                        },
+                    }
+                ]
+            }
+        )
 
     async def list_users(self, request: Request) -> Response:
         user: User = request.state.user
@@ -272,9 +298,17 @@ class LocalApp:
         filters = _csv(p.get("filters"))
         if "id" in p:  # web-UI style ?Id=<id> (§5)
             filters.append(f"Id={p['id']}")
-        rows, total = await self.db(lambda: self.store.list(
-            kind, ids=ids, filters=filters, tag_filters=_csv(p.get("tagfilters")),
-            orderby=p.get("orderby"), offset=offset, count=count or None))
+        rows, total = await self.db(
+            lambda: self.store.find(
+                kind,
+                ids=ids,
+                filters=filters,
+                tag_filters=_csv(p.get("tagfilters")),
+                orderby=p.get("orderby"),
+                offset=offset,
+                count=count or None,
+            )
+        )
         if ids is not None and len(ids) == 1 and not rows and "ids" not in p:
             raise NotFound(f"no {kind.name} with id {ids[0]}")
         fields = _csv(p.get("fields"))
@@ -283,8 +317,14 @@ class LocalApp:
             if child.lower() not in {c.lower() for c in kind.children}:
                 raise BadRequest(f"{kind.name} has no child {child!r}")
         entities = await self.db(
-            self._render, kind, rows, fields, children, str(request.base_url),
-            _truthy(p.get("coalesceconfig")))
+            self._render,
+            kind,
+            rows,
+            fields,
+            children,
+            str(request.base_url),
+            _truthy(p.get("coalesceconfig")),
+        )
         headers = {}
         if len(rows) < total:
             last = offset + len(rows) - 1
@@ -295,8 +335,15 @@ class LocalApp:
             body["Stats"] = {e["Id"]: await self._stats(kind, e["Id"], ops) for e in entities}
         return JSONResponse(body, headers=headers)
 
-    def _render(self, kind: EntityKind, rows: list[Any], fields: list[str], children: list[str],
-                base_url: str, coalesce: bool) -> list[dict[str, Any]]:
+    def _render(
+        self,
+        kind: EntityKind,
+        rows: list[Any],
+        fields: list[str],
+        children: list[str],
+        base_url: str,
+        coalesce: bool,
+    ) -> list[dict[str, Any]]:
         wanted = {c for c in kind.children if c.lower() in {x.lower() for x in children}}
         kids = self.store.children([r["id"] for r in rows], wanted)
         basic_keys = list(kind.basic)
@@ -315,12 +362,13 @@ class LocalApp:
                 entity["Tags"] = extra.get("Tags", {})
             if "Configuration" in wanted:
                 entity["Configuration"] = (
-                    self.effective_configuration(kind, row) if coalesce
-                    else json.loads(row["configuration"] or "null"))
+                    self.effective_configuration(kind, row)
+                    if coalesce
+                    else json.loads(row["configuration"] or "null")
+                )
             for files_key in wanted & {"Files", "Assets"}:
                 entity[files_key] = [
-                    f | {"Uri": f"{base_url}asset/blobs/{f['MD5Checksum']}/"
-                                f"{quote(f['FileName'])}"}
+                    f | {"Uri": f"{base_url}asset/blobs/{f['MD5Checksum']}/{quote(f['FileName'])}"}
                     for f in extra.get("_files", [])
                 ]
             if "HPCJobs" in wanted:
@@ -333,8 +381,15 @@ class LocalApp:
     @staticmethod
     def _basic(kind: EntityKind, row: Any) -> dict[str, Any]:
         full: dict[str, Any] = json.loads(row["doc"])
-        full.update({"Id": row["id"], "Name": row["name"], "Owner": row["owner"],
-                     "DateCreated": row["date_created"], "LastModified": row["last_modified"]})
+        full.update(
+            {
+                "Id": row["id"],
+                "Name": row["name"],
+                "Owner": row["owner"],
+                "DateCreated": row["date_created"],
+                "LastModified": row["last_modified"],
+            }
+        )
         if kind.parent_key:
             full[kind.parent_key] = row["parent_id"]
         if kind.state_key:
@@ -346,8 +401,9 @@ class LocalApp:
         chain = [json.loads(row["configuration"] or "{}")]
         parent, parent_kind = row["parent_id"], kind.name
         while parent and parent_kind in ("Simulation", "Experiment"):
-            up = self.store.query("SELECT parent_id, configuration FROM entities WHERE id = ?",
-                                  (parent,))
+            up = self.store.query(
+                "SELECT parent_id, configuration FROM entities WHERE id = ?", (parent,)
+            )
             if not up:
                 break
             chain.append(json.loads(up[0]["configuration"] or "{}"))
@@ -361,8 +417,10 @@ class LocalApp:
     async def stats(self, request: Request) -> Response:
         kind = _kind(request.path_params["plural"])
         entity_id = parse_uuid(request.path_params["id"])
-        ops = _csv(_params(request).get("statsoperations")) or ["simulationcount",
-                                                                 "simulationstatecount"]
+        ops = _csv(_params(request).get("statsoperations")) or [
+            "simulationcount",
+            "simulationstatecount",
+        ]
         return JSONResponse({"Stats": {entity_id: await self._stats(kind, entity_id, ops)}})
 
     async def _stats(self, kind: EntityKind, entity_id: str, ops: list[str]) -> dict[str, Any]:
@@ -384,23 +442,30 @@ class LocalApp:
             body = await _json(request)
             items = body.get(kind.plural)
             if not isinstance(items, list):
-                raise BadRequest(f"body must be {{\"{kind.plural}\": [...]}}")
+                raise BadRequest(f'body must be {{"{kind.plural}": [...]}}')
             ids = await self.db(self._save_json, kind, items, user.username)
             return JSONResponse({"Ids": ids})
-        limit = (self.limits.max_asset_collection_bytes if kind.name == "AssetCollection"
-                 else self.limits.max_batch_bytes)
+        limit = (
+            self.limits.max_asset_collection_bytes
+            if kind.name == "AssetCollection"
+            else self.limits.max_batch_bytes
+        )
         declared = int(request.headers.get("content-length") or 0)
         if declared > limit:
-            return _error(413, f"request of {declared} bytes exceeds the {limit}-byte limit; "
-                               "send smaller batches")
+            return _error(
+                413,
+                f"request of {declared} bytes exceeds the {limit}-byte limit; send smaller batches",
+            )
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise BadRequest(f"{kind.plural} are saved as multipart/form-data (§8.1)")
-        async with request.form(max_files=self.limits.max_form_parts,
-                                max_fields=self.limits.max_form_parts) as form:
+        async with request.form(
+            max_files=self.limits.max_form_parts, max_fields=self.limits.max_form_parts
+        ) as form:
             entity_part = form.get("not_a_file")
             if not isinstance(entity_part, UploadFile):
-                raise BadRequest("multipart body needs a part named 'not_a_file' with the "
-                                 "JSON array of entities")
+                raise BadRequest(
+                    "multipart body needs a part named 'not_a_file' with the JSON array of entities"
+                )
             items = json.loads(await entity_part.read() or b"[]")
             if not isinstance(items, list):
                 raise BadRequest("the 'not_a_file' part must hold a JSON array")
@@ -439,16 +504,27 @@ class LocalApp:
                     if parent:
                         sets.append("parent_id = ?")
                         args.append(parent)
-                    conn.execute(f"UPDATE entities SET {', '.join(sets)} WHERE id = ?",
-                                 [*args, entity_id])
+                    conn.execute(
+                        f"UPDATE entities SET {', '.join(sets)} WHERE id = ?", [*args, entity_id]
+                    )
                     ids.append(entity_id)
                     continue
                 name = item.get("Name")
                 if not isinstance(name, str) or not name.strip():
                     raise BadRequest(f"a new {kind.name} needs a Name")
-                ids.append(Store.insert_entity(
-                    conn, kind, parent_id=parent, name=name, owner=owner, state=None, doc=doc,
-                    configuration=config, tags=_tags(item.get("Tags"))))
+                ids.append(
+                    Store.insert_entity(
+                        conn,
+                        kind,
+                        parent_id=parent,
+                        name=name,
+                        owner=owner,
+                        state=None,
+                        doc=doc,
+                        configuration=config,
+                        tags=_tags(item.get("Tags")),
+                    )
+                )
             return ids
 
         return self.store.run(tx)
@@ -465,8 +541,8 @@ class LocalApp:
                 if not isinstance(entry, dict):
                     raise BadRequest(f"each {files_key} entry must be a JSON object")
                 name = _safe_name(entry.get("FileName"))
-                md5 = parse_uuid(entry.get("MD5Checksum"), "MD5Checksum")
-                doc = {"FileName": name, "MD5Checksum": md5}
+                md5 = parse_uuid(str(entry.get("MD5Checksum")), "MD5Checksum")
+                doc: dict[str, Any] = {"FileName": name, "MD5Checksum": md5}
                 if kind.name == "AssetCollection":
                     doc["RelativePath"] = _safe_relative(entry.get("RelativePath"))
                     doc["Tags"] = entry.get("Tags")
@@ -480,8 +556,11 @@ class LocalApp:
             prepared.append((item, files))
         if untracked:  # atomic: nothing is created when any content is missing (§8.1)
             unique = sorted(set(untracked))
-            raise BadRequest(f"{len(unique)} file(s) referenced by MD5Checksum are not on the "
-                             "server; attach or upload them", UntrackedIds=unique)
+            raise BadRequest(
+                f"{len(unique)} file(s) referenced by MD5Checksum are not on the "
+                "server; attach or upload them",
+                UntrackedIds=unique,
+            )
 
         def tx(conn: Any) -> list[str]:
             ids = []
@@ -494,13 +573,23 @@ class LocalApp:
 
         return self.store.run(tx)
 
-    def _create_multipart(self, conn: Any, kind: EntityKind, item: dict[str, Any],
-                          files: list[Any], owner: str) -> str:
+    def _create_multipart(
+        self, conn: Any, kind: EntityKind, item: dict[str, Any], files: list[Any], owner: str
+    ) -> str:
         tags = _tags(item.get("Tags"))
         if kind.name == "AssetCollection":
-            return Store.insert_entity(conn, kind, parent_id=None, name=None, owner=owner,
-                                       state=None, doc={}, configuration=None, tags=tags,
-                                       files=files)
+            return Store.insert_entity(
+                conn,
+                kind,
+                parent_id=None,
+                name=None,
+                owner=owner,
+                state=None,
+                doc={},
+                configuration=None,
+                tags=tags,
+                files=files,
+            )
         name = item.get("Name")
         if not isinstance(name, str) or not name.strip():
             raise BadRequest(f"a new {kind.name} needs a Name")
@@ -508,9 +597,17 @@ class LocalApp:
             experiment = parse_uuid(item.get("ExperimentId") or "", "ExperimentId")
             self.store.get(KINDS["Experiment"], experiment)
             return Store.insert_entity(
-                conn, kind, parent_id=experiment, name=name, owner=owner, state="Created",
+                conn,
+                kind,
+                parent_id=experiment,
+                name=name,
+                owner=owner,
+                state="Created",
                 doc={"Description": item.get("Description"), "ErrorMessage": None},
-                configuration=_config(item.get("Configuration")), tags=tags, files=files)
+                configuration=_config(item.get("Configuration")),
+                tags=tags,
+                files=files,
+            )
         worker = item.get("Worker")
         if not isinstance(worker, dict):
             raise BadRequest("a new WorkItem needs a Worker with name and version")
@@ -521,16 +618,27 @@ class LocalApp:
             raise BadRequest("a new WorkItem needs an EnvironmentName")
         doc = {
             "Worker": {"Name": lowered["name"], "Version": lowered["version"]},
-            "EnvironmentName": item["EnvironmentName"], "Description": item.get("Description"),
+            "EnvironmentName": item["EnvironmentName"],
+            "Description": item.get("Description"),
             "Priority": item.get("Priority") or "Normal",
             "AssetCollectionId": item.get("AssetCollectionId"),
         }
-        return Store.insert_entity(conn, kind, parent_id=None, name=name, owner=owner,
-                                   state="Created", doc=doc, configuration=None, tags=tags,
-                                   files=files)
+        return Store.insert_entity(
+            conn,
+            kind,
+            parent_id=None,
+            name=name,
+            owner=owner,
+            state="Created",
+            doc=doc,
+            configuration=None,
+            tags=tags,
+            files=files,
+        )
 
-    def _update_multipart(self, conn: Any, kind: EntityKind, item: dict[str, Any],
-                          files: list[Any]) -> str:
+    def _update_multipart(
+        self, conn: Any, kind: EntityKind, item: dict[str, Any], files: list[Any]
+    ) -> str:
         if kind.name == "AssetCollection":
             raise BadRequest("asset collections are immutable once saved (tags aside)")
         entity_id = parse_uuid(item["Id"])
@@ -540,8 +648,14 @@ class LocalApp:
         conn.execute(
             "UPDATE entities SET name = COALESCE(?, name), doc = ?, last_modified = ?, "
             "configuration = COALESCE(?, configuration) WHERE id = ?",
-            (item.get("Name"), json.dumps(doc), now_wire(),
-             json.dumps(config) if config else None, entity_id))
+            (
+                item.get("Name"),
+                json.dumps(doc),
+                now_wire(),
+                json.dumps(config) if config else None,
+                entity_id,
+            ),
+        )
         Store.add_files(conn, entity_id, files)
         return entity_id
 
@@ -572,14 +686,16 @@ class LocalApp:
         if target not in ("commissionrequested", "cancelrequested"):
             raise BadRequest("state must be CommissionRequested or CancelRequested")
         commission = target == "commissionrequested"
-        changed = await self.db(self.store.run,
-                                lambda conn: self._change_state(conn, kind, entity_id, commission))
+        changed = await self.db(
+            self.store.run, lambda conn: self._change_state(conn, kind, entity_id, commission)
+        )
         if changed:
             self.on_commission()
         return JSONResponse({})
 
     def _change_state(self, conn: Any, kind: EntityKind, entity_id: str, commission: bool) -> int:
         row = self.store.get(kind, entity_id)
+        active: tuple[str, ...]
         if kind.name == "WorkItem":
             state = row["state"]
             active = ACTIVE_WI_STATES
@@ -590,27 +706,38 @@ class LocalApp:
             if commission and state != "Created":
                 if state in active:
                     return 0  # already on its way: commissioning is idempotent
-                raise Conflict(f"{kind.name} {entity_id} is {state}; only Created can be "
-                               "commissioned")
+                raise Conflict(
+                    f"{kind.name} {entity_id} is {state}; only Created can be commissioned"
+                )
             if not commission and state not in active:
                 if state in ("CancelRequested", "Canceled"):
                     return 0
                 raise Conflict(f"{kind.name} {entity_id} is {state}; it is not running")
             new = "CommissionRequested" if commission else "CancelRequested"
-            return int(conn.execute(
-                "UPDATE entities SET state = ?, last_modified = ? WHERE id = ?",
-                (new, now_wire(), entity_id)).rowcount)
-        scope = ("parent_id = ?" if kind.name == "Experiment" else
-                 "parent_id IN (SELECT id FROM entities WHERE kind = 'Experiment' AND "
-                 "parent_id = ? AND deleted = 0)")
+            return int(
+                conn.execute(
+                    "UPDATE entities SET state = ?, last_modified = ? WHERE id = ?",
+                    (new, now_wire(), entity_id),
+                ).rowcount
+            )
+        scope = (
+            "parent_id = ?"
+            if kind.name == "Experiment"
+            else "parent_id IN (SELECT id FROM entities WHERE kind = 'Experiment' AND "
+            "parent_id = ? AND deleted = 0)"
+        )
         if commission:
-            sql = (f"UPDATE entities SET state = 'CommissionRequested', last_modified = ? "
-                   f"WHERE kind = 'Simulation' AND deleted = 0 AND state = 'Created' AND {scope}")
+            sql = (
+                f"UPDATE entities SET state = 'CommissionRequested', last_modified = ? "
+                f"WHERE kind = 'Simulation' AND deleted = 0 AND state = 'Created' AND {scope}"
+            )
         else:
             marks = ",".join(f"'{s}'" for s in ACTIVE_SIM_STATES)
-            sql = (f"UPDATE entities SET state = 'CancelRequested', last_modified = ? "
-                   f"WHERE kind = 'Simulation' AND deleted = 0 AND state IN ({marks}) "
-                   f"AND {scope}")
+            sql = (
+                f"UPDATE entities SET state = 'CancelRequested', last_modified = ? "
+                f"WHERE kind = 'Simulation' AND deleted = 0 AND state IN ({marks}) "
+                f"AND {scope}"
+            )
         return int(conn.execute(sql, (now_wire(), entity_id)).rowcount)
 
     async def delete_entity(self, request: Request) -> Response:
@@ -622,22 +749,34 @@ class LocalApp:
             self.store.get(kind, entity_id)
             ids = [entity_id]
             if kind.name == "Suite":
-                ids += [r[0] for r in conn.execute(
-                    "SELECT id FROM entities WHERE parent_id = ? AND kind = 'Experiment'",
-                    (entity_id,))]
+                ids += [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT id FROM entities WHERE parent_id = ? AND kind = 'Experiment'",
+                        (entity_id,),
+                    )
+                ]
             if kind.name in ("Suite", "Experiment"):
                 marks = ",".join("?" * len(ids))
-                ids += [r[0] for r in conn.execute(
-                    f"SELECT id FROM entities WHERE kind = 'Simulation' AND parent_id IN "
-                    f"({marks})", ids)]
+                ids += [
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT id FROM entities WHERE kind = 'Simulation' AND parent_id IN "
+                        f"({marks})",
+                        ids,
+                    )
+                ]
             conn.executemany(
-                "UPDATE entities SET deleted = 1, expire_now = ?, last_modified = ? "
-                "WHERE id = ?", [(expire, now_wire(), i) for i in ids])
+                "UPDATE entities SET deleted = 1, expire_now = ?, last_modified = ? WHERE id = ?",
+                [(expire, now_wire(), i) for i in ids],
+            )
             # A deleted running simulation is canceled so that the runner stops it.
             marks = ",".join(f"'{s}'" for s in ACTIVE_SIM_STATES)
             conn.executemany(
                 f"UPDATE entities SET state = 'CancelRequested' WHERE id = ? AND state IN "
-                f"({marks})", [(i,) for i in ids])
+                f"({marks})",
+                [(i,) for i in ids],
+            )
 
         await self.db(self.store.run, tx)
         self.on_commission()
@@ -655,8 +794,10 @@ class LocalApp:
         def tx(conn: Any) -> None:
             self.store.get(KINDS["WorkItem"], work_item)
             self.store.get(KINDS[object_type], related)
-            conn.execute("INSERT OR IGNORE INTO relations VALUES (?,?,?,?,?)",
-                         (work_item, relation, object_type, related, now_wire()))
+            conn.execute(
+                "INSERT OR IGNORE INTO relations VALUES (?,?,?,?,?)",
+                (work_item, relation, object_type, related, now_wire()),
+            )
 
         await self.db(self.store.run, tx)
         return JSONResponse({})
@@ -665,8 +806,10 @@ class LocalApp:
         work_item = parse_uuid(request.path_params["id"])
         p = _params(request)
         await self.db(self.store.get, KINDS["WorkItem"], work_item)
-        sql = "SELECT object_type, related_id, relation, date_created FROM relations " \
-              "WHERE work_item_id = ?"
+        sql = (
+            "SELECT object_type, related_id, relation, date_created FROM relations "
+            "WHERE work_item_id = ?"
+        )
         args = [work_item]
         if p.get("relatedobject"):
             sql += " AND object_type = ?"
@@ -675,17 +818,24 @@ class LocalApp:
             sql += " AND relation = ?"
             args.append(_choice(p["relationtype"], ("DependsOn", "Created"), "RelationType"))
         rows = await self.db(self.store.query, sql, args)
-        return JSONResponse({"Related": [
-            {"ObjectType": r[0], "Id": r[1], "RelationType": r[2], "DateCreated": r[3]}
-            for r in rows]})
+        return JSONResponse(
+            {
+                "Related": [
+                    {"ObjectType": r[0], "Id": r[1], "RelationType": r[2], "DateCreated": r[3]}
+                    for r in rows
+                ]
+            }
+        )
 
     async def parents(self, request: Request) -> Response:
         p = request.path_params
         related = parse_uuid(p["id"])
         object_type = _choice(p["type"], tuple(KINDS), "Type")
-        sql = ("SELECT r.work_item_id, r.relation FROM relations r JOIN entities e ON "
-               "e.id = r.work_item_id AND e.deleted = 0 WHERE r.related_id = ? AND "
-               "r.object_type = ?")
+        sql = (
+            "SELECT r.work_item_id, r.relation FROM relations r JOIN entities e ON "
+            "e.id = r.work_item_id AND e.deleted = 0 WHERE r.related_id = ? AND "
+            "r.object_type = ?"
+        )
         args = [related, object_type]
         if p.get("relation"):
             sql += " AND r.relation = ?"
@@ -716,8 +866,10 @@ class LocalApp:
             return JSONResponse({"Size": total})  # already complete: re-send is harmless
         have = await self.db(self.blobs.partial_size, md5) or 0
         if start > have:
-            raise BadRequest(f"gap: {have} bytes received, chunk starts at {start}; resume "
-                             "from GET /api/upload/check")
+            raise BadRequest(
+                f"gap: {have} bytes received, chunk starts at {start}; resume "
+                "from GET /api/upload/check"
+            )
         body = await _body_to_spool(request)
         if _spool_size(body) != end - start + 1:
             raise BadRequest("chunk length does not match its Content-Range")
@@ -729,8 +881,9 @@ class LocalApp:
 
     # --- outputs, downloads, zips (§10) ------------------------------------------------------
 
-    def _working_dir(self, plural: str, entity_id: str, job_id: str | None
-                     ) -> tuple[str, Path] | None:
+    def _working_dir(
+        self, plural: str, entity_id: str, job_id: str | None
+    ) -> tuple[str, Path] | None:
         kind = _kind(plural)
         row = self.store.get(kind, entity_id)
         if kind.name == "WorkItem":
@@ -750,8 +903,9 @@ class LocalApp:
                 return None
         return job["Id"], Path(job["WorkingDirectory"])
 
-    def _outputs(self, plural: str, entity_id: str, job_id: str | None, base_url: str
-                 ) -> list[dict[str, Any]]:
+    def _outputs(
+        self, plural: str, entity_id: str, job_id: str | None, base_url: str
+    ) -> list[dict[str, Any]]:
         found = self._working_dir(plural, entity_id, job_id)
         if found is None or not found[1].is_dir():
             return []
@@ -765,19 +919,29 @@ class LocalApp:
             size = path.stat().st_size
             parent = str(PurePosixPath(rel).parent)
             known = indexed.get(rel)
-            resources.append({
-                "Id": output_file_id(owner, rel), "Length": size, "FriendlyName": path.name,
-                "PathFromRoot": parent, "Type": "File",
-                "Url": f"{base_url}asset/download/{owner}/{quote(rel)}",
-                "MimeType": mimetypes.guess_type(path.name)[0] or "application/octet-stream",
-                "MD5": known[1] if known and known[0] == size else None,
-            })
+            resources.append(
+                {
+                    "Id": output_file_id(owner, rel),
+                    "Length": size,
+                    "FriendlyName": path.name,
+                    "PathFromRoot": parent,
+                    "Type": "File",
+                    "Url": f"{base_url}asset/download/{owner}/{quote(rel)}",
+                    "MimeType": mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+                    "MD5": known[1] if known and known[0] == size else None,
+                }
+            )
         return resources
 
     async def list_outputs(self, request: Request) -> Response:
         p = request.path_params
-        resources = await self.db(self._outputs, p["plural"], parse_uuid(p["id"]),
-                                  _params(request).get("hpcjobid"), str(request.base_url))
+        resources = await self.db(
+            self._outputs,
+            p["plural"],
+            parse_uuid(p["id"]),
+            _params(request).get("hpcjobid"),
+            str(request.base_url),
+        )
         return JSONResponse({"Resources": resources})
 
     async def zip_outputs(self, request: Request) -> Response:
@@ -789,14 +953,17 @@ class LocalApp:
         if not wanted:
             raise BadRequest("Ids must list output file ids")
         entity_id = parse_uuid(p["id"])
-        found = await self.db(self._working_dir, p["plural"], entity_id,
-                              _params(request).get("hpcjobid"))
+        found = await self.db(
+            self._working_dir, p["plural"], entity_id, _params(request).get("hpcjobid")
+        )
         if found is None:
             raise NotFound(f"{entity_id} has no outputs yet")
         owner, root = found
-        members = [(path.relative_to(root).as_posix(), path) for path in root.rglob("*")
-                   if path.is_file() and output_file_id(owner, path.relative_to(root).as_posix())
-                   in wanted]
+        members = [
+            (path.relative_to(root).as_posix(), path)
+            for path in root.rglob("*")
+            if path.is_file() and output_file_id(owner, path.relative_to(root).as_posix()) in wanted
+        ]
         if len(members) != len(wanted):
             raise NotFound("some output ids are unknown")
         return await self._zip_response(request, members)
@@ -828,10 +995,21 @@ class LocalApp:
             return (zips / name).stat().st_size
 
         length = await anyio.to_thread.run_sync(build)
-        return JSONResponse({"Resources": [{
-            "Id": str(uuid.uuid4()), "Length": length, "FriendlyName": name, "PathFromRoot": ".",
-            "Url": f"{request.base_url}asset/zips/{name}", "MimeType": "application/zip",
-            "Type": "File"}]})
+        return JSONResponse(
+            {
+                "Resources": [
+                    {
+                        "Id": str(uuid.uuid4()),
+                        "Length": length,
+                        "FriendlyName": name,
+                        "PathFromRoot": ".",
+                        "Url": f"{request.base_url}asset/zips/{name}",
+                        "MimeType": "application/zip",
+                        "Type": "File",
+                    }
+                ]
+            }
+        )
 
     async def download_output(self, request: Request) -> Response:
         owner = parse_uuid(request.path_params["owner"])
@@ -842,8 +1020,12 @@ class LocalApp:
             if rows:
                 root = Path(json.loads(rows[0]["doc"])["WorkingDirectory"])
             else:
-                root = Path(json.loads(self.store.get(KINDS["WorkItem"], owner)["doc"])
-                            .get("WorkingDirectory") or "/nonexistent")
+                root = Path(
+                    json.loads(self.store.get(KINDS["WorkItem"], owner)["doc"]).get(
+                        "WorkingDirectory"
+                    )
+                    or "/nonexistent"
+                )
             target = _inside(root, rel)
             if not target.is_file():
                 raise NotFound(f"no output {rel!r}")
@@ -867,8 +1049,9 @@ class LocalApp:
 
 def _file_response(path: Path) -> Response:
     # Starlette streams the file in chunks and answers Range requests (206/416) itself.
-    return FileResponse(path, media_type="application/octet-stream",
-                        headers={"Accept-Ranges": "bytes"})
+    return FileResponse(
+        path, media_type="application/octet-stream", headers={"Accept-Ranges": "bytes"}
+    )
 
 
 async def _json(request: Request) -> dict[str, Any]:

@@ -77,7 +77,9 @@ class UserDirectory:
         digest = hashlib.pbkdf2_hmac(
             "sha256", password.encode(), bytes.fromhex(str(entry["salt"])), _PBKDF2_ROUNDS
         )
-        return self.user(username) if hmac.compare_digest(digest.hex(), str(entry["hash"])) else None
+        return (
+            self.user(username) if hmac.compare_digest(digest.hex(), str(entry["hash"])) else None
+        )
 
     def user(self, username: str) -> User:
         """A configured user."""
@@ -93,9 +95,20 @@ class UserDirectory:
         now = datetime.now(UTC)
         expiry = now + (lifetime or self.token_lifetime)
         fields = [
-            "1", "Auth", user.username, "localhost", "", "localhost",
-            expiry.strftime(_EXPIRY_FORMAT), now.strftime(_EXPIRY_FORMAT), "", "comps_async.local",
-            "", user.email, "-".join(user.groups), "-".join(user.environments),
+            "1",
+            "Auth",
+            user.username,
+            "localhost",
+            "",
+            "localhost",
+            expiry.strftime(_EXPIRY_FORMAT),
+            now.strftime(_EXPIRY_FORMAT),
+            "",
+            "comps_async.local",
+            "",
+            user.email,
+            "-".join(user.groups),
+            "-".join(user.environments),
         ]
         body = ",".join(fields)
         return f"{body},{self._sign(body)}"

@@ -45,12 +45,10 @@ class BlobStore:
         return self.path(md5).stat().st_size
 
     def put_chunks(self, md5: UUID, chunks: Iterable[bytes]) -> int:
-        """Store content given as chunks; verify its md5 first. Returns its length."""
+        """Store content given as chunks after verifying its md5; returns its length. Content
+        already stored is only verified (dedup), never written twice."""
         target = self.path(md5)
-        if target.is_file():  # dedup: content-addressed, so the same md5 is the same bytes
-            for _ in chunks:
-                pass
-            return target.stat().st_size
+        exists = target.is_file()
         digest = hashlib.md5(usedforsecurity=False)
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
         length = 0
@@ -58,13 +56,14 @@ class BlobStore:
             with os.fdopen(fd, "wb") as out:
                 for chunk in chunks:
                     digest.update(chunk)
-                    out.write(chunk)
                     length += len(chunk)
-            if UUID(digest.hexdigest()) != md5:
-                raise Md5MismatchError(
-                    f"content sent as {md5} has md5 {UUID(digest.hexdigest())}"
-                )
-            self._publish(Path(tmp_name), target)
+                    if not exists:
+                        out.write(chunk)
+            actual = UUID(digest.hexdigest())
+            if actual != md5:
+                raise Md5MismatchError(f"content sent as {md5} has md5 {actual}")
+            if not exists:
+                self._publish(Path(tmp_name), target)
         finally:
             Path(tmp_name).unlink(missing_ok=True)
         return length

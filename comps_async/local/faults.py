@@ -59,6 +59,10 @@ class FaultInjector:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _random: random.Random = field(default_factory=random.Random)
 
+    def __post_init__(self) -> None:
+        if self.config.seed is not None:
+            self._random.seed(self.config.seed)
+
     def configure(self, config: FaultConfig | None = None, **changes: Any) -> None:
         """Replace the fault settings (keyword changes apply on top of the current ones)."""
         self.config = replace(config or self.config, **changes)
@@ -114,8 +118,9 @@ async def _error(send: Send, status: int, headers: dict[str, str]) -> None:
 
 
 async def _drop(send: Send) -> None:
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-length", b"1000")]})
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1000")]}
+    )
     await send({"type": "http.response.body", "body": b"{", "more_body": True})
     raise _InjectedReset("injected connection reset")
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from .app import LocalApp
@@ -94,27 +95,35 @@ class Runner:
 
     def _requeue_orphans(self) -> None:
         # Jobs that were running when the server stopped run again after a restart.
-        self.store.run(lambda conn: conn.execute(
-            "UPDATE entities SET state = 'CommissionRequested' WHERE deleted = 0 AND state IN "
-            "('Provisioning', 'Commissioned', 'Running', 'Retry', 'Validating')"))
+        self.store.run(
+            lambda conn: conn.execute(
+                "UPDATE entities SET state = 'CommissionRequested' WHERE deleted = 0 AND state IN "
+                "('Provisioning', 'Commissioned', 'Running', 'Retry', 'Validating')"
+            )
+        )
 
     def _claim(self, limit: int) -> list[tuple[str, str]]:
         def tx(conn: Any) -> list[tuple[str, str]]:
             rows = conn.execute(
                 "SELECT kind, id FROM entities WHERE deleted = 0 AND state = "
                 "'CommissionRequested' AND kind IN ('Simulation', 'WorkItem') ORDER BY seq "
-                "LIMIT ?", (limit,)).fetchall()
+                "LIMIT ?",
+                (limit,),
+            ).fetchall()
             for row in rows:
                 new = "Provisioning" if row[0] == "Simulation" else "Commissioned"
-                conn.execute("UPDATE entities SET state = ?, last_modified = ? WHERE id = ?",
-                             (new, now_wire(), row[1]))
+                conn.execute(
+                    "UPDATE entities SET state = ?, last_modified = ? WHERE id = ?",
+                    (new, now_wire(), row[1]),
+                )
             return [(r[0], r[1]) for r in rows]
 
         return self.store.run(tx)
 
     async def _cancel_requested(self) -> None:
-        rows = await self.app.db(self.store.query,
-                                 "SELECT id FROM entities WHERE state = 'CancelRequested'")
+        rows = await self.app.db(
+            self.store.query, "SELECT id FROM entities WHERE state = 'CancelRequested'"
+        )
         for row in rows:
             scope = self._running.get(row[0])
             if scope is not None:
@@ -126,16 +135,20 @@ class Runner:
         def tx(conn: Any) -> None:
             row = conn.execute("SELECT doc FROM entities WHERE id = ?", (entity_id,)).fetchone()
             doc = json.loads(row[0]) | {"ErrorMessage": error}
-            conn.execute("UPDATE entities SET state = ?, doc = ?, last_modified = ? WHERE id = ?",
-                         (state, json.dumps(doc), now_wire(), entity_id))
+            conn.execute(
+                "UPDATE entities SET state = ?, doc = ?, last_modified = ? WHERE id = ?",
+                (state, json.dumps(doc), now_wire(), entity_id),
+            )
 
         self.store.run(tx)
 
-    def _update_job(self, job_id: str, **changes: Any) -> None:
+    def _update_job(self, job_id: str, changes: dict[str, Any]) -> None:
         def tx(conn: Any) -> None:
             row = conn.execute("SELECT doc FROM hpc_jobs WHERE id = ?", (job_id,)).fetchone()
-            conn.execute("UPDATE hpc_jobs SET doc = ? WHERE id = ?",
-                         (json.dumps(json.loads(row[0]) | changes), job_id))
+            conn.execute(
+                "UPDATE hpc_jobs SET doc = ? WHERE id = ?",
+                (json.dumps(json.loads(row[0]) | changes), job_id),
+            )
 
         self.store.run(tx)
 
@@ -147,15 +160,24 @@ class Runner:
             job_id, workdir, config = await self.app.db(self._provision, sim_id)
             await self.app.db(self._set_state, sim_id, "Commissioned", None)
             await self.app.db(self._set_state, sim_id, "Running", None)
-            await self.app.db(lambda: self._update_job(job_id, JobState="Running",
-                                                       StartTime=now_wire()))
-            command = self._command(config.get("ExecutablePath"),
-                                    config.get("SimulationInputArgs"), workdir)
+            await self.app.db(
+                self._update_job, job_id, {"JobState": "Running", "StartTime": now_wire()}
+            )
+            command = self._command(
+                config.get("ExecutablePath"), config.get("SimulationInputArgs"), workdir
+            )
             code, error = await self._execute(command, workdir)
             size = await self.app.db(self._index_outputs, job_id, workdir)
-            await self.app.db(lambda: self._update_job(
-                job_id, JobState="Finished" if code == 0 else "Failed", EndTime=now_wire(),
-                OutputDirectorySize=size, ErrorMessage=error))
+            await self.app.db(
+                self._update_job,
+                job_id,
+                {
+                    "JobState": "Finished" if code == 0 else "Failed",
+                    "EndTime": now_wire(),
+                    "OutputDirectorySize": size,
+                    "ErrorMessage": error,
+                },
+            )
             if code == 0:
                 await self.app.db(self._set_state, sim_id, "Succeeded", None)
                 return
@@ -175,15 +197,24 @@ class Runner:
         workdir.mkdir(parents=True, exist_ok=True)
         self._materialise(sim_id, workdir, config.get("AssetCollectionId"))
         job = {
-            "Id": job_id, "JobId": self.store.query("SELECT COUNT(*) FROM hpc_jobs")[0][0] + 1,
-            "JobState": "Queued", "Priority": config.get("Priority") or "Normal",
-            "WorkingDirectory": str(workdir), "SubmitTime": now_wire(), "StartTime": None,
-            "EndTime": None, "OutputDirectorySize": None, "ErrorMessage": None,
+            "Id": job_id,
+            "JobId": self.store.query("SELECT COUNT(*) FROM hpc_jobs")[0][0] + 1,
+            "JobState": "Queued",
+            "Priority": config.get("Priority") or "Normal",
+            "WorkingDirectory": str(workdir),
+            "SubmitTime": now_wire(),
+            "StartTime": None,
+            "EndTime": None,
+            "OutputDirectorySize": None,
+            "ErrorMessage": None,
             "Configuration": config,
         }
-        self.store.run(lambda conn: conn.execute(
-            "INSERT INTO hpc_jobs (id, entity_id, doc) VALUES (?,?,?)",
-            (job_id, sim_id, json.dumps(job))))
+        self.store.run(
+            lambda conn: conn.execute(
+                "INSERT INTO hpc_jobs (id, entity_id, doc) VALUES (?,?,?)",
+                (job_id, sim_id, json.dumps(job)),
+            )
+        )
         return job_id, workdir, config
 
     def _materialise(self, entity_id: str, workdir: Path, collection_id: str | None) -> None:
@@ -200,8 +231,8 @@ class Runner:
 
     def _files(self, entity_id: str) -> list[tuple[int, str, int, dict[str, Any]]]:
         rows = self.store.query(
-            "SELECT ord, md5, length, doc FROM files WHERE entity_id = ? ORDER BY ord",
-            (entity_id,))
+            "SELECT ord, md5, length, doc FROM files WHERE entity_id = ? ORDER BY ord", (entity_id,)
+        )
         return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
     @staticmethod
@@ -217,10 +248,13 @@ class Runner:
 
     async def _execute(self, command: list[str], workdir: Path) -> tuple[int, str | None]:
         env = os.environ | {"COMPS_WORKDIR": str(workdir)}
-        with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
+        out = await anyio.to_thread.run_sync(open, workdir / "stdout.txt", "wb")
+        err = await anyio.to_thread.run_sync(open, workdir / "stderr.txt", "wb")
+        with out, err:
             try:
-                process = await anyio.open_process(command, cwd=workdir, stdout=out, stderr=err,
-                                                   env=env)
+                process = await anyio.open_process(
+                    command, cwd=workdir, stdout=out, stderr=err, env=env
+                )
             except OSError as exc:
                 return 127, f"cannot start {command[0]!r}: {exc}"
             try:
@@ -248,8 +282,9 @@ class Runner:
             size = path.stat().st_size
             total += size
             rows.append((job_id, path.relative_to(workdir).as_posix(), size, digest.hexdigest()))
-        self.store.run(lambda conn: conn.executemany(
-            "INSERT OR REPLACE INTO outputs VALUES (?,?,?,?)", rows))
+        self.store.run(
+            lambda conn: conn.executemany("INSERT OR REPLACE INTO outputs VALUES (?,?,?,?)", rows)
+        )
         return total
 
     # --- work items ----------------------------------------------------------------------------
@@ -267,8 +302,14 @@ class Runner:
         workdir = self.app.data_dir / "work" / "workitems" / wi_id
         workdir.mkdir(parents=True, exist_ok=True)
         self._materialise(wi_id, workdir, doc.get("AssetCollectionId"))
-        order_path = next((workdir / d["FileName"] for *_, d in self._files(wi_id)
-                           if d.get("FileType") == "WorkOrder"), workdir / "WorkOrder.json")
+        order_path = next(
+            (
+                workdir / d["FileName"]
+                for *_, d in self._files(wi_id)
+                if d.get("FileType") == "WorkOrder"
+            ),
+            workdir / "WorkOrder.json",
+        )
         order = json.loads(order_path.read_text()) if order_path.exists() else {}
         command_text = (order.get("Execution") or {}).get("Command")
         if not command_text:
@@ -277,6 +318,9 @@ class Runner:
         program = sys.executable if args[0] in _PYTHON_NAMES else args[0]
         doc["WorkingDirectory"] = str(workdir)
         doc["HostName"] = "localhost"
-        self.store.run(lambda conn: conn.execute(
-            "UPDATE entities SET doc = ? WHERE id = ?", (json.dumps(doc), wi_id)))
+        self.store.run(
+            lambda conn: conn.execute(
+                "UPDATE entities SET doc = ? WHERE id = ?", (json.dumps(doc), wi_id)
+            )
+        )
         return workdir, [program, *args[1:]]

@@ -75,10 +75,14 @@ class LocalComps:
         self.initial_password = self.user_directory.initial_password
         for name, password in (users or {}).items():
             self.user_directory.set_password(name, password)
-        self.app = LocalApp(self.data_dir, self.store, BlobStore(self.data_dir / "blobs"),
-                            self.user_directory, limits or ServerLimits())
-        self.runner = Runner(self.app, max_concurrent_runs or os.cpu_count() or 2,
-                             poll_interval_s)
+        self.app = LocalApp(
+            self.data_dir,
+            self.store,
+            BlobStore(self.data_dir / "blobs"),
+            self.user_directory,
+            limits or ServerLimits(),
+        )
+        self.runner = Runner(self.app, max_concurrent_runs or os.cpu_count() or 2, poll_interval_s)
         self.app.on_commission = self.runner.wake
         self.faults = FaultInjector(self.app.build(), faults or FaultConfig())
         self._server: uvicorn.Server | None = None
@@ -101,8 +105,9 @@ class LocalComps:
 
     def start(self) -> None:
         """Start serving in a background thread; returns once the socket accepts connections."""
-        self._thread = threading.Thread(target=self._serve_in_thread, name="comps-local",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve_in_thread, name="comps-local", daemon=True
+        )
         self._thread.start()
         if not self._ready.wait(_START_TIMEOUT_S) or self._failure is not None:
             raise RuntimeError(f"local COMPS server did not start: {self._failure}")
@@ -131,8 +136,15 @@ class LocalComps:
 
     async def _main(self) -> None:
         logging.getLogger("uvicorn.error").addFilter(_QuietInjectedFaults())
-        config = uvicorn.Config(self.faults, host=self.host, port=self.port, log_level="warning",
-                                lifespan="off", access_log=False, timeout_keep_alive=30)
+        config = uvicorn.Config(
+            self.faults,
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            timeout_keep_alive=30,
+        )
         self._server = uvicorn.Server(config)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.runner.run_forever)
@@ -143,7 +155,7 @@ class LocalComps:
     async def _announce_when_started(self) -> None:
         assert self._server is not None
         with anyio.fail_after(_START_TIMEOUT_S):
-            while not self._server.started:
+            while not self._server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
                 await anyio.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
         self._ready.set()

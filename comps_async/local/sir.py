@@ -73,8 +73,15 @@ def simulate(config: dict[str, Any], campaign: dict[str, Any]) -> dict[str, Any]
 
     s, e, i, r = population, 0, 0, 0
     channels: dict[str, list[float]] = {
-        name: [] for name in ("Susceptible Population", "Exposed Population", "Infected",
-                              "Recovered Population", "New Infections", "Statistical Population")
+        name: []
+        for name in (
+            "Susceptible Population",
+            "Exposed Population",
+            "Infected",
+            "Recovered Population",
+            "New Infections",
+            "Statistical Population",
+        )
     }
     p_recover = 1 - math.exp(-step / infectious_period)
     p_progress = 1.0 if incubation <= 0 else 1 - math.exp(-step / incubation)
@@ -112,8 +119,9 @@ def simulate(config: dict[str, Any], campaign: dict[str, Any]) -> dict[str, Any]
             "Timesteps": duration,
             "Channels": len(channels),
         },
-        "Channels": {name: {"Units": units.get(name, ""), "Data": data}
-                     for name, data in channels.items()},
+        "Channels": {
+            name: {"Units": units.get(name, ""), "Data": data} for name, data in channels.items()
+        },
     }
 
 
@@ -128,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     campaign_path = Path(campaign_name) if campaign_name else None
     if campaign_path is not None and not campaign_path.exists():
         campaign_path = Path("Assets") / campaign_path
-    campaign = json.loads(campaign_path.read_text()) if campaign_path and campaign_path.exists() \
-        else {}
+    campaign = (
+        json.loads(campaign_path.read_text()) if campaign_path and campaign_path.exists() else {}
+    )
     chart = simulate(config, campaign)
     out = Path("output")
     out.mkdir(exist_ok=True)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from ..models import format_wire_datetime
 
-__all__ = ["BadRequest", "Conflict", "EntityKind", "NotFound", "Store", "KINDS"]
+__all__ = ["KINDS", "BadRequest", "Conflict", "EntityKind", "NotFound", "Store"]
 
 T = TypeVar("T")
 
@@ -61,22 +61,58 @@ KINDS: dict[str, EntityKind] = {
     k.name: k
     for k in (
         # The server caps Suite/Experiment queries at 1000 rows (§5.1 [X]); the SDK must page.
-        EntityKind("Suite", "Suites", ("Id", *_STD), ("Tags", "Configuration"),
-                   default_count=1000, max_count=1000),
-        EntityKind("Experiment", "Experiments", ("Id", "SuiteId", *_STD), ("Tags", "Configuration"),
-                   parent_key="SuiteId", default_count=1000, max_count=1000),
-        EntityKind("Simulation", "Simulations",
-                   ("Id", "ExperimentId", *_STD, "SimulationState", "ErrorMessage"),
-                   ("Tags", "Configuration", "Files", "HPCJobs"),
-                   parent_key="ExperimentId", state_key="SimulationState"),
-        EntityKind("WorkItem", "WorkItems",
-                   ("Id", "Name", "Worker", "EnvironmentName", "Description", "Owner",
-                    "DateCreated", "LastModified", "State", "ErrorMessage", "HostName",
-                    "WorkerInstanceId", "Priority", "WorkingDirectory", "WorkingDirectorySize",
-                    "AssetCollectionId"),
-                   ("Tags", "Files", "Plugins"), state_key="State"),
-        EntityKind("AssetCollection", "AssetCollections", ("Id", "DateCreated"),
-                   ("Tags", "Assets")),
+        EntityKind(
+            "Suite",
+            "Suites",
+            ("Id", *_STD),
+            ("Tags", "Configuration"),
+            default_count=1000,
+            max_count=1000,
+        ),
+        EntityKind(
+            "Experiment",
+            "Experiments",
+            ("Id", "SuiteId", *_STD),
+            ("Tags", "Configuration"),
+            parent_key="SuiteId",
+            default_count=1000,
+            max_count=1000,
+        ),
+        EntityKind(
+            "Simulation",
+            "Simulations",
+            ("Id", "ExperimentId", *_STD, "SimulationState", "ErrorMessage"),
+            ("Tags", "Configuration", "Files", "HPCJobs"),
+            parent_key="ExperimentId",
+            state_key="SimulationState",
+        ),
+        EntityKind(
+            "WorkItem",
+            "WorkItems",
+            (
+                "Id",
+                "Name",
+                "Worker",
+                "EnvironmentName",
+                "Description",
+                "Owner",
+                "DateCreated",
+                "LastModified",
+                "State",
+                "ErrorMessage",
+                "HostName",
+                "WorkerInstanceId",
+                "Priority",
+                "WorkingDirectory",
+                "WorkingDirectorySize",
+                "AssetCollectionId",
+            ),
+            ("Tags", "Files", "Plugins"),
+            state_key="State",
+        ),
+        EntityKind(
+            "AssetCollection", "AssetCollections", ("Id", "DateCreated"), ("Tags", "Assets")
+        ),
     )
 }
 BY_PLURAL = {k.plural.lower(): k for k in KINDS.values()}
@@ -127,11 +163,23 @@ CREATE TABLE IF NOT EXISTS outputs (
 
 _FILTER = re.compile(r"^\s*(\w+)\s*(!=|<=|>=|=|~|<|>)(.*)$", re.DOTALL)
 _TAG_FILTER = re.compile(r"^([^=!~<>]+?)\s*(?:(!=|<=|>=|=|~|<|>)(.*))?$", re.DOTALL)
-_COLUMNS = {"Id": "id", "Name": "name", "Owner": "owner", "DateCreated": "date_created",
-            "LastModified": "last_modified"}
+_COLUMNS = {
+    "Id": "id",
+    "Name": "name",
+    "Owner": "owner",
+    "DateCreated": "date_created",
+    "LastModified": "last_modified",
+}
 ACTIVE_SIM_STATES = ("CommissionRequested", "Provisioning", "Commissioned", "Running", "Retry")
-ACTIVE_WI_STATES = ("CommissionRequested", "Commissioned", "Validating", "Running", "Waiting",
-                    "ResumeRequested", "Resumed")
+ACTIVE_WI_STATES = (
+    "CommissionRequested",
+    "Commissioned",
+    "Validating",
+    "Running",
+    "Waiting",
+    "ResumeRequested",
+    "Resumed",
+)
 
 
 def now_wire() -> str:
@@ -217,7 +265,7 @@ class Store:
 
     # --- reads ---------------------------------------------------------------------------------
 
-    def list(
+    def find(
         self,
         kind: EntityKind,
         *,
@@ -256,7 +304,9 @@ class Store:
             key, op, value = match.groups()
             params.append(key.strip())
             cond = "" if op is None else " AND " + _compare("t.value", op, value, params)
-            where.append(f"EXISTS (SELECT 1 FROM tags t WHERE t.entity_id = e.id AND t.key = ?{cond})")
+            where.append(
+                f"EXISTS (SELECT 1 FROM tags t WHERE t.entity_id = e.id AND t.key = ?{cond})"
+            )
         order = "e.seq"
         if orderby:
             words = orderby.split()
@@ -286,9 +336,7 @@ class Store:
             raise NotFound(f"no {kind.name} with id {entity_id}")
         return row  # type: ignore[no-any-return]
 
-    def children(
-        self, ids: Sequence[str], wanted: Iterable[str]
-    ) -> dict[str, dict[str, Any]]:
+    def children(self, ids: Sequence[str], wanted: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Tags / Files / HPCJobs of many entities in a few queries: {id: {child: value}}."""
         out: dict[str, dict[str, Any]] = {i: {} for i in ids}
         wanted = set(wanted)
@@ -315,7 +363,8 @@ class Store:
                 for i in ids:
                     out[i]["HPCJobs"] = []
                 for r in self._conn.execute(
-                    f"SELECT entity_id, doc FROM hpc_jobs WHERE entity_id IN ({marks}) ORDER BY seq",
+                    f"SELECT entity_id, doc FROM hpc_jobs WHERE entity_id IN ({marks}) "
+                    "ORDER BY seq",
                     ids,
                 ):
                     out[r[0]]["HPCJobs"].append(json.loads(r[1]))
@@ -328,7 +377,7 @@ class Store:
                 "SELECT doc FROM hpc_jobs WHERE entity_id = ? ORDER BY seq DESC LIMIT 1",
                 (entity_id,),
             ).fetchone()
-        return None if row is None else json.loads(row[0])  # type: ignore[no-any-return]
+        return None if row is None else dict(json.loads(row[0]))
 
     def job(self, job_id: str) -> tuple[str, dict[str, Any]]:
         """(entity id, job document) of an HPC job."""
@@ -346,8 +395,10 @@ class Store:
         if kind.name == "Experiment":
             scope, args = "parent_id = ?", [entity_id]
         elif kind.name == "Suite":
-            scope = ("parent_id IN (SELECT id FROM entities WHERE kind='Experiment' "
-                     "AND parent_id = ? AND deleted = 0)")
+            scope = (
+                "parent_id IN (SELECT id FROM entities WHERE kind='Experiment' "
+                "AND parent_id = ? AND deleted = 0)"
+            )
             args = [entity_id]
         else:
             raise BadRequest(f"Stats are offered for Experiments and Suites, not {kind.plural}")
@@ -394,8 +445,18 @@ class Store:
         conn.execute(
             "INSERT INTO entities (id, kind, parent_id, name, owner, state, date_created, "
             "last_modified, doc, configuration) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (entity_id, kind.name, parent_id, name, owner, state, stamp, stamp, json.dumps(doc),
-             json.dumps(configuration) if configuration else None),
+            (
+                entity_id,
+                kind.name,
+                parent_id,
+                name,
+                owner,
+                state,
+                stamp,
+                stamp,
+                json.dumps(doc),
+                json.dumps(configuration) if configuration else None,
+            ),
         )
         Store.write_tags(conn, entity_id, tags or {}, "Replace")
         Store.add_files(conn, entity_id, files)
@@ -411,8 +472,10 @@ class Store:
         ).fetchone()[0]
         conn.executemany(
             "INSERT INTO files (entity_id, ord, md5, length, doc) VALUES (?,?,?,?,?)",
-            [(entity_id, start + i, md5, length, json.dumps(doc))
-             for i, (md5, length, doc) in enumerate(files)],
+            [
+                (entity_id, start + i, md5, length, json.dumps(doc))
+                for i, (md5, length, doc) in enumerate(files)
+            ],
         )
 
     @staticmethod
@@ -435,9 +498,12 @@ class Store:
     def new_id_exists(self, entity_id: str) -> bool:
         """Whether any live entity has this id."""
         with self._lock:
-            return self._conn.execute(
-                "SELECT 1 FROM entities WHERE id = ? AND deleted = 0", (entity_id,)
-            ).fetchone() is not None
+            return (
+                self._conn.execute(
+                    "SELECT 1 FROM entities WHERE id = ? AND deleted = 0", (entity_id,)
+                ).fetchone()
+                is not None
+            )
 
 
 def _tag_text(value: Any) -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 __all__ = [
     "AssetType",
@@ -15,9 +15,8 @@ __all__ = [
 ]
 
 
-class _NamedEnum(str, Enum):
-    def __str__(self) -> str:
-        return self.value
+class _NamedEnum(StrEnum):
+    """An enum whose values are its names, as they travel on the wire."""
 
 
 class SimulationState(_NamedEnum):

@@ -117,7 +117,9 @@ class _AssetFile(WireModel):
         local = Path(fspath(path))
         if fields.get("md5_checksum") is not None:
             raise ValueError("give either a path or an md5 for a file, not both")
-        return cls._build({"file_name": file_name or local.name, **fields}, ContentSource(path=local))
+        return cls._build(
+            {"file_name": file_name or local.name, **fields}, ContentSource(path=local)
+        )
 
     @classmethod
     def from_md5(cls, file_name: str, md5: UUID | str, **fields: Any) -> Self:

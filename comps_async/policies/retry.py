@@ -23,8 +23,11 @@ __all__ = ["RetryPolicy", "is_idempotent", "retry_after_s", "should_retry"]
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Errors raised before the request could reach the server: safe to repeat even a POST.
-NEVER_SENT_ERRORS: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.ConnectTimeout,
-                                                  httpx.PoolTimeout)
+NEVER_SENT_ERRORS: tuple[type[Exception], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
 
 
 def is_idempotent(request: httpx.Request) -> bool:
@@ -33,8 +36,9 @@ def is_idempotent(request: httpx.Request) -> bool:
     return bool(flag) if flag is not None else request.method in IDEMPOTENT_METHODS
 
 
-def should_retry(request: httpx.Request, response: httpx.Response | None,
-                 error: BaseException | None) -> bool:
+def should_retry(
+    request: httpx.Request, response: httpx.Response | None, error: BaseException | None
+) -> bool:
     """Retry idempotent calls on transport errors, timeouts and 408/429/5xx; retry any call
     whose request provably never reached the server (connect errors) or was refused unprocessed
     (429). A POST that may have been processed is never repeated here: the batch save reconciles
@@ -118,8 +122,10 @@ class RetryPolicy:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(max(1, attempts)),
             wait=wait,
-            retry=(retry_if_result(lambda r: should_retry(request, r, None))
-                   | _retry_if_retryable_error),
+            retry=(
+                retry_if_result(lambda r: should_retry(request, r, None))
+                | _retry_if_retryable_error
+            ),
             sleep=self.sleep,
             before_sleep=release,
             reraise=True,

@@ -3,6 +3,7 @@ and for stateful entities commission / cancel / delete over one id or many."""
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -60,8 +61,10 @@ def _tags_payload(tags: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(key, str) or not key:
             raise ValueError(f"tag names must be non-empty strings, got {key!r}")
         if value is not None and not isinstance(value, str | int | float | bool):
-            raise ValueError(f"tag {key!r}: values must be str, int, float, bool or None (§4.6), "
-                             f"got {type(value).__name__}")
+            raise ValueError(
+                f"tag {key!r}: values must be str, int, float, bool or None (§4.6), "
+                f"got {type(value).__name__}"
+            )
     return dict(tags)
 
 
@@ -87,44 +90,56 @@ class EntityResource(Generic[E]):
             raise ValueError(f"malformed response: expected {{{self._plural!r}: [...]}}")
         return items
 
-    async def get(self, entity_id: IdLike, *, children: Sequence[str] | None = None,
-                  query: Query | None = None) -> E:
+    async def get(
+        self,
+        entity_id: IdLike,
+        *,
+        children: Sequence[str] | None = None,
+        query: Query | None = None,
+    ) -> E:
         """One entity by id, with the requested children (``["tags", "files"]``)."""
         q = query or Query()
         if children:
             q = q.select_children(children)
         params = q.to_params(self.model)
-        response = await self._session.request("GET", f"{self._plural}/{as_id(entity_id)}",
-                                               params=params)
+        response = await self._session.request(
+            "GET", f"{self._plural}/{as_id(entity_id)}", params=params
+        )
         items = self._items(response.json())
         if len(items) != 1:
             raise ValueError(f"expected exactly one {self.model.__name__}, got {len(items)}")
         return self._parse(items[0])
 
-    async def get_many(self, ids: Iterable[IdLike], *, children: Sequence[str] | None = None
-                       ) -> list[E]:
+    async def get_many(
+        self, ids: Iterable[IdLike], *, children: Sequence[str] | None = None
+    ) -> list[E]:
         """Many entities by id in a few list calls (order of ``ids`` kept, unknown ids left
         out)."""
         wanted = list(dict.fromkeys(as_id(i) for i in ids))
         base = (Query().select_children(children) if children else Query()).to_params(self.model)
         found: dict[UUID, E] = {}
         for start in range(0, len(wanted), IDS_PER_REQUEST):
-            chunk = wanted[start:start + IDS_PER_REQUEST]
+            chunk = wanted[start : start + IDS_PER_REQUEST]
             response = await self._session.request(
-                "GET", self._plural,
-                params={**base, IDS_PARAM: ",".join(map(str, chunk)), "count": str(len(chunk))})
+                "GET",
+                self._plural,
+                params={**base, IDS_PARAM: ",".join(map(str, chunk)), "count": str(len(chunk))},
+            )
             items = [self._parse(i) for i in self._items(response.json())]
             if any(item.id not in chunk for item in items):  # parameter ignored: fall back
                 items = await self._gather(chunk, lambda i: self.get(i, children=children))
             found.update({item.id: item for item in items if item.id is not None})
         return [found[i] for i in wanted if i in found]
 
-    async def list(self, query: Query | None = None, *, page_size: int | None = None) -> list[E]:
+    async def list(
+        self, query: Query | None = None, *, page_size: int | None = None
+    ) -> builtins.list[E]:
         """Every entity matching ``query`` (paged as needed; ``query.count`` caps the total)."""
         return [entity async for entity in self.iterate(query, page_size=page_size)]
 
-    async def iterate(self, query: Query | None = None, *, page_size: int | None = None
-                      ) -> AsyncIterator[E]:
+    async def iterate(
+        self, query: Query | None = None, *, page_size: int | None = None
+    ) -> AsyncIterator[E]:
         """Entities matching ``query``, fetched page by page with offset/count until the
         server's Content-Range says the set is complete: no silent truncation (§14.15)."""
         q = query or Query()
@@ -160,8 +175,11 @@ class EntityResource(Generic[E]):
 
     async def refresh(self, entity: E) -> E:
         """Re-read ``entity`` from the server in place (children it already has included)."""
-        children = [name for name in sorted(self.model.children_names)
-                    if getattr(entity, name, None) is not None]
+        children = [
+            name
+            for name in sorted(self.model.children_names)
+            if getattr(entity, name, None) is not None
+        ]
         fresh = await self.get(as_id(entity), children=children)
         for name in type(entity).model_fields:
             value = getattr(fresh, name)
@@ -169,8 +187,9 @@ class EntityResource(Generic[E]):
                 setattr(entity, name, value)
         return entity
 
-    async def parents(self, entity: IdLike, relation: RelationType | None = None
-                      ) -> list[WorkItem]:
+    async def parents(
+        self, entity: IdLike, relation: RelationType | None = None
+    ) -> builtins.list[WorkItem]:
         """Work items related to ``entity`` (one relation call, one batched list call)."""
         path = f"WorkItems/RelatedEntityId/{as_id(entity)}/Type/{self.model.__name__}"
         if relation is not None:
@@ -193,13 +212,13 @@ class EntityResource(Generic[E]):
         """Remove these tag names."""
         await self._tags(entity, dict.fromkeys(keys), TagOperationMode.Delete)
 
-    async def _tags(self, entity: IdLike, tags: Mapping[str, Any], mode: TagOperationMode
-                    ) -> None:
+    async def _tags(self, entity: IdLike, tags: Mapping[str, Any], mode: TagOperationMode) -> None:
         payload = {"Tags": _tags_payload(tags), "OperationMode": mode.value}
         entity_id = as_id(entity)
         # Merge/Replace/Delete converge to the same tags when repeated: safe to retry.
-        await self._session.request("POST", f"{self._plural}/{entity_id}/tags", json=payload,
-                                    idempotent=True)
+        await self._session.request(
+            "POST", f"{self._plural}/{entity_id}/tags", json=payload, idempotent=True
+        )
         if isinstance(entity, Entity):
             current = dict(entity.tags or {}) if mode != TagOperationMode.Replace else {}
             if mode == TagOperationMode.Delete:
@@ -209,49 +228,87 @@ class EntityResource(Generic[E]):
                 current.update(tags)
             entity.tags = current
 
-    async def _gather(self, items: Iterable[Any], fn: Callable[[Any], Awaitable[Any]],
-                      concurrency: int = DEFAULT_OPERATION_CONCURRENCY) -> list[Any]:
-        """``fn`` over ``items`` with at most ``concurrency`` at once; results in order."""
+    async def _gather(
+        self,
+        items: Iterable[Any],
+        fn: Callable[[Any], Awaitable[Any]],
+        concurrency: int = DEFAULT_OPERATION_CONCURRENCY,
+    ) -> builtins.list[Any]:
+        """``fn`` over ``items`` with at most ``concurrency`` at once; results in order. After
+        the first failure nothing new starts, and that failure is raised as itself (not as an
+        exception group) with a note of how many calls failed."""
         items = list(items)
-        results: list[Any] = [None] * len(items)
+        results: builtins.list[Any] = [None] * len(items)
+        errors: builtins.list[Exception] = []
         limiter = anyio.CapacityLimiter(max(1, concurrency))
 
         async def one(index: int, item: Any) -> None:
             async with limiter:
-                results[index] = await fn(item)
+                if errors:
+                    return
+                try:
+                    results[index] = await fn(item)
+                except Exception as exc:
+                    errors.append(exc)
 
         async with anyio.create_task_group() as tg:
             for index, item in enumerate(items):
                 tg.start_soon(one, index, item)
+        if errors:
+            if len(items) > 1:
+                errors[0].add_note(
+                    f"{len(errors)} of {len(items)} calls failed; later ones were not started"
+                )
+            raise errors[0]
         return results
 
 
 class StatefulResource(EntityResource[E]):
     """Commission, cancel and delete (Suites, Experiments, Simulations, WorkItems)."""
 
-    async def commission(self, entities: IdLike | Iterable[IdLike], *,
-                         concurrency: int = DEFAULT_OPERATION_CONCURRENCY) -> None:
+    async def commission(
+        self,
+        entities: IdLike | Iterable[IdLike],
+        *,
+        concurrency: int = DEFAULT_OPERATION_CONCURRENCY,
+    ) -> None:
         """Request commissioning (an Experiment/Suite commissions its Created simulations)."""
         await self._state(entities, "CommissionRequested", concurrency)
 
-    async def cancel(self, entities: IdLike | Iterable[IdLike], *,
-                     concurrency: int = DEFAULT_OPERATION_CONCURRENCY) -> None:
+    async def cancel(
+        self,
+        entities: IdLike | Iterable[IdLike],
+        *,
+        concurrency: int = DEFAULT_OPERATION_CONCURRENCY,
+    ) -> None:
         """Request cancellation of running work."""
         await self._state(entities, "CancelRequested", concurrency)
 
-    async def delete(self, entities: IdLike | Iterable[IdLike], *, expire_now: bool = False,
-                     concurrency: int = DEFAULT_OPERATION_CONCURRENCY) -> None:
+    async def delete(
+        self,
+        entities: IdLike | Iterable[IdLike],
+        *,
+        expire_now: bool = False,
+        concurrency: int = DEFAULT_OPERATION_CONCURRENCY,
+    ) -> None:
         """Soft-delete (cascading to children); ``expire_now`` makes it permanent sooner."""
         ids = _id_list(entities)
         params = {"expirenow": "True"} if expire_now else None
-        await self._gather(ids, lambda i: self._session.request(
-            "DELETE", f"{self._plural}/{i}", params=params), concurrency)
+        await self._gather(
+            ids,
+            lambda i: self._session.request("DELETE", f"{self._plural}/{i}", params=params),
+            concurrency,
+        )
 
-    async def _state(self, entities: IdLike | Iterable[IdLike], state: str, concurrency: int
-                     ) -> None:
+    async def _state(
+        self, entities: IdLike | Iterable[IdLike], state: str, concurrency: int
+    ) -> None:
         ids = _id_list(entities)
-        await self._gather(ids, lambda i: self._session.request(
-            "PUT", f"{self._plural}/{i}/State/{state}"), concurrency)
+        await self._gather(
+            ids,
+            lambda i: self._session.request("PUT", f"{self._plural}/{i}/State/{state}"),
+            concurrency,
+        )
 
 
 def _id_list(entities: IdLike | Iterable[IdLike]) -> list[UUID]:

@@ -39,8 +39,7 @@ class _JsonSaved(StatefulResource[J]):
         wire = entity.to_save_wire()
         if entity.id is not None:
             wire = {k: v for k, v in wire.items() if k in _UPDATE_KEYS}
-        response = await self._session.request("POST", self._plural,
-                                               json={self._plural: [wire]})
+        response = await self._session.request("POST", self._plural, json={self._plural: [wire]})
         ids = response.json().get("Ids") or []
         if len(ids) != 1:
             raise ValueError(f"the server answered {ids!r} to a save of one {self._plural}")
@@ -57,8 +56,10 @@ class _JsonSaved(StatefulResource[J]):
         """Simulation counts per state in one request (Stats endpoint, §12)."""
         entity_id = as_id(entity)
         response = await self._session.request(
-            "GET", f"{self._plural}/{entity_id}/Stats",
-            params={"statsoperations": "simulationcount,simulationstatecount"})
+            "GET",
+            f"{self._plural}/{entity_id}/Stats",
+            params={"statsoperations": "simulationcount,simulationstatecount"},
+        )
         stats = (response.json().get("Stats") or {}).get(str(entity_id)) or {}
         return {str(k): int(v) for k, v in (stats.get("SimulationStateCount") or {}).items()}
 
@@ -79,8 +80,7 @@ class Experiments(_JsonSaved[Experiment]):
 
     model = Experiment
 
-    async def simulations(self, experiment: IdLike, query: Query | None = None
-                          ) -> list[Simulation]:
+    async def simulations(self, experiment: IdLike, query: Query | None = None) -> list[Simulation]:
         """The simulations of an experiment, every page (the caller's query is not modified)."""
         q = (query or Query()).where([f"experiment_id={as_id(experiment)}"])
         return await self._session.simulations.list(q)
@@ -106,9 +106,15 @@ class _BatchSaved(StatefulResource[B]):
         """Save many entities in batches of up to 100, ``concurrency`` POSTs in flight, exactly
         once even when answers are lost. Ids are assigned in place; returns how many were saved.
         Raises ``BatchSaveError`` (with ``saved`` and ``failed``) if some could not be saved."""
-        saver = BatchSaver(self._session, self.model, concurrency=concurrency, limits=limits,
-                           on_progress=on_progress, after_batch=after_batch)
-        return await saver.run(entities)  # type: ignore[arg-type]
+        saver: BatchSaver[B] = BatchSaver(
+            self._session,
+            self.model,  # type: ignore[arg-type]
+            concurrency=concurrency,
+            limits=limits,
+            on_progress=on_progress,
+            after_batch=after_batch,
+        )
+        return await saver.run(entities)
 
 
 class Simulations(_BatchSaved[Simulation]):
@@ -136,8 +142,12 @@ class Simulations(_BatchSaved[Simulation]):
             await self._session.experiments.commission(experiments)
 
         saved = await super().save_all(
-            entities, concurrency=concurrency, on_progress=on_progress, limits=limits,
-            after_batch=commission_batch if commission else None)
+            entities,
+            concurrency=concurrency,
+            on_progress=on_progress,
+            limits=limits,
+            after_batch=commission_batch if commission else None,
+        )
         if commission and commissioned:  # catches batches that landed during a commission
             await self._session.experiments.commission(commissioned)
         return saved
@@ -148,23 +158,33 @@ class WorkItems(_BatchSaved[WorkItem]):
 
     model = WorkItem
 
-    async def add_related(self, work_item: IdLike, related: Entity,
-                          relation: RelationType = RelationType.DependsOn) -> None:
+    async def add_related(
+        self, work_item: IdLike, related: Entity, relation: RelationType = RelationType.DependsOn
+    ) -> None:
         """Record that ``work_item`` depends on (or created) ``related``."""
         await self._session.request(
-            "POST", f"WorkItems/{as_id(work_item)}/Related/{relation.value}/"
-                    f"{type(related).__name__}/{as_id(related)}", idempotent=True)
+            "POST",
+            f"WorkItems/{as_id(work_item)}/Related/{relation.value}/"
+            f"{type(related).__name__}/{as_id(related)}",
+            idempotent=True,
+        )
 
-    async def related(self, work_item: IdLike, *, object_type: str | type[Entity] | None = None,
-                      relation: RelationType | None = None) -> dict[str, list[Entity]]:
+    async def related(
+        self,
+        work_item: IdLike,
+        *,
+        object_type: str | type[Entity] | None = None,
+        relation: RelationType | None = None,
+    ) -> dict[str, list[Entity]]:
         """Related entities grouped by type name, fetched with one list call per type."""
         params = {}
         if object_type is not None:
             params["RelatedObject"] = entity_type(object_type).__name__
         if relation is not None:
             params["RelationType"] = relation.value
-        response = await self._session.request("GET", f"WorkItems/{as_id(work_item)}/Related",
-                                               params=params)
+        response = await self._session.request(
+            "GET", f"WorkItems/{as_id(work_item)}/Related", params=params
+        )
         by_type: dict[str, list[UUID]] = {}
         for item in response.json().get("Related") or []:
             by_type.setdefault(str(item["ObjectType"]), []).append(UUID(str(item["Id"])))

@@ -32,7 +32,14 @@ from ..errors import (
     ServerError,
     TransferError,
 )
-from ..models import ContentSource, Entity, SimulationState, WorkItemState
+from ..models import (
+    ContentSource,
+    Entity,
+    Simulation,
+    SimulationState,
+    WorkItem,
+    WorkItemState,
+)
 from ..models.files import _AssetFile
 from ..query import Query
 from .content import check_readable_file, ensure_md5, hash_limiter, media_type, read_source
@@ -132,8 +139,9 @@ class BatchSaver(Generic[E]):
 
     # --- producing -----------------------------------------------------------------------------
 
-    async def _produce(self, entities: Iterable[E] | AsyncIterable[E],
-                       send: MemoryObjectSendStream[_Batch[E]]) -> None:
+    async def _produce(
+        self, entities: Iterable[E] | AsyncIterable[E], send: MemoryObjectSendStream[_Batch[E]]
+    ) -> None:
         async with send:
             batch: _Batch[E] = _Batch()
             index = 0
@@ -150,18 +158,29 @@ class BatchSaver(Generic[E]):
                     batch = _Batch()
                     continue
                 index += 1
-                cost = len(json.dumps(wire)) + 2 + sum(
-                    _PART_OVERHEAD + len(media_type(name)) + len(data)
-                    for md5, (name, data) in parts.items() if md5 not in batch.parts)
+                cost = (
+                    len(json.dumps(wire))
+                    + 2
+                    + sum(
+                        _PART_OVERHEAD + len(media_type(name)) + len(data)
+                        for md5, (name, data) in parts.items()
+                        if md5 not in batch.parts
+                    )
+                )
                 if _REQUEST_OVERHEAD + cost > self._limits.max_bytes:
                     self._failed.append(entity)
-                    self._errors.append(ValueError(
-                        f"{entity.name!r} alone is {cost} bytes, over the {self._limits.max_bytes}"
-                        "-byte request limit; give its big files by path so they are uploaded "
-                        "separately"))
+                    self._errors.append(
+                        ValueError(
+                            f"{entity.name!r} alone is {cost} bytes, over the "
+                            f"{self._limits.max_bytes}-byte request limit; give its big files "
+                            "by path so they are uploaded separately"
+                        )
+                    )
                     continue
-                full = (len(batch.entities) >= self._limits.max_entities
-                        or batch.size + cost > self._limits.max_bytes)
+                full = (
+                    len(batch.entities) >= self._limits.max_entities
+                    or batch.size + cost > self._limits.max_bytes
+                )
                 if full:
                     await send.send(batch)
                     batch = _Batch()
@@ -176,17 +195,18 @@ class BatchSaver(Generic[E]):
 
     def _validate(self, entity: E, index: int) -> None:
         if not isinstance(entity, self._model):
-            raise TypeError(f"item {index} is a {type(entity).__name__}, expected "
-                            f"{self._model.__name__}")
+            raise TypeError(
+                f"item {index} is a {type(entity).__name__}, expected {self._model.__name__}"
+            )
         if entity.id is None:
             name = getattr(entity, "name", None)
             if not name:
                 raise ValueError(f"{self._model.__name__} #{index} has no name")
-            if self._model.__name__ == "Simulation" and getattr(entity, "experiment_id") is None:
+            if isinstance(entity, Simulation) and entity.experiment_id is None:
                 raise ValueError(f"simulation {name!r} has no experiment_id")
-            if self._model.__name__ == "WorkItem" and (
-                    getattr(entity, "worker") is None
-                    or not getattr(entity, "environment_name")):
+            if isinstance(entity, WorkItem) and (
+                entity.worker is None or not entity.environment_name
+            ):
                 raise ValueError(f"work item {name!r} needs worker and environment_name")
         for file in _files_of(entity):
             if file.source is not None and file.source.path is not None:
@@ -261,14 +281,17 @@ class BatchSaver(Generic[E]):
     async def _post(self, batch: _Batch[E], indexes: list[int]) -> list[str]:
         wire = [self._tagged(batch, i) for i in indexes]
         files: list[tuple[str, tuple[str, bytes, str]]] = [
-            ("not_a_file", (self._model.plural, json.dumps(wire).encode(), "application/json"))]
-        files += [(str(md5), (name, data, media_type(name)))
-                  for md5, (name, data) in batch.parts.items()]
+            ("not_a_file", (self._model.plural, json.dumps(wire).encode(), "application/json"))
+        ]
+        files += [
+            (str(md5), (name, data, media_type(name))) for md5, (name, data) in batch.parts.items()
+        ]
         response = await self._session.request("POST", self._model.plural, files=files)
         ids = response.json().get("Ids")
         if not isinstance(ids, list) or len(ids) != len(indexes):
-            raise ApiError(response.status_code, f"the server answered {ids!r} for "
-                           f"{len(indexes)} entities")
+            raise ApiError(
+                response.status_code, f"the server answered {ids!r} for {len(indexes)} entities"
+            )
         return [str(i) for i in ids]
 
     def _tagged(self, batch: _Batch[E], index: int) -> dict[str, Any]:
@@ -279,8 +302,9 @@ class BatchSaver(Generic[E]):
 
     async def _reconcile(self, batch: _Batch[E]) -> dict[int, str]:
         """Which entities of ``batch`` exist on the server: {index: id}."""
-        query = (Query().select(["id"]).select_children(["tags"])
-                 .where_tag([f"{BATCH_TAG}~{batch.id}"]))
+        query = (
+            Query().select(["id"]).select_children(["tags"]).where_tag([f"{BATCH_TAG}~{batch.id}"])
+        )
         found: dict[int, str] = {}
         resource = _resource(self._session, self._model)
         async for entity in resource.iterate(query):
@@ -291,8 +315,11 @@ class BatchSaver(Generic[E]):
         return found
 
     def _assign(self, batch: _Batch[E], indexes: list[int], ids: list[str]) -> None:
-        state: Any = (SimulationState.Created if self._model.__name__ == "Simulation"
-                      else WorkItemState.Created)
+        state: Any = (
+            SimulationState.Created
+            if self._model.__name__ == "Simulation"
+            else WorkItemState.Created
+        )
         for index, entity_id in zip(indexes, ids, strict=True):
             entity = batch.entities[index]
             if entity.id is None and hasattr(entity, "state"):
@@ -302,8 +329,15 @@ class BatchSaver(Generic[E]):
     async def _upload_missing(self, batch: _Batch[E], md5s: list[UUID]) -> None:
         unknown = [m for m in md5s if m not in self._sources]
         if unknown:
-            references = {m: [f"{e.name}/{f.file_name}" for e in batch.entities
-                              for f in _files_of(e) if f.md5_checksum == m] for m in unknown}
+            references = {
+                m: [
+                    f"{getattr(e, 'name', e.id)}/{f.file_name}"
+                    for e in batch.entities
+                    for f in _files_of(e)
+                    if f.md5_checksum == m
+                ]
+                for m in unknown
+            }
             raise MissingAssetsError(unknown, references)
         for md5 in md5s:  # content we hold but the server lost or never got: send it
             source = self._sources[md5]
@@ -317,7 +351,7 @@ class BatchSaver(Generic[E]):
         asked = error.retry_after_s if isinstance(error, ApiError) else None
         if asked is not None:
             return min(asked, self._limits.backoff_max_s)
-        ceiling = min(self._limits.backoff_max_s, self._limits.backoff_base_s * 2 ** attempt)
+        ceiling = min(self._limits.backoff_max_s, self._limits.backoff_base_s * 2**attempt)
         return random.uniform(ceiling / 2, ceiling)
 
 
@@ -327,8 +361,11 @@ def _files_of(entity: Entity) -> list[_AssetFile]:
 
 
 def _resource(session: Session, model: type[Entity]) -> Any:
-    return {"Simulation": session.simulations, "WorkItem": session.work_items,
-            "AssetCollection": session.asset_collections}[model.__name__]
+    return {
+        "Simulation": session.simulations,
+        "WorkItem": session.work_items,
+        "AssetCollection": session.asset_collections,
+    }[model.__name__]
 
 
 async def _aiter(items: Iterable[E] | AsyncIterable[E]) -> Any:

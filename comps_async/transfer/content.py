@@ -22,8 +22,12 @@ _HASH_LIMITER_SIZE = max(1, os.cpu_count() or 1)
 
 def media_type(file_name: str) -> str:
     """Part Content-Type by extension, case-sensitively, as pyCOMPS does (§7.2)."""
-    for suffix, kind in ((".json", "application/json"), (".xml", "application/xml"),
-                         (".txt", "text/plain"), (".csv", "text/plain")):
+    for suffix, kind in (
+        (".json", "application/json"),
+        (".xml", "application/xml"),
+        (".txt", "text/plain"),
+        (".csv", "text/plain"),
+    ):
         if file_name.endswith(suffix):
             return kind
     return "application/octet-stream"
@@ -38,8 +42,9 @@ def check_readable_file(path: Path) -> int:
     except OSError as exc:  # symlink loops, permissions on a parent
         raise OSError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
     if path.is_dir():
-        raise IsADirectoryError(f"{str(path)!r} is a directory; pass files (or use "
-                                "create_from_dir)")
+        raise IsADirectoryError(
+            f"{str(path)!r} is a directory; pass files (or use create_from_dir)"
+        )
     if not os.access(path, os.R_OK):
         raise PermissionError(f"{str(path)!r} is not readable")
     return info.st_size
@@ -55,8 +60,7 @@ def _md5_of_path(path: Path) -> tuple[UUID, int]:
     return UUID(digest.hexdigest()), size
 
 
-async def hash_file(path: Path, limiter: anyio.CapacityLimiter | None = None
-                    ) -> tuple[UUID, int]:
+async def hash_file(path: Path, limiter: anyio.CapacityLimiter | None = None) -> tuple[UUID, int]:
     """md5 (as COMPS's UUID form) and size of a file, computed in a worker thread."""
     return await anyio.to_thread.run_sync(_md5_of_path, path, limiter=limiter)
 

@@ -37,7 +37,7 @@ async def server_has(session: Session, md5: UUID) -> int | None:
 
 async def _read_at(source: ContentSource, offset: int, length: int) -> bytes:
     if source.data is not None:
-        return source.data[offset:offset + length]
+        return source.data[offset : offset + length]
     assert source.path is not None
     path = source.path
 
@@ -74,9 +74,15 @@ async def upload_large(
             raise ValueError(f"{source!r} is shorter than its recorded size of {size} bytes")
         end = offset + len(chunk) - 1
         await session.request(
-            "POST", f"upload/{md5}", content=chunk, idempotent=True,
-            headers={"Content-Type": "application/octet-stream",
-                     "Content-Range": f"bytes {offset}-{end}/{size}"})
+            "POST",
+            f"upload/{md5}",
+            content=chunk,
+            idempotent=True,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"bytes {offset}-{end}/{size}",
+            },
+        )
         offset = end + 1
         sent += len(chunk)
         if on_progress is not None:

@@ -1,0 +1,360 @@
+"""Request shapes, retries, auth and error paths, pinned with respx (no server)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+import respx
+
+import comps_async as ca
+from comps_async.pipeline import CallNext
+
+pytestmark = pytest.mark.anyio
+
+HOST = "http://comps.test"
+SIM = UUID("dfc932fb-6c79-ec11-a9f2-9440c9be2c51")
+
+
+def make_token(
+    user: str = "jdoe",
+    lifetime: timedelta = timedelta(hours=4),
+    tag: str = "sig",
+    created_ago: timedelta = timedelta(0),
+) -> str:
+    now = datetime.now(UTC)
+    fmt = "%Y-%m-%d-%H-%M-%S"
+    created = (now - created_ago).strftime(fmt)
+    fields = [
+        "1",
+        "Auth",
+        user,
+        "h",
+        "",
+        "h",
+        (now + lifetime).strftime(fmt),
+        created,
+        "",
+        "",
+        "",
+        "",
+        "g",
+        "Local",
+        tag,
+    ]
+    return ",".join(fields)
+
+
+class NoSleep:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+def mock() -> respx.MockRouter:
+    with respx.mock(base_url=HOST, assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+async def session(tmp_path: Path) -> AsyncIterator[ca.Session]:
+    async with ca.Session(
+        HOST, token=make_token(), token_cache_dir=tmp_path, retry=ca.RetryPolicy(sleep=NoSleep())
+    ) as s:
+        yield s
+
+
+async def test_get_sends_the_protocol_request(mock: respx.MockRouter, session: ca.Session) -> None:
+    route = mock.get(f"/api/Simulations/{SIM}").respond(
+        json={"Simulations": [{"Id": str(SIM), "SimulationState": "Running"}]}
+    )
+    sim = await session.simulations.get(SIM, children=["tags", "hpc_jobs"])
+    assert sim.state is ca.SimulationState.Running
+    request = route.calls.last.request
+    assert request.url.params["children"] == "Tags,HPCJobs"
+    assert request.headers["X-COMPS-Token"].split(",")[2] == "jdoe"
+    assert request.headers["Accept"] == "application/json"
+
+
+async def test_iterate_pages_past_the_server_cap(
+    mock: respx.MockRouter, session: ca.Session
+) -> None:
+    total, cap = 100_050, 100_000
+
+    def page(request: httpx.Request) -> httpx.Response:
+        offset = int(request.url.params.get("offset", 0))
+        count = min(int(request.url.params["count"]), cap)
+        rows = [{"Id": str(UUID(int=i))} for i in range(offset, min(offset + count, total))]
+        headers = {"Content-Range": f"items {offset}-{offset + len(rows) - 1}/{total}"}
+        return httpx.Response(200, json={"Simulations": rows}, headers=headers)
+
+    route = mock.get("/api/Simulations").mock(side_effect=page)
+    seen = [s.id async for s in session.simulations.iterate(page_size=200_000)]
+    assert len(seen) == total and len(set(seen)) == total
+    assert seen[-1] == UUID(int=total - 1)
+    assert [c.request.url.params["offset"] for c in route.calls] == ["0", "100000"]
+
+
+async def test_count_and_list_honour_query_count(
+    mock: respx.MockRouter, session: ca.Session
+) -> None:
+    mock.get("/api/Experiments").mock(
+        side_effect=lambda r: httpx.Response(
+            200,
+            json={"Experiments": [{"Id": str(uuid4())}] * int(r.url.params["count"])},
+            headers={"Content-Range": f"items 0-0/{1234}"},
+        )
+    )
+    assert await session.experiments.count(ca.Query().where(["owner=jdoe"])) == 1234
+    listed = await session.experiments.list(ca.Query().count(3))
+    assert len(listed) == 3
+
+
+async def test_tags_state_and_delete_shapes(mock: respx.MockRouter, session: ca.Session) -> None:
+    tags = mock.post(f"/api/Simulations/{SIM}/tags").respond(json={})
+    state = mock.put(url__regex=rf"/api/Simulations/{SIM}/State/\w+").respond(json={})
+    delete = mock.delete(f"/api/Simulations/{SIM}").respond(json={})
+    await session.simulations.merge_tags(SIM, {"a": 1, "flag": None})
+    await session.simulations.delete_tags(SIM, ["a"])
+    await session.simulations.commission(SIM)
+    await session.simulations.cancel([SIM, str(SIM)])
+    await session.simulations.delete(SIM, expire_now=True)
+    assert [json.loads(c.request.content) for c in tags.calls] == [
+        {"Tags": {"a": 1, "flag": None}, "OperationMode": "Merge"},
+        {"Tags": {"a": None}, "OperationMode": "Delete"},
+    ]
+    assert [c.request.url.path.rsplit("/", 1)[1] for c in state.calls] == [
+        "CommissionRequested",
+        "CancelRequested",
+        "CancelRequested",
+    ]
+    assert delete.calls.last.request.url.params["expirenow"] == "True"
+
+
+async def test_bad_input_sends_nothing(mock: respx.MockRouter, session: ca.Session) -> None:
+    with pytest.raises(ValueError, match="not a valid id"):
+        await session.simulations.get("nope")
+    with pytest.raises(ValueError, match="no child"):
+        await session.experiments.get(SIM, children=["files"])
+    with pytest.raises(ValueError, match="malformed filter"):
+        await session.simulations.list(ca.Query().where(["state"]))
+    with pytest.raises(ValueError, match="non-negative"):
+        await session.simulations.list(ca.Query().count(-1))
+    with pytest.raises(ValueError, match="tag 'x'"):
+        await session.simulations.merge_tags(SIM, {"x": [1, 2]})
+    assert not mock.calls
+
+
+async def test_server_errors_are_typed(mock: respx.MockRouter, session: ca.Session) -> None:
+    mock.get(f"/api/Simulations/{SIM}").respond(
+        404, json={"ResponseMessage": "no such simulation", "CorrelationId": "cid-7"}
+    )
+    with pytest.raises(ca.NotFoundError) as caught:
+        await session.simulations.get(SIM)
+    assert caught.value.status == 404 and caught.value.correlation_id == "cid-7"
+    assert caught.value.message == "no such simulation"
+    mock.get("/api/Suites").respond(500, text="<html>oops</html>")
+    with pytest.raises(ca.ServerError, match="oops"):
+        await session.suites.list()
+
+
+async def test_idempotent_calls_retry_with_retry_after(
+    mock: respx.MockRouter, tmp_path: Path
+) -> None:
+    sleep = NoSleep()
+    route = mock.get(f"/api/Simulations/{SIM}").mock(
+        side_effect=[
+            httpx.Response(503, headers={"Retry-After": "2"}),
+            httpx.Response(429, headers={"Retry-After-Ms": "1500"}),
+            httpx.ConnectError("refused"),
+            httpx.Response(200, json={"Simulations": [{"Id": str(SIM)}]}),
+        ]
+    )
+    async with ca.Session(
+        HOST, token=make_token(), token_cache_dir=tmp_path, retry=ca.RetryPolicy(sleep=sleep)
+    ) as s:
+        await s.simulations.get(SIM)
+    assert route.call_count == 4
+    assert sleep.waits[:2] == [2.0, 1.5] and 0 <= sleep.waits[2] <= 1.0
+
+
+async def test_a_post_that_may_have_landed_is_not_retried(
+    mock: respx.MockRouter, session: ca.Session
+) -> None:
+    route = mock.post("/api/Experiments").mock(
+        side_effect=[httpx.Response(503), httpx.Response(200, json={"Ids": [str(SIM)]})]
+    )
+    with pytest.raises(ca.ServerError):
+        await session.experiments.create(ca.Experiment(name="e"))
+    assert route.call_count == 1
+    route.side_effect = [httpx.ReadError("reset"), httpx.Response(200, json={"Ids": [str(SIM)]})]
+    with pytest.raises(ca.TransferError):
+        await session.experiments.create(ca.Experiment(name="e"))
+    assert route.call_count == 2
+
+
+async def test_a_post_that_never_left_is_retried(
+    mock: respx.MockRouter, session: ca.Session
+) -> None:
+    route = mock.post("/api/Experiments").mock(
+        side_effect=[
+            httpx.ConnectError("refused"),
+            httpx.Response(429),
+            httpx.Response(200, json={"Ids": [str(SIM)]}),
+        ]
+    )
+    exp = await session.experiments.create(ca.Experiment(name="e"))
+    assert exp.id == SIM and route.call_count == 3
+
+
+async def test_retries_give_up_with_the_typed_error(mock: respx.MockRouter, tmp_path: Path) -> None:
+    route = mock.get("/api/Suites").respond(502, json={"ResponseMessage": "bad gateway"})
+    async with ca.Session(
+        HOST,
+        token=make_token(),
+        token_cache_dir=tmp_path,
+        retry=ca.RetryPolicy(max_attempts=3, sleep=NoSleep()),
+    ) as s:
+        with pytest.raises(ca.ServerError, match="bad gateway"):
+            await s.suites.list()
+        assert route.call_count == 3
+        with pytest.raises(ca.ServerError):  # per-call override
+            await s.request("GET", "Suites", max_attempts=1)
+        assert route.call_count == 4
+
+
+async def test_per_call_timeout_reaches_httpx(mock: respx.MockRouter, session: ca.Session) -> None:
+    route = mock.get("/api/Suites").respond(json={"Suites": []})
+    await session.request("GET", "Suites", timeout=1.5)
+    assert route.calls.last.request.extensions["timeout"]["read"] == 1.5
+
+
+async def test_login_renew_and_relogin_on_401(mock: respx.MockRouter, tmp_path: Path) -> None:
+    first, second = make_token(tag="one"), make_token(tag="two")
+    tokens = mock.post("/api/tokens").mock(
+        side_effect=[
+            httpx.Response(200, headers={"X-COMPS-Token": first}),
+            httpx.Response(200, json={"Token": second}),
+        ]
+    )
+    calls = mock.get("/api/Suites").mock(
+        side_effect=[
+            httpx.Response(401, json={"ResponseMessage": "expired"}),
+            httpx.Response(200, json={"Suites": []}),
+        ]
+    )
+    async with ca.Session(HOST, username="jdoe", password="s3cret!", token_cache_dir=tmp_path) as s:
+        assert await s.suites.list() == []
+        assert "s3cret" not in repr(s) and "s3cret" not in repr(s.tokens)
+    body = json.loads(tokens.calls[0].request.content)
+    assert body == {
+        "Username": "jdoe",
+        "Password": base64.b64encode(b"s3cret!").decode(),
+        "ClientVersion": 12,
+    }
+    assert "X-COMPS-Token" not in tokens.calls[0].request.headers
+    assert calls.calls[0].request.headers["X-COMPS-Token"] == first
+    assert calls.calls[1].request.headers["X-COMPS-Token"] == second
+    cache = next(tmp_path.glob("COMPS_Authtoken_http___comps.test_*.txt"))
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert cache.read_text() == second
+
+
+async def test_a_token_near_expiry_is_renewed(mock: respx.MockRouter, tmp_path: Path) -> None:
+    # 10 minutes left of a 4-hour token: inside the 30-minute renewal window.
+    old = make_token(
+        lifetime=timedelta(minutes=10), created_ago=timedelta(hours=3, minutes=50), tag="old"
+    )
+    new = make_token(tag="new")
+    renew = mock.put("/api/tokens").respond(headers={"X-COMPS-Token": new})
+    suites = mock.get("/api/Suites").respond(json={"Suites": []})
+    async with ca.Session(HOST, token=old, token_cache_dir=tmp_path) as s:
+        await s.suites.list()
+    assert renew.calls.last.request.headers["X-COMPS-Token"] == old
+    assert json.loads(renew.calls.last.request.content) == {"ClientVersion": 12}
+    assert suites.calls.last.request.headers["X-COMPS-Token"] == new
+
+
+async def test_bad_credentials_fail_without_leaking(mock: respx.MockRouter, tmp_path: Path) -> None:
+    mock.post("/api/tokens").respond(401, json={"ResponseMessage": "Bad username/password"})
+    async with ca.Session(HOST, username="jdoe", password="hunter2", token_cache_dir=tmp_path) as s:
+        with pytest.raises(ca.AuthenticationError) as caught:
+            await s.suites.list()
+    assert "hunter2" not in str(caught.value) and "Bad username" in str(caught.value)
+
+
+async def test_prompt_is_asked_at_most_three_times(mock: respx.MockRouter, tmp_path: Path) -> None:
+    mock.post("/api/tokens").respond(401, json={"ResponseMessage": "Bad username/password"})
+    asked: list[str] = []
+
+    async def prompt(host: str) -> tuple[str, str]:
+        asked.append(host)
+        return "jdoe", "wrong"
+
+    async with ca.Session(HOST, credential_prompt=prompt, token_cache_dir=tmp_path) as s:
+        with pytest.raises(ca.AuthenticationError):
+            await s.suites.list()
+    assert asked == [HOST] * 3
+
+
+async def test_environment_fallbacks_and_explicit_wins(
+    monkeypatch: pytest.MonkeyPatch, mock: respx.MockRouter, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("COMPS_SERVER", HOST)
+    monkeypatch.setenv("COMPS_TOKEN", make_token(user="fromenv"))
+    route = mock.get("/api/Suites").respond(json={"Suites": []})
+    async with ca.Session(token_cache_dir=tmp_path) as s:
+        await s.suites.list()
+    assert route.calls.last.request.headers["X-COMPS-Token"].split(",")[2] == "fromenv"
+    async with ca.Session(token=make_token(user="explicit"), token_cache_dir=tmp_path) as s:
+        await s.suites.list()
+    assert route.calls.last.request.headers["X-COMPS-Token"].split(",")[2] == "explicit"
+    monkeypatch.delenv("COMPS_SERVER")
+    with pytest.raises(ValueError, match="COMPS_SERVER"):
+        ca.Session()
+    assert os.environ.get("COMPS_SERVER") is None
+
+
+async def test_a_custom_policy_in_one_line(mock: respx.MockRouter, tmp_path: Path) -> None:
+    class Counting:
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
+            self.seen.append(f"{request.method} {request.url.path}")
+            return await call_next(request)
+
+    counter = Counting()
+    mock.get("/api/Suites").respond(json={"Suites": []})
+    async with ca.Session(
+        HOST, token=make_token(), policies=[counter], token_cache_dir=tmp_path
+    ) as s:
+        await s.suites.list()
+        await s.suites.list()
+    assert counter.seen == ["GET /api/Suites"] * 2
+    with pytest.raises(TypeError, match="not a Policy"):
+        async with ca.Session(
+            HOST,
+            token=make_token(),
+            policies=[object()],  # type: ignore[list-item]
+            token_cache_dir=tmp_path,
+        ):
+            pass
+
+
+async def test_tls_verification_is_on_by_default(tmp_path: Path) -> None:
+    async with ca.Session("https://comps.test", token=make_token(), token_cache_dir=tmp_path) as s:
+        assert s._client is not None
+        pool = s._client._transport._pool  # type: ignore[attr-defined]
+        assert pool._ssl_context.verify_mode.name == "CERT_REQUIRED"
