@@ -35,6 +35,7 @@ from .resources import (
     Suites,
     WorkItems,
 )
+from .transports import default_transport
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "Session"]
 
@@ -54,7 +55,8 @@ class Session:
     (``COMPS_Authtoken_<host>_<user>.txt``, 0600).
 
     ``policies`` are added to the pipeline after authentication (they see every attempt);
-    ``retry`` replaces the default ``RetryPolicy()``; ``transport`` replaces httpx's default.
+    ``retry`` replaces the default ``RetryPolicy()``; ``transport`` replaces the default (the
+    aiohttp-backed transport under asyncio, httpx's own under trio; see ``transports.py``).
     TLS certificates are verified unless ``verify=False``.
     """
 
@@ -116,10 +118,11 @@ class Session:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        transport = self._transport or default_transport(self._verify, self._limits)
         self._client = httpx.AsyncClient(
             timeout=self._timeout,
             limits=self._limits,
-            transport=self._transport,
+            transport=transport,
             verify=self._verify,
             follow_redirects=False,
             headers={"Accept": "application/json"},

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import os
+import shutil
+import ssl
 import stat
-from collections.abc import AsyncIterator
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -53,6 +58,12 @@ def make_token(
     return ",".join(fields)
 
 
+def Session(*args: object, **kwargs: object) -> ca.Session:
+    """ca.Session on httpx's own transport, which respx intercepts."""
+    kwargs.setdefault("transport", httpx.AsyncHTTPTransport())
+    return ca.Session(*args, **kwargs)  # type: ignore[arg-type]
+
+
 class NoSleep:
     def __init__(self) -> None:
         self.waits: list[float] = []
@@ -69,7 +80,7 @@ def mock() -> respx.MockRouter:
 
 @pytest.fixture
 async def session(tmp_path: Path) -> AsyncIterator[ca.Session]:
-    async with ca.Session(
+    async with Session(
         HOST, token=make_token(), token_cache_dir=tmp_path, retry=ca.RetryPolicy(sleep=NoSleep())
     ) as s:
         yield s
@@ -181,7 +192,7 @@ async def test_idempotent_calls_retry_with_retry_after(
             httpx.Response(200, json={"Simulations": [{"Id": str(SIM)}]}),
         ]
     )
-    async with ca.Session(
+    async with Session(
         HOST, token=make_token(), token_cache_dir=tmp_path, retry=ca.RetryPolicy(sleep=sleep)
     ) as s:
         await s.simulations.get(SIM)
@@ -220,7 +231,7 @@ async def test_a_post_that_never_left_is_retried(
 
 async def test_retries_give_up_with_the_typed_error(mock: respx.MockRouter, tmp_path: Path) -> None:
     route = mock.get("/api/Suites").respond(502, json={"ResponseMessage": "bad gateway"})
-    async with ca.Session(
+    async with Session(
         HOST,
         token=make_token(),
         token_cache_dir=tmp_path,
@@ -254,7 +265,7 @@ async def test_login_renew_and_relogin_on_401(mock: respx.MockRouter, tmp_path: 
             httpx.Response(200, json={"Suites": []}),
         ]
     )
-    async with ca.Session(HOST, username="jdoe", password="s3cret!", token_cache_dir=tmp_path) as s:
+    async with Session(HOST, username="jdoe", password="s3cret!", token_cache_dir=tmp_path) as s:
         assert await s.suites.list() == []
         assert "s3cret" not in repr(s) and "s3cret" not in repr(s.tokens)
     body = json.loads(tokens.calls[0].request.content)
@@ -279,7 +290,7 @@ async def test_a_token_near_expiry_is_renewed(mock: respx.MockRouter, tmp_path: 
     new = make_token(tag="new")
     renew = mock.put("/api/tokens").respond(headers={"X-COMPS-Token": new})
     suites = mock.get("/api/Suites").respond(json={"Suites": []})
-    async with ca.Session(HOST, token=old, token_cache_dir=tmp_path) as s:
+    async with Session(HOST, token=old, token_cache_dir=tmp_path) as s:
         await s.suites.list()
     assert renew.calls.last.request.headers["X-COMPS-Token"] == old
     assert json.loads(renew.calls.last.request.content) == {"ClientVersion": 12}
@@ -288,7 +299,7 @@ async def test_a_token_near_expiry_is_renewed(mock: respx.MockRouter, tmp_path: 
 
 async def test_bad_credentials_fail_without_leaking(mock: respx.MockRouter, tmp_path: Path) -> None:
     mock.post("/api/tokens").respond(401, json={"ResponseMessage": "Bad username/password"})
-    async with ca.Session(HOST, username="jdoe", password="hunter2", token_cache_dir=tmp_path) as s:
+    async with Session(HOST, username="jdoe", password="hunter2", token_cache_dir=tmp_path) as s:
         with pytest.raises(ca.AuthenticationError) as caught:
             await s.suites.list()
     assert "hunter2" not in str(caught.value) and "Bad username" in str(caught.value)
@@ -302,7 +313,7 @@ async def test_prompt_is_asked_at_most_three_times(mock: respx.MockRouter, tmp_p
         asked.append(host)
         return "jdoe", "wrong"
 
-    async with ca.Session(HOST, credential_prompt=prompt, token_cache_dir=tmp_path) as s:
+    async with Session(HOST, credential_prompt=prompt, token_cache_dir=tmp_path) as s:
         with pytest.raises(ca.AuthenticationError):
             await s.suites.list()
     assert asked == [HOST] * 3
@@ -314,15 +325,15 @@ async def test_environment_fallbacks_and_explicit_wins(
     monkeypatch.setenv("COMPS_SERVER", HOST)
     monkeypatch.setenv("COMPS_TOKEN", make_token(user="fromenv"))
     route = mock.get("/api/Suites").respond(json={"Suites": []})
-    async with ca.Session(token_cache_dir=tmp_path) as s:
+    async with Session(token_cache_dir=tmp_path) as s:
         await s.suites.list()
     assert route.calls.last.request.headers["X-COMPS-Token"].split(",")[2] == "fromenv"
-    async with ca.Session(token=make_token(user="explicit"), token_cache_dir=tmp_path) as s:
+    async with Session(token=make_token(user="explicit"), token_cache_dir=tmp_path) as s:
         await s.suites.list()
     assert route.calls.last.request.headers["X-COMPS-Token"].split(",")[2] == "explicit"
     monkeypatch.delenv("COMPS_SERVER")
     with pytest.raises(ValueError, match="COMPS_SERVER"):
-        ca.Session()
+        Session()
     assert os.environ.get("COMPS_SERVER") is None
 
 
@@ -337,14 +348,12 @@ async def test_a_custom_policy_in_one_line(mock: respx.MockRouter, tmp_path: Pat
 
     counter = Counting()
     mock.get("/api/Suites").respond(json={"Suites": []})
-    async with ca.Session(
-        HOST, token=make_token(), policies=[counter], token_cache_dir=tmp_path
-    ) as s:
+    async with Session(HOST, token=make_token(), policies=[counter], token_cache_dir=tmp_path) as s:
         await s.suites.list()
         await s.suites.list()
     assert counter.seen == ["GET /api/Suites"] * 2
     with pytest.raises(TypeError, match="not a Policy"):
-        async with ca.Session(
+        async with Session(
             HOST,
             token=make_token(),
             policies=[object()],  # type: ignore[list-item]
@@ -353,8 +362,67 @@ async def test_a_custom_policy_in_one_line(mock: respx.MockRouter, tmp_path: Pat
             pass
 
 
-async def test_tls_verification_is_on_by_default(tmp_path: Path) -> None:
-    async with ca.Session("https://comps.test", token=make_token(), token_cache_dir=tmp_path) as s:
-        assert s._client is not None
-        pool = s._client._transport._pool  # type: ignore[attr-defined]
-        assert pool._ssl_context.verify_mode.name == "CERT_REQUIRED"
+@pytest.fixture(scope="module")
+def self_signed_https(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a self-signed certificate")
+    directory = tmp_path_factory.mktemp("tls")
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"Suites": []}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+async def test_tls_is_verified_by_default(self_signed_https: str, tmp_path: Path) -> None:
+    # The default transport (aiohttp under asyncio, httpx under trio) must refuse the cert ...
+    async with ca.Session(
+        self_signed_https,
+        token=make_token(),
+        token_cache_dir=tmp_path,
+        retry=ca.RetryPolicy(max_attempts=1),
+    ) as s:
+        with pytest.raises(ca.TransferError):
+            await s.suites.list()
+    # ... and talks to it only when told not to verify.
+    async with ca.Session(
+        self_signed_https, token=make_token(), token_cache_dir=tmp_path, verify=False
+    ) as s:
+        assert await s.suites.list() == []

@@ -1,0 +1,5 @@
+"""``python -m comps_async.cli``."""
+
+from .main import main
+
+main()

@@ -1,0 +1,57 @@
+"""``comps-async serve``: run the local COMPS server in the foreground."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..local import LocalComps
+from .main import cli
+
+
+@cli.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("comps-data"),
+    show_default=True,
+    help="Where the database, blobs and working directories live.",
+)
+@click.option("--port", type=int, default=8100, show_default=True, help="0 picks a free port.")
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    metavar="NAME:PASSWORD",
+    help="Create or update a user (repeatable).",
+)
+@click.option("--max-runs", type=int, default=None, help="Concurrent simulations (CPU count).")
+def serve(data_dir: Path, port: int, users: tuple[str, ...], max_runs: int | None) -> None:
+    """Serve a COMPS-compatible API on 127.0.0.1 until Ctrl-C."""
+    accounts = {}
+    for entry in users:
+        name, sep, password = entry.partition(":")
+        if not sep or not name or not password:
+            raise click.BadParameter(f"{entry!r} is not NAME:PASSWORD", param_hint="--user")
+        accounts[name] = password
+    server = LocalComps(data_dir, port=port, users=accounts, max_concurrent_runs=max_runs)
+    server.start()
+    try:
+        click.echo(f"COMPS local server at {server.url} (data in {server.data_dir})")
+        if server.initial_password:
+            click.echo(f"user 'local', password (shown once): {server.initial_password}")
+        click.echo(f"token: {server.token}")
+        click.echo(f"export COMPS_SERVER={server.url} COMPS_TOKEN='{server.token}'")
+        click.echo("Ctrl-C to stop.", err=True)
+        _wait_forever()
+    except KeyboardInterrupt:
+        click.echo("stopping", err=True)
+    finally:
+        server.stop()
+
+
+def _wait_forever() -> None:
+    import threading
+
+    threading.Event().wait()
