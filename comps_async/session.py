@@ -35,6 +35,8 @@ from .resources import (
     Suites,
     WorkItems,
 )
+from .resources.outputs import Outputs
+from .transfer.download import Downloader, DownloadSettings
 from .transports import default_transport
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "Session"]
@@ -76,6 +78,7 @@ class Session:
         transport: httpx.AsyncBaseTransport | None = None,
         verify: bool | str = True,
         token_cache_dir: str | os.PathLike[str] | None = None,
+        download: DownloadSettings | None = None,
     ) -> None:
         url = url or os.environ.get("COMPS_SERVER")
         if not url:
@@ -111,6 +114,7 @@ class Session:
         self.simulations = Simulations(self)
         self.work_items = WorkItems(self)
         self.asset_collections = AssetCollections(self)
+        self.outputs = Outputs(self, Downloader(self, download or DownloadSettings()))
 
     def __repr__(self) -> str:
         return f"Session({self.host.base!r})"

@@ -27,5 +27,6 @@ class OutputFileMetadata(WireModel):
     @property
     def path(self) -> str:
         """Path relative to the working directory, ``/``-separated (``output/InsetChart.json``)."""
-        root = self.path_from_root.replace("\\", "/").strip("/")
+        # Only a trailing slash is dropped: a leading one stays so that safe_join refuses it.
+        root = self.path_from_root.replace("\\", "/").rstrip("/")
         return self.friendly_name if root in ("", ".") else f"{root}/{self.friendly_name}"

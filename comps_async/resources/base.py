@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
-import anyio
-
+from ..concurrency import gather_bounded
 from ..models import Entity, RelationType, TagOperationMode, WorkItem
 from ..query import Query
 
@@ -234,33 +233,7 @@ class EntityResource(Generic[E]):
         fn: Callable[[Any], Awaitable[Any]],
         concurrency: int = DEFAULT_OPERATION_CONCURRENCY,
     ) -> builtins.list[Any]:
-        """``fn`` over ``items`` with at most ``concurrency`` at once; results in order. After
-        the first failure nothing new starts, and that failure is raised as itself (not as an
-        exception group) with a note of how many calls failed."""
-        items = list(items)
-        results: builtins.list[Any] = [None] * len(items)
-        errors: builtins.list[Exception] = []
-        limiter = anyio.CapacityLimiter(max(1, concurrency))
-
-        async def one(index: int, item: Any) -> None:
-            async with limiter:
-                if errors:
-                    return
-                try:
-                    results[index] = await fn(item)
-                except Exception as exc:
-                    errors.append(exc)
-
-        async with anyio.create_task_group() as tg:
-            for index, item in enumerate(items):
-                tg.start_soon(one, index, item)
-        if errors:
-            if len(items) > 1:
-                errors[0].add_note(
-                    f"{len(errors)} of {len(items)} calls failed; later ones were not started"
-                )
-            raise errors[0]
-        return results
+        return await gather_bounded(items, fn, concurrency)
 
 
 class StatefulResource(EntityResource[E]):

@@ -1,0 +1,47 @@
+"""Bounded fan-out shared by resources and transfers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import anyio
+
+__all__ = ["gather_bounded"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def gather_bounded(
+    items: Iterable[T], fn: Callable[[T], Awaitable[R]], concurrency: int
+) -> list[R]:
+    """``fn`` over ``items`` with at most ``concurrency`` running; results in input order.
+
+    After the first failure nothing new starts, and that failure is raised as itself (not as an
+    exception group), with a note saying how many calls failed.
+    """
+    todo = list(items)
+    results: list[Any] = [None] * len(todo)
+    errors: list[Exception] = []
+    limiter = anyio.CapacityLimiter(max(1, concurrency))
+
+    async def one(index: int, item: T) -> None:
+        async with limiter:
+            if errors:
+                return
+            try:
+                results[index] = await fn(item)
+            except Exception as exc:
+                errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for index, item in enumerate(todo):
+            tg.start_soon(one, index, item)
+    if errors:
+        if len(todo) > 1:
+            errors[0].add_note(
+                f"{len(errors)} of {len(todo)} calls failed; later ones were not started"
+            )
+        raise errors[0]
+    return results

@@ -1,0 +1,341 @@
+"""``session.outputs``: list, read, tail, download, harvest and zip the output files of
+simulations and work items (protocol §10)."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import anyio
+import anyio.to_thread
+
+from ..concurrency import gather_bounded
+from ..errors import CompsError, NotFoundError
+from ..models import Entity, Experiment, OutputFileMetadata, Simulation, SimulationState, WorkItem
+from ..query import Query
+from ..transfer.download import Downloader, extract_zip_safely, safe_join
+from .base import as_id
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+__all__ = ["MAX_ZIP_BYTES", "Harvested", "Outputs"]
+
+logger = logging.getLogger(__name__)
+
+MAX_ZIP_BYTES = 1 << 30  # the server's zip limit (§10.3)
+MAX_READ_BYTES = 256 << 20  # read() is for small files; bigger ones go to download()
+_UTF8_SLACK = 3  # a UTF-8 character has at most 3 continuation bytes (§10.4, tail utility)
+# Simulations below Commissioned have no working directory yet (getexpout skips them, §13).
+_NO_OUTPUT_STATES = frozenset(
+    {SimulationState.Created, SimulationState.CommissionRequested, SimulationState.Provisioning}
+)
+
+Target = Simulation | WorkItem | UUID | str
+
+
+@dataclass(frozen=True)
+class Harvested:
+    """One result of ``harvest``: a file that landed (``error`` is None) or a simulation whose
+    outputs could not be fetched (``path``/``local_path`` None, ``error`` set)."""
+
+    simulation_id: UUID
+    path: str | None
+    local_path: Path | None
+    size: int
+    skipped: bool = False
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the file is on disk."""
+        return self.error is None
+
+
+def _target(entity: Target) -> tuple[str, UUID]:
+    if isinstance(entity, WorkItem):
+        return "WorkItems", as_id(entity)
+    if isinstance(entity, Simulation):
+        return "Simulations", as_id(entity)
+    if isinstance(entity, Entity):
+        raise TypeError(
+            f"outputs belong to simulations and work items, not "
+            f"{type(entity).__name__}s; use harvest() for an experiment"
+        )
+    return "Simulations", as_id(entity)
+
+
+class Outputs:
+    """Output files of simulations and work items."""
+
+    def __init__(self, session: Session, downloader: Downloader) -> None:
+        self._session = session
+        self._downloader = downloader
+
+    async def info(
+        self,
+        entity: Target,
+        paths: Iterable[str] | None = None,
+        *,
+        hpc_job: UUID | str | None = None,
+    ) -> dict[str, OutputFileMetadata]:
+        """Output files by path (``output/InsetChart.json``). Requested paths match
+        case-insensitively like pyCOMPS, but paths that differ only by case are all kept."""
+        plural, entity_id = _target(entity)
+        params = {"flatten": "1"}
+        if hpc_job is not None:
+            if plural == "WorkItems":
+                raise ValueError("work items have no HPC jobs; do not pass hpc_job")
+            params["hpcjobid"] = str(as_id(hpc_job))
+        response = await self._session.request(
+            "GET", f"asset/{plural}/{entity_id}/Output", params=params
+        )
+        files = [OutputFileMetadata.from_wire(r) for r in response.json().get("Resources") or []]
+        listing = {f.path: f for f in files}
+        if paths is None:
+            return listing
+        return {path: _lookup(listing, path, entity_id) for path in paths}
+
+    async def read(self, entity: Target, path: str) -> bytes:
+        """The whole content of a small output file."""
+        meta = (await self.info(entity, [path]))[path]
+        if (meta.length or 0) > MAX_READ_BYTES:
+            raise ValueError(f"{path} is {meta.length} bytes; use download() for big files")
+        response = await self._session.request("GET", _url(meta))
+        return response.content
+
+    async def read_range(
+        self, entity: Target, path: str, start: int, end: int | None = None
+    ) -> bytes:
+        """Bytes ``start..end`` (inclusive) of an output file; ``start < 0`` with no ``end``
+        means the last ``-start`` bytes; ``end=None`` reads to the end (§10.4)."""
+        if start < 0 and end is not None:
+            raise ValueError("a negative start means 'last N bytes' and takes no end")
+        if end is not None and end < start:
+            raise ValueError(f"end {end} is before start {start}")
+        meta = (await self.info(entity, [path]))[path]
+        if start < 0:
+            spec = f"bytes={start}"
+        else:
+            spec = f"bytes={start}-" + ("" if end is None else str(end))
+        if meta.length == 0:
+            return b""
+        response = await self._session.request("GET", _url(meta), headers={"Range": spec})
+        return response.content
+
+    async def tail(self, entity: Target, path: str, nbytes: int = 1024) -> str:
+        """The last ``nbytes`` of a text file, cut at a UTF-8 character boundary."""
+        if nbytes <= 0:
+            raise ValueError("nbytes must be positive")
+        meta = (await self.info(entity, [path]))[path]
+        length = meta.length or 0
+        if length == 0:
+            return ""
+        want = min(length, nbytes + _UTF8_SLACK)
+        response = await self._session.request(
+            "GET", _url(meta), headers={"Range": f"bytes=-{want}"}
+        )
+        data = response.content
+        if len(data) > nbytes:
+            cut = len(data) - nbytes
+            while cut > 0 and (data[cut] & 0xC0) == 0x80:  # do not start inside a character
+                cut -= 1
+            data = data[cut:]
+        return data.decode("utf-8", errors="replace")
+
+    async def download(
+        self,
+        entity: Target,
+        paths: Iterable[str] | None,
+        dest: str | PathLike[str],
+        *,
+        overwrite: bool = False,
+        hpc_job: UUID | str | None = None,
+    ) -> list[Path]:
+        """Download files (all when ``paths`` is None) to ``dest/<path>``; complete files are
+        skipped unless ``overwrite``; partial ones resume. Returns the local paths."""
+        root = Path(dest)
+        listing = await self.info(entity, paths, hpc_job=hpc_job)
+        targets = [(meta, safe_join(root, path)) for path, meta in listing.items()]
+
+        async def one(item: tuple[OutputFileMetadata, Path]) -> Path:
+            meta, target = item
+            await self._downloader.fetch(
+                _url(meta), target, length=meta.length, md5_hex=meta.md5, overwrite=overwrite
+            )
+            return target
+
+        return await gather_bounded(targets, one, self._downloader.settings.streams)
+
+    async def harvest(
+        self,
+        source: Experiment | UUID | str | Query | Iterable[Simulation] | AsyncIterable[Simulation],
+        patterns: Sequence[str],
+        dest: str | PathLike[str],
+        *,
+        concurrency: int = 32,
+        overwrite: bool = False,
+        case_sensitive: bool = False,
+    ) -> AsyncIterator[Harvested]:
+        """Fetch the outputs matching glob ``patterns`` of many simulations to
+        ``dest/<sim-id>/<path>``, yielding each file as it lands so analysis can start at once.
+        One listing per simulation; a simulation that fails is reported as a ``Harvested``
+        with ``error`` and never stops the others; re-running skips complete files."""
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        if not patterns:
+            raise ValueError("give at least one glob pattern, e.g. 'output/*.json'")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        root = Path(dest)
+        send, receive = anyio.create_memory_object_stream[Harvested](concurrency * 4)
+        sims = _simulations(self._session, source)
+
+        async def harvest_one(sim: Simulation) -> None:
+            assert sim.id is not None
+            try:
+                listing = await self.info(sim)
+                wanted = [
+                    (p, m) for p, m in listing.items() if _matches(p, patterns, case_sensitive)
+                ]
+                for path, meta in wanted:
+                    target = safe_join(root / str(sim.id), path)
+                    fetched = await self._downloader.fetch(
+                        _url(meta),
+                        target,
+                        length=meta.length,
+                        md5_hex=meta.md5,
+                        overwrite=overwrite,
+                    )
+                    await send.send(
+                        Harvested(sim.id, path, target, meta.length or 0, skipped=not fetched)
+                    )
+            except (CompsError, OSError, ValueError) as exc:
+                logger.warning("harvest of %s failed: %s", sim.id, exc)
+                await send.send(Harvested(sim.id, None, None, 0, error=exc))
+
+        async def produce() -> None:
+            # A slot is taken before a simulation is pulled from the source, so listing never
+            # runs ahead of the work: memory stays bounded however many simulations there are.
+            slots = anyio.Semaphore(concurrency)
+
+            async def run(sim: Simulation) -> None:
+                try:
+                    await harvest_one(sim)
+                finally:
+                    slots.release()
+
+            async with send, anyio.create_task_group() as tg:
+                async for sim in sims:
+                    await slots.acquire()
+                    tg.start_soon(run, sim)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            async with receive:
+                async for result in receive:
+                    yield result
+
+    async def zip(
+        self,
+        entity: Target,
+        paths: Iterable[str] | None,
+        dest_file: str | PathLike[str],
+        *,
+        extract_to: str | PathLike[str] | None = None,
+        hpc_job: UUID | str | None = None,
+    ) -> Path:
+        """Have the server zip the files (all when ``paths`` is None) and download the archive
+        to ``dest_file``; optionally extract it safely. Refused before any zip request when
+        the files add up to more than 1 GiB."""
+        plural, entity_id = _target(entity)
+        listing = await self.info(entity, paths, hpc_job=hpc_job)
+        total = sum(m.length or 0 for m in listing.values())
+        if total > MAX_ZIP_BYTES:
+            raise ValueError(
+                f"the files add up to {total} bytes, over COMPS's 1 GiB zip limit; "
+                "use download() instead"
+            )
+        params = {"zip": "1"}
+        if hpc_job is not None:
+            params["hpcjobid"] = str(as_id(hpc_job))
+        response = await self._session.request(
+            "POST",
+            f"asset/{plural}/{entity_id}/Output",
+            params=params,
+            idempotent=True,
+            json={"ContainerType": "CompressedZip", "Ids": [str(m.id) for m in listing.values()]},
+        )
+        return await self.fetch_zip(response.json(), Path(dest_file), extract_to)
+
+    async def fetch_zip(
+        self, answer: dict[str, Any], dest_file: Path, extract_to: str | PathLike[str] | None
+    ) -> Path:
+        """Download the one zip resource of a zip answer (and extract it safely)."""
+        resources = answer.get("Resources") or []
+        if len(resources) != 1:
+            raise ValueError(f"expected one zip resource, got {len(resources)}")
+        meta = OutputFileMetadata.from_wire(resources[0])
+        await self._downloader.fetch(_url(meta), dest_file, length=meta.length, overwrite=True)
+        if extract_to is not None:
+            await anyio.to_thread.run_sync(extract_zip_safely, dest_file, Path(extract_to))
+        return dest_file
+
+
+def _url(meta: OutputFileMetadata) -> str:
+    if not meta.url:
+        raise ValueError(f"the server gave no Url for {meta.path}")
+    return meta.url
+
+
+def _lookup(
+    listing: dict[str, OutputFileMetadata], path: str, entity_id: UUID
+) -> OutputFileMetadata:
+    wanted = path.replace("\\", "/").strip("/")
+    if wanted in listing:
+        return listing[wanted]
+    matches = [meta for key, meta in listing.items() if key.lower() == wanted.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ValueError(
+            f"{path!r} matches several outputs that differ only by case: "
+            + ", ".join(m.path for m in matches)
+        )
+    raise NotFoundError(404, f"{entity_id} has no output {path!r}")
+
+
+def _matches(path: str, patterns: Sequence[str], case_sensitive: bool) -> bool:
+    if case_sensitive:
+        return any(fnmatch.fnmatchcase(path, p) for p in patterns)
+    return any(fnmatch.fnmatchcase(path.lower(), p.lower()) for p in patterns)
+
+
+async def _simulations(
+    session: Session,
+    source: Experiment | UUID | str | Query | Iterable[Simulation] | AsyncIterable[Simulation],
+) -> AsyncIterator[Simulation]:
+    """The simulations a harvest covers. Listed from the server, those that cannot have outputs
+    yet are skipped; simulations the caller passes are all tried (their local state may be
+    stale)."""
+    if isinstance(source, Experiment | UUID | str | Query):
+        query = (
+            source
+            if isinstance(source, Query)
+            else (Query().select(["id", "state"]).where([f"experiment_id={as_id(source)}"]))
+        )
+        async for sim in session.simulations.iterate(query):
+            if sim.state not in _NO_OUTPUT_STATES:
+                yield sim
+    elif isinstance(source, AsyncIterable):
+        async for sim in source:
+            yield sim
+    else:
+        for sim in source:
+            yield sim
