@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import anyio
+import anyio.to_thread
 import httpx
 from pydantic import SecretStr
 
@@ -31,15 +35,21 @@ from .resources import (
     AssetCollections,
     EntityResource,
     Experiments,
+    IdLike,
     Simulations,
     Suites,
     WorkItems,
 )
 from .resources.outputs import Outputs
 from .transfer.download import Downloader, DownloadSettings
+from .transfer.fingerprints import FingerprintCache, Hasher, default_cache_path
+from .transfer.upload import Uploader, UploadSettings
 from .transports import default_transport
+from .waiting import WaitSettings, WaitStatus, watch
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "Session"]
+
+logger = logging.getLogger(__name__)
 
 # No timeout at all is pyCOMPS's worst failure mode (§14.1): a stalled socket hangs for ever.
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=15.0)
@@ -79,6 +89,9 @@ class Session:
         verify: bool | str = True,
         token_cache_dir: str | os.PathLike[str] | None = None,
         download: DownloadSettings | None = None,
+        upload: UploadSettings | None = None,
+        fingerprint_cache: str | os.PathLike[str] | bool = True,
+        wait: WaitSettings | None = None,
     ) -> None:
         url = url or os.environ.get("COMPS_SERVER")
         if not url:
@@ -115,6 +128,10 @@ class Session:
         self.work_items = WorkItems(self)
         self.asset_collections = AssetCollections(self)
         self.outputs = Outputs(self, Downloader(self, download or DownloadSettings()))
+        self.uploader = Uploader(self, upload or UploadSettings())
+        self._fingerprint_cache = fingerprint_cache
+        self.hasher = Hasher(None)
+        self.wait_settings = wait or WaitSettings()
 
     def __repr__(self) -> str:
         return f"Session({self.host.base!r})"
@@ -122,6 +139,16 @@ class Session:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        if self._fingerprint_cache is not False:
+            path = (
+                default_cache_path()
+                if self._fingerprint_cache is True
+                else Path(self._fingerprint_cache)
+            )
+            try:
+                self.hasher.cache = await anyio.to_thread.run_sync(FingerprintCache, path)
+            except (OSError, sqlite3.Error) as exc:  # a read-only home only costs speed
+                logger.warning("fingerprint cache %s unavailable: %s", path, exc)
         transport = self._transport or default_transport(self._verify, self._limits)
         self._client = httpx.AsyncClient(
             timeout=self._timeout,
@@ -160,10 +187,13 @@ class Session:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool and the fingerprint cache."""
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self.hasher.cache is not None:
+            self.hasher.cache.close()
+            self.hasher.cache = None
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -270,6 +300,47 @@ class Session:
             "AssetCollection": self.asset_collections,
         }
         return resources[entity_type(entity).__name__]
+
+    # --- waiting ---------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        *,
+        experiment_id: IdLike | None = None,
+        simulation_ids: Iterable[IdLike] | None = None,
+        work_item_id: IdLike | None = None,
+    ) -> AsyncIterator[WaitStatus]:
+        """Async iterator of state counts: now, after every change, until all are finished."""
+        return watch(
+            self,
+            experiment_id=experiment_id,
+            simulation_ids=simulation_ids,
+            work_item_id=work_item_id,
+            settings=self.wait_settings,
+        )
+
+    async def wait(
+        self,
+        *,
+        experiment_id: IdLike | None = None,
+        simulation_ids: Iterable[IdLike] | None = None,
+        work_item_id: IdLike | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the public API pyCOMPS users expect
+        on_change: Callable[[WaitStatus], object] | None = None,
+    ) -> WaitStatus:
+        """Wait until every watched entity is Succeeded, Failed or Canceled; returns the final
+        counts. ``TimeoutError`` after ``timeout`` seconds (nothing is canceled on the server)."""
+        status: WaitStatus | None = None
+        with anyio.fail_after(timeout):
+            async for status in self.watch(
+                experiment_id=experiment_id,
+                simulation_ids=simulation_ids,
+                work_item_id=work_item_id,
+            ):
+                if on_change is not None:
+                    on_change(status)
+        assert status is not None
+        return status
 
     # --- environments (§2.7) -------------------------------------------------------------------
 

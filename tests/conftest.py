@@ -47,3 +47,11 @@ async def experiment(session: ca.Session) -> AsyncIterator[ca.Experiment]:
     )
     yield created
     await session.experiments.cancel(created)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the fingerprint cache of the tests out of the user's home."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield

@@ -516,3 +516,15 @@ async def test_data_survives_a_restart(tmp_path: Path) -> None:
                 headers={"X-COMPS-Token": token},
             )
             assert got.json()["Suites"][0]["Tags"] == {"k": "v"}
+
+
+async def test_fault_knobs_over_http(http: httpx.AsyncClient, server: LocalComps) -> None:
+    response = await http.put(
+        "/api/_local/faults", json={"error_429_rate": 1.0, "routes": "GET /api/Suites$"}
+    )
+    assert response.status_code == 200
+    assert (await http.get("/api/Suites")).status_code == 429
+    assert (await http.put("/api/_local/faults", json={"bogus": 1})).status_code == 400
+    await http.put("/api/_local/faults", json={})
+    counters = (await http.get("/api/_local/counters")).json()
+    assert counters["Counters"]["GET /api/Suites"] >= 1 and counters["Injected"]["429"] >= 1

@@ -17,6 +17,7 @@ import uuid
 import zipfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 from urllib.parse import quote
@@ -31,6 +32,7 @@ from starlette.routing import Route
 
 from .auth import DEFAULT_ENVIRONMENT, DEFAULT_GROUP, TokenError, User, UserDirectory
 from .blobs import BlobStore, Md5MismatchError
+from .faults import FaultConfig, FaultInjector
 from .store import (
     ACTIVE_SIM_STATES,
     ACTIVE_WI_STATES,
@@ -136,6 +138,7 @@ class LocalApp:
     users: UserDirectory
     limits: ServerLimits = field(default_factory=ServerLimits)
     on_commission: Callable[[], None] = lambda: None
+    faults: FaultInjector | None = None
     # Sqlite is serialised by the store's lock anyway; a limiter keeps worker threads few. It is
     # created on first use, inside the server's own event loop.
     _db: anyio.CapacityLimiter | None = field(default=None, init=False, repr=False)
@@ -155,6 +158,8 @@ class LocalApp:
             _Route("/api/environments", a(self.environments), methods=["GET"]),
             _Route("/api/environments/{name}", a(self.environment), methods=["GET"]),
             _Route("/api/users", a(self.list_users), methods=["GET"]),
+            _Route("/api/_local/faults", a(self.set_faults), methods=["PUT"]),
+            _Route("/api/_local/counters", a(self.counters), methods=["GET"]),
             _Route("/api/upload/check/{md5}", a(self.upload_check), methods=["GET"]),
             _Route("/api/upload/{md5}", a(self.upload_chunk), methods=["POST"]),
             _Route("/api/ZipAssets", a(self.zip_assets), methods=["POST"]),
@@ -278,6 +283,26 @@ class LocalApp:
     async def list_users(self, request: Request) -> Response:
         user: User = request.state.user
         return JSONResponse({"Users": [{"UserName": user.username, "Groups": list(user.groups)}]})
+
+    # --- local-only knobs: fault injection and counters for tests and benchmarks -------------
+
+    async def set_faults(self, request: Request) -> Response:
+        if self.faults is None:
+            raise NotFound("fault injection is not enabled on this server")
+        body = await _json(request)
+        known = {f.name for f in dataclass_fields(FaultConfig)}
+        unknown = set(body) - known
+        if unknown:
+            raise BadRequest(f"unknown fault settings: {', '.join(sorted(unknown))}")
+        self.faults.configure(FaultConfig(**body))
+        return JSONResponse({})
+
+    async def counters(self, request: Request) -> Response:
+        if self.faults is None:
+            raise NotFound("fault injection is not enabled on this server")
+        return JSONResponse(
+            {"Counters": dict(self.faults.counters), "Injected": dict(self.faults.injected)}
+        )
 
     # --- entity reads (§5, §6) ---------------------------------------------------------------
 

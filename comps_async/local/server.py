@@ -85,6 +85,7 @@ class LocalComps:
         self.runner = Runner(self.app, max_concurrent_runs or os.cpu_count() or 2, poll_interval_s)
         self.app.on_commission = self.runner.wake
         self.faults = FaultInjector(self.app.build(), faults or FaultConfig())
+        self.app.faults = self.faults
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

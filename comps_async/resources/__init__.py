@@ -1,12 +1,14 @@
 """Per-entity operations of a Session."""
 
-from .base import EntityResource, StatefulResource, as_id, parse_content_range
-from .entities import AssetCollections, Experiments, Simulations, Suites, WorkItems
+from .asset_collections import AssetCollections
+from .base import EntityResource, IdLike, StatefulResource, as_id, parse_content_range
+from .entities import Experiments, Simulations, Suites, WorkItems
 
 __all__ = [
     "AssetCollections",
     "EntityResource",
     "Experiments",
+    "IdLike",
     "Simulations",
     "StatefulResource",
     "Suites",

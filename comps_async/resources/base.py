@@ -110,12 +110,17 @@ class EntityResource(Generic[E]):
         return self._parse(items[0])
 
     async def get_many(
-        self, ids: Iterable[IdLike], *, children: Sequence[str] | None = None
+        self,
+        ids: Iterable[IdLike],
+        *,
+        children: Sequence[str] | None = None,
+        query: Query | None = None,
     ) -> list[E]:
         """Many entities by id in a few list calls (order of ``ids`` kept, unknown ids left
         out)."""
         wanted = list(dict.fromkeys(as_id(i) for i in ids))
-        base = (Query().select_children(children) if children else Query()).to_params(self.model)
+        q = query or Query()
+        base = (q.select_children(children) if children else q).to_params(self.model)
         found: dict[UUID, E] = {}
         for start in range(0, len(wanted), IDS_PER_REQUEST):
             chunk = wanted[start : start + IDS_PER_REQUEST]

@@ -7,7 +7,6 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from ..models import (
-    AssetCollection,
     Entity,
     Experiment,
     RelationType,
@@ -20,7 +19,7 @@ from ..query import Query
 from ..transfer.batching import BatchLimits, BatchSaver, ProgressCallback
 from .base import EntityResource, IdLike, StatefulResource, as_id
 
-__all__ = ["AssetCollections", "Experiments", "Simulations", "Suites", "WorkItems"]
+__all__ = ["Experiments", "Simulations", "Suites", "WorkItems"]
 
 J = TypeVar("J", Suite, Experiment)
 B = TypeVar("B", Simulation, WorkItem)
@@ -193,9 +192,3 @@ class WorkItems(_BatchSaved[WorkItem]):
             resource: EntityResource[Any] = self._session.resource(type_name)
             result[type_name] = list(await resource.get_many(ids))
         return result
-
-
-class AssetCollections(EntityResource[AssetCollection]):
-    """``session.asset_collections``."""
-
-    model = AssetCollection

@@ -76,7 +76,7 @@ class Outputs:
 
     def __init__(self, session: Session, downloader: Downloader) -> None:
         self._session = session
-        self._downloader = downloader
+        self.downloader = downloader
 
     async def info(
         self,
@@ -166,12 +166,12 @@ class Outputs:
 
         async def one(item: tuple[OutputFileMetadata, Path]) -> Path:
             meta, target = item
-            await self._downloader.fetch(
+            await self.downloader.fetch(
                 _url(meta), target, length=meta.length, md5_hex=meta.md5, overwrite=overwrite
             )
             return target
 
-        return await gather_bounded(targets, one, self._downloader.settings.streams)
+        return await gather_bounded(targets, one, self.downloader.settings.streams)
 
     async def harvest(
         self,
@@ -206,7 +206,7 @@ class Outputs:
                 ]
                 for path, meta in wanted:
                     target = safe_join(root / str(sim.id), path)
-                    fetched = await self._downloader.fetch(
+                    fetched = await self.downloader.fetch(
                         _url(meta),
                         target,
                         length=meta.length,
@@ -282,7 +282,7 @@ class Outputs:
         if len(resources) != 1:
             raise ValueError(f"expected one zip resource, got {len(resources)}")
         meta = OutputFileMetadata.from_wire(resources[0])
-        await self._downloader.fetch(_url(meta), dest_file, length=meta.length, overwrite=True)
+        await self.downloader.fetch(_url(meta), dest_file, length=meta.length, overwrite=True)
         if extract_to is not None:
             await anyio.to_thread.run_sync(extract_zip_safely, dest_file, Path(extract_to))
         return dest_file

@@ -42,8 +42,8 @@ from ..models import (
 )
 from ..models.files import _AssetFile
 from ..query import Query
-from .content import check_readable_file, ensure_md5, hash_limiter, media_type, read_source
-from .upload import LARGE_FILE_BYTES, upload_large
+from .content import check_readable_file, ensure_md5, media_type, read_source
+from .upload import LARGE_FILE_BYTES
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -109,7 +109,6 @@ class BatchSaver(Generic[E]):
         self._limits = limits or BatchLimits()
         self._on_progress = on_progress
         self._after_batch = after_batch
-        self._hash_limiter = hash_limiter()
         self._uploaded: set[UUID] = set()
         self._sources: dict[UUID, ContentSource] = {}
         self._saved: list[E] = []
@@ -198,8 +197,8 @@ class BatchSaver(Generic[E]):
             raise TypeError(
                 f"item {index} is a {type(entity).__name__}, expected {self._model.__name__}"
             )
-        if entity.id is None:
-            name = getattr(entity, "name", None)
+        if entity.id is None and isinstance(entity, Simulation | WorkItem):
+            name = entity.name
             if not name:
                 raise ValueError(f"{self._model.__name__} #{index} has no name")
             if isinstance(entity, Simulation) and entity.experiment_id is None:
@@ -218,12 +217,12 @@ class BatchSaver(Generic[E]):
         for file in _files_of(entity):
             if file.source is None:
                 continue  # md5-only reference
-            md5 = await ensure_md5(file, self._hash_limiter)
+            md5 = await ensure_md5(file, self._session.hasher)
             self._sources[md5] = file.source
             size = file.length if file.length is not None else file.source.size or 0
             if size > self._limits.large_file_bytes:
                 if md5 not in self._uploaded:
-                    await upload_large(self._session, file.source, md5, size)
+                    await self._session.uploader.upload(file.source, md5, size)
                     self._uploaded.add(md5)
             else:
                 parts[md5] = (file.file_name, await read_source(file.source))
@@ -237,7 +236,9 @@ class BatchSaver(Generic[E]):
                 try:
                     await self._save_batch(batch)
                 except Exception as exc:
-                    logger.warning("batch %s failed for good: %s", batch.id, exc)
+                    # Missing content is the expected first answer of a two-pass save.
+                    level = logging.INFO if isinstance(exc, MissingAssetsError) else logging.WARNING
+                    logger.log(level, "batch %s failed for good: %s", batch.id, exc)
                     self._failed.extend(e for e in batch.entities if e.id is None)
                     self._saved.extend(e for e in batch.entities if e.id is not None)
                     self._errors.append(exc)
@@ -331,7 +332,7 @@ class BatchSaver(Generic[E]):
         if unknown:
             references = {
                 m: [
-                    f"{getattr(e, 'name', e.id)}/{f.file_name}"
+                    _label(e, f)
                     for e in batch.entities
                     for f in _files_of(e)
                     if f.md5_checksum == m
@@ -345,7 +346,7 @@ class BatchSaver(Generic[E]):
             if size is None:
                 assert source.path is not None
                 size = (await anyio.Path(source.path).stat()).st_size
-            await upload_large(self._session, source, md5, size)
+            await self._session.uploader.upload(source, md5, size)
 
     def _backoff_s(self, attempt: int, error: Exception | None) -> float:
         asked = error.retry_after_s if isinstance(error, ApiError) else None
@@ -353,6 +354,12 @@ class BatchSaver(Generic[E]):
             return min(asked, self._limits.backoff_max_s)
         ceiling = min(self._limits.backoff_max_s, self._limits.backoff_base_s * 2**attempt)
         return random.uniform(ceiling / 2, ceiling)
+
+
+def _label(entity: Entity, file: _AssetFile) -> str:
+    """``<entity name>/<file path>`` for messages."""
+    owner = getattr(entity, "name", None) or type(entity).__name__
+    return f"{owner}/{getattr(file, 'path_in_collection', file.file_name)}"
 
 
 def _files_of(entity: Entity) -> list[_AssetFile]:

@@ -1,23 +1,18 @@
-"""File content on the client side: md5 off the event loop, media types, reading sources."""
+"""File content on the client side: checks before sending, media types, md5 of sources."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from uuid import UUID
 
 import anyio
-import anyio.to_thread
 
 from ..models import ContentSource
 from ..models.files import _AssetFile
+from .fingerprints import Hasher
 
-__all__ = ["HASH_BLOCK_BYTES", "ensure_md5", "hash_file", "media_type", "read_source"]
-
-HASH_BLOCK_BYTES = 1024 * 1024
-# md5 is CPU-bound in a worker thread; more threads than cores only add contention.
-_HASH_LIMITER_SIZE = max(1, os.cpu_count() or 1)
+__all__ = ["check_readable_file", "ensure_md5", "media_type", "read_source"]
 
 
 def media_type(file_name: str) -> str:
@@ -50,32 +45,17 @@ def check_readable_file(path: Path) -> int:
     return info.st_size
 
 
-def _md5_of_path(path: Path) -> tuple[UUID, int]:
-    digest = hashlib.md5(usedforsecurity=False)
-    size = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(HASH_BLOCK_BYTES):
-            digest.update(block)
-            size += len(block)
-    return UUID(digest.hexdigest()), size
-
-
-async def hash_file(path: Path, limiter: anyio.CapacityLimiter | None = None) -> tuple[UUID, int]:
-    """md5 (as COMPS's UUID form) and size of a file, computed in a worker thread."""
-    return await anyio.to_thread.run_sync(_md5_of_path, path, limiter=limiter)
-
-
-async def ensure_md5(file: _AssetFile, limiter: anyio.CapacityLimiter | None = None) -> UUID:
+async def ensure_md5(file: _AssetFile, hasher: Hasher) -> UUID:
     """Fill in ``md5_checksum`` and ``length`` of a path-backed file; return the md5."""
-    source = file.source
     if file.md5_checksum is not None:
         return file.md5_checksum
+    source = file.source
     if source is None or source.path is None:
         raise ValueError(f"file {file.file_name!r} has neither content nor an md5")
-    md5, size = await hash_file(source.path, limiter)
-    file.md5_checksum = md5
-    file.length = size
-    return md5
+    digest = await hasher.digest(source.path)
+    file.md5_checksum = digest.md5
+    file.length = digest.size
+    return digest.md5
 
 
 async def read_source(source: ContentSource) -> bytes:
@@ -84,8 +64,3 @@ async def read_source(source: ContentSource) -> bytes:
         return source.data
     assert source.path is not None
     return await anyio.Path(source.path).read_bytes()
-
-
-def hash_limiter() -> anyio.CapacityLimiter:
-    """A limiter of about one hashing thread per core."""
-    return anyio.CapacityLimiter(_HASH_LIMITER_SIZE)

@@ -1,38 +1,116 @@
-"""Large-asset upload (protocol §8.4): check what the server has, then send the rest in
-Content-Range chunks. Resumable: an interrupted upload continues from the server's size."""
+"""Large-asset upload (protocol §8.4): ask the server what it has, send the rest in
+Content-Range chunks, each chunk retried on its own; resumable from the server's reported size.
+
+Chunks of one file go in order: whether real COMPS accepts out-of-order chunks is not known
+(§8.4 shows only a sequential client), so parallelism comes from uploading many files at once.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from uuid import UUID
 
 import anyio
 import anyio.to_thread
 
-from ..errors import NotFoundError
+from ..errors import ApiError, ChecksumMismatchError, NotFoundError
 from ..models import ContentSource
+from .budget import ByteBudget
 
 if TYPE_CHECKING:
     from ..session import Session
 
-__all__ = ["CHUNK_BYTES", "LARGE_FILE_BYTES", "server_has", "upload_large"]
+__all__ = ["LARGE_FILE_BYTES", "UploadSettings", "Uploader"]
 
 LARGE_FILE_BYTES = 10 * 1024 * 1024  # strictly larger goes through /upload (§8.4)
-CHUNK_BYTES = 8 * 1024 * 1024
+
+ProgressCallback = Callable[[int], None]
 
 
-async def server_has(session: Session, md5: UUID) -> int | None:
-    """Bytes of ``md5`` on the server: its size when complete, the partial size when a
-    previous upload stopped (HTTP 206), ``None`` when unknown."""
-    try:
-        response = await session.request("GET", f"upload/check/{md5}")
-    except NotFoundError:
-        return None
-    size = response.json().get("Size") if response.content else None
-    if response.status_code == 206:
-        return int(size or 0)
-    return int(size) if size is not None else -1
+@dataclass(frozen=True)
+class UploadSettings:
+    """Knobs of the upload engine (see the README's concurrency section)."""
+
+    chunk_bytes: int = 8 << 20
+    budget_bytes: int = 64 << 20  # session-wide file bytes in memory: 8 chunks of 8 MiB
+    large_file_bytes: int = LARGE_FILE_BYTES
+    parallel_files: int = 8
+
+
+class Uploader:
+    """The session-wide upload engine."""
+
+    def __init__(self, session: Session, settings: UploadSettings) -> None:
+        self.session = session
+        self.settings = settings
+        self.budget = ByteBudget(settings.budget_bytes)
+
+    async def server_has(self, md5: UUID) -> int | None:
+        """Bytes of ``md5`` the server holds: the full size when complete (-1 if it does not
+        say), the partial size after an interrupted upload (HTTP 206), or None."""
+        try:
+            response = await self.session.request("GET", f"upload/check/{md5}")
+        except NotFoundError:
+            return None
+        size = response.json().get("Size") if response.content else None
+        if response.status_code == 206:
+            return int(size or 0)
+        return int(size) if size is not None else -1
+
+    async def upload(
+        self,
+        source: ContentSource,
+        md5: UUID,
+        size: int,
+        on_progress: ProgressCallback | None = None,
+    ) -> int:
+        """Upload ``source`` unless the server has it; returns the bytes actually sent."""
+        have = await self.server_has(md5)
+        if have is not None and (have < 0 or have >= size):
+            if on_progress is not None:
+                on_progress(size)
+            return 0
+        offset = max(have or 0, 0)
+        if on_progress is not None and offset:
+            on_progress(offset)
+        sent = 0
+        while offset < size:
+            length = min(self.settings.chunk_bytes, size - offset)
+            async with self.budget.hold(length):
+                chunk = await _read_at(source, offset, length)
+                if len(chunk) != length:
+                    raise ChecksumMismatchError(
+                        f"{source!r}: size",
+                        expected=str(size),
+                        actual=f"{offset + len(chunk)} (file shrank)",
+                    )
+                end = offset + length - 1
+                try:
+                    await self.session.request(
+                        "POST",
+                        f"upload/{md5}",
+                        content=chunk,
+                        idempotent=True,
+                        headers={
+                            "Content-Type": "application/octet-stream",
+                            "Content-Range": f"bytes {offset}-{end}/{size}",
+                        },
+                    )
+                except ApiError as exc:
+                    if exc.status == 400 and "md5" in exc.message:
+                        raise ChecksumMismatchError(
+                            f"{source!r} changed while uploading",
+                            expected=str(md5),
+                            actual=exc.message,
+                        ) from exc
+                    raise
+            offset = end + 1
+            sent += length
+            if on_progress is not None:
+                on_progress(length)
+        return sent
 
 
 async def _read_at(source: ContentSource, offset: int, length: int) -> bytes:
@@ -47,44 +125,3 @@ async def _read_at(source: ContentSource, offset: int, length: int) -> bytes:
             return handle.read(length)
 
     return await anyio.to_thread.run_sync(read)
-
-
-async def upload_large(
-    session: Session,
-    source: ContentSource,
-    md5: UUID,
-    size: int,
-    *,
-    chunk_bytes: int = CHUNK_BYTES,
-    on_progress: Callable[[int], None] | None = None,
-) -> int:
-    """Upload ``source`` unless the server has it; returns the bytes actually sent.
-
-    Chunks go in order (whether COMPS accepts out-of-order chunks is unknown); each chunk is
-    retried on its own by the RetryPolicy, since re-sending a range is harmless.
-    """
-    have = await server_has(session, md5)
-    if have is not None and (have < 0 or (have >= size and size > 0)):
-        return 0
-    offset = max(have or 0, 0)
-    sent = 0
-    while offset < size:
-        chunk = await _read_at(source, offset, min(chunk_bytes, size - offset))
-        if not chunk:
-            raise ValueError(f"{source!r} is shorter than its recorded size of {size} bytes")
-        end = offset + len(chunk) - 1
-        await session.request(
-            "POST",
-            f"upload/{md5}",
-            content=chunk,
-            idempotent=True,
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Content-Range": f"bytes {offset}-{end}/{size}",
-            },
-        )
-        offset = end + 1
-        sent += len(chunk)
-        if on_progress is not None:
-            on_progress(len(chunk))
-    return sent

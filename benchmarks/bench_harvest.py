@@ -1,0 +1,273 @@
+"""Harvest benchmark (issue 7), one run, side by side, against the local server with 20 ms of
+added latency per request:
+
+* many files: SIMS simulations x 2 files (output/InsetChart.json ~200 KB, output/big.bin 2 MB)
+* one big file: a single 2 GiB output
+
+(a) comps_async ``outputs.harvest`` / ``outputs.download``; (b) a pyCOMPS/getexpout-style
+baseline: a process pool of CPU-count workers, one listing + whole-file GETs into memory per
+simulation (new connection per call, as pyCOMPS), written to disk; (c) the floor: raw concurrent
+httpx streaming GETs of the same URLs, bytes discarded. Each approach runs in its own process so
+that its peak RSS is its own.
+
+    python benchmarks/bench_harvest.py [--sims 2000] [--big-gib 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+import comps_async as ca
+
+from common import Timer, peak_rss_mb, report, server_process
+
+PATTERNS = ["output/InsetChart.json", "output/big.bin"]
+LATENCY_S = 0.02
+
+
+def workload(big_bytes: int) -> str:
+    # sh is cheap to start; /dev/urandom keeps the bytes incompressible.
+    return (
+        f"-c 'mkdir -p output && head -c 200000 /dev/urandom > output/InsetChart.json && "
+        f"head -c {big_bytes} /dev/urandom > output/big.bin'"
+    )
+
+
+async def prepare(url: str, token: str, sims: int, big_gib: float) -> dict[str, Any]:
+    """Run SIMS simulations and one 2 GiB simulation; return the ids and the URLs to fetch."""
+    async with ca.Session(url, token=token) as s:
+        ids: dict[str, Any] = {}
+        for name, count, big in (("many", sims, 2_000_000), ("big", 1, int(big_gib * 2**30))):
+            exp = await s.experiments.create(
+                ca.Experiment(
+                    name=name,
+                    configuration=ca.Configuration(
+                        environment_name="Local",
+                        executable_path="/bin/sh",
+                        simulation_input_args=workload(big),
+                    ),
+                )
+            )
+            batch = [ca.Simulation(name=f"{name}{i}", experiment_id=exp.id) for i in range(count)]
+            await s.simulations.save_all(batch, commission=True)
+            with anyio.fail_after(3600):
+                while (await s.experiments.stats(exp)).get("Succeeded", 0) < count:
+                    await anyio.sleep(1)
+            ids[name] = str(exp.id)
+        big_sim = (await s.experiments.simulations(ids["big"]))[0]
+        ids["big_sim"] = str(big_sim.id)
+        urls = []
+        async for sim in s.simulations.iterate(ca.Query().where([f"experiment_id={ids['many']}"])):
+            listing = await s.outputs.info(sim, PATTERNS)
+            urls += [(m.url, m.length) for m in listing.values()]
+        ids["many_urls"] = urls
+        big = await s.outputs.info(big_sim, ["output/big.bin"])
+        ids["big_url"] = [(m.url, m.length) for m in big.values()][0]
+        return ids
+
+
+# --- (a) comps_async ---------------------------------------------------------------------------
+
+
+async def run_sdk(
+    url: str, token: str, ids: dict[str, Any], dest: Path, case: str
+) -> dict[str, float]:
+    async with ca.Session(url, token=token) as s:
+        files = size = 0
+        with Timer() as timer:
+            if case == "many":
+                async for got in s.outputs.harvest(ids["many"], PATTERNS, dest, concurrency=64):
+                    if not got.ok:
+                        raise RuntimeError(str(got.error))
+                    files += 1
+                    size += got.size
+            else:
+                paths = await s.outputs.download(
+                    ca.Simulation(id=ids["big_sim"]), ["output/big.bin"], dest
+                )
+                files, size = 1, paths[0].stat().st_size
+    return _figures(files, size, timer.seconds)
+
+
+# --- (b) pyCOMPS / getexpout style -------------------------------------------------------------
+
+
+def _pycomps_worker(args: tuple[str, str, list[str], str]) -> tuple[int, int]:
+    url, token, sim_ids, dest = args
+    headers = {"X-COMPS-Token": token, "Accept": "application/json"}
+    files = size = 0
+    for sim_id in sim_ids:  # one listing per simulation, then whole files into memory
+        listing = httpx.get(
+            f"{url}/asset/Simulations/{sim_id}/Output?flatten=1", headers=headers, timeout=None
+        ).json()["Resources"]
+        for resource in listing:
+            path = f"{resource['PathFromRoot']}/{resource['FriendlyName']}"
+            if path not in PATTERNS:
+                continue
+            body = httpx.get(resource["Url"], headers=headers, timeout=None).content
+            target = Path(dest) / sim_id / resource["FriendlyName"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(body)
+            files += 1
+            size += len(body)
+    return files, size
+
+
+def run_pycomps(
+    url: str, token: str, ids: dict[str, Any], dest: Path, case: str
+) -> dict[str, float]:
+    workers = os.cpu_count() or 2
+    with Timer() as timer:
+        if case == "many":
+            sims = _sim_ids(url, token, ids["many"])
+            chunks = [sims[i::workers] for i in range(workers)]
+            with ProcessPoolExecutor(workers) as pool:
+                results = list(
+                    pool.map(_pycomps_worker, [(url, token, c, str(dest)) for c in chunks])
+                )
+            files, size = sum(r[0] for r in results), sum(r[1] for r in results)
+        else:
+            files, size = _pycomps_worker((url, token, [ids["big_sim"]], str(dest)))
+    return _figures(files, size, timer.seconds)
+
+
+def _sim_ids(url: str, token: str, experiment: str) -> list[str]:
+    response = httpx.get(
+        f"{url}/api/Simulations",
+        headers={"X-COMPS-Token": token},
+        params={"filters": f"ExperimentId={experiment}", "fields": "Id"},
+    )
+    return [s["Id"] for s in response.json()["Simulations"]]
+
+
+# --- (c) the floor -----------------------------------------------------------------------------
+
+
+async def run_floor(
+    url: str, token: str, ids: dict[str, Any], dest: Path, case: str
+) -> dict[str, float]:
+    targets = ids["many_urls"] if case == "many" else [ids["big_url"]]
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(
+        headers={"X-COMPS-Token": token}, limits=limits, timeout=None
+    ) as client:
+        size = 0
+        queue = list(targets)
+
+        async def worker() -> None:
+            nonlocal size
+            while queue:
+                file_url, _ = queue.pop()
+                async with client.stream("GET", file_url) as response:
+                    async for chunk in response.aiter_raw(1 << 20):
+                        size += len(chunk)
+
+        with Timer() as timer:
+            async with anyio.create_task_group() as tg:
+                for _ in range(64 if case == "many" else 1):
+                    tg.start_soon(worker)
+    return _figures(len(targets), size, timer.seconds)
+
+
+def _figures(files: int, size: int, seconds: float) -> dict[str, float]:
+    return {
+        "files": files,
+        "seconds": round(seconds, 2),
+        "files_per_s": round(files / seconds, 1),
+        "MB_per_s": round(size / seconds / 1e6, 1),
+        "peak_rss_MB": round(peak_rss_mb(), 1),
+    }
+
+
+APPROACHES = {"comps_async": run_sdk, "pycomps_style": run_pycomps, "floor": run_floor}
+
+
+def child(approach: str, case: str, params: str) -> None:
+    """One measurement in this (fresh) process; prints its figures as JSON."""
+    args = json.loads(params)
+    dest = Path(tempfile.mkdtemp(prefix="harvest-"))
+    try:
+        fn = APPROACHES[approach]
+        if approach == "pycomps_style":
+            figures = fn(args["url"], args["token"], args["ids"], dest, case)
+        else:
+            figures = anyio.run(fn, args["url"], args["token"], args["ids"], dest, case)
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+    print(json.dumps(figures))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sims", type=int, default=2000)
+    parser.add_argument("--big-gib", type=float, default=2.0)
+    parser.add_argument("--child", nargs=3, metavar=("APPROACH", "CASE", "PARAMS_FILE"))
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], Path(args.child[2]).read_text())
+        return
+    with server_process() as server:
+        started = time.perf_counter()
+        ids = anyio.run(prepare, server.url, server.token, args.sims, args.big_gib)
+        setup_s = time.perf_counter() - started
+        # Latency is switched on through the server's own fault knobs, after the setup.
+        _set_latency(server.url, server.token)
+        params = Path(server.data_dir) / "bench-params.json"
+        params.write_text(json.dumps({"url": server.url, "token": server.token, "ids": ids}))
+        results: dict[str, dict[str, Any]] = {}
+        for case in ("many", "big"):
+            for approach in APPROACHES:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", approach, case, str(params)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    cwd=Path(__file__).parent,
+                )
+                results.setdefault(case, {})[approach] = json.loads(out.stdout.splitlines()[-1])
+    many, big = results["many"], results["big"]
+    report(
+        "harvest",
+        {
+            "setup_seconds": round(setup_s, 1),
+            "latency_ms_per_request": LATENCY_S * 1000,
+            "many_files": {
+                "simulations": args.sims,
+                **many,
+                "speedup_vs_pycomps": round(
+                    many["comps_async"]["files_per_s"] / many["pycomps_style"]["files_per_s"], 1
+                ),
+            },
+            "one_big_file": {
+                "GiB": args.big_gib,
+                **big,
+                "fraction_of_floor": round(
+                    big["comps_async"]["MB_per_s"] / big["floor"]["MB_per_s"], 2
+                ),
+            },
+        },
+    )
+
+
+def _set_latency(url: str, token: str) -> None:
+    response = httpx.put(
+        f"{url}/api/_local/faults", headers={"X-COMPS-Token": token}, json={"latency_s": LATENCY_S}
+    )
+    response.raise_for_status()
+
+
+if __name__ == "__main__":
+    main()

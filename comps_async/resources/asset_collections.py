@@ -1,0 +1,300 @@
+"""``session.asset_collections``: create collections with the two-pass, missing-only protocol
+(§8.3), and download or zip their files (§10.5)."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from os import PathLike
+from pathlib import Path, PurePosixPath
+from typing import ClassVar
+from uuid import UUID
+
+import anyio
+import anyio.to_thread
+
+from ..concurrency import gather_bounded
+from ..errors import MissingAssetsError
+from ..models import AssetCollection, AssetCollectionFile
+from ..models._base import Tags
+from ..transfer.batching import BatchLimits, BatchSaver
+from ..transfer.content import check_readable_file, ensure_md5, read_source
+from ..transfer.download import safe_join
+from .base import EntityResource, IdLike, as_id
+
+__all__ = ["DEFAULT_EXCLUDE", "AssetCollections"]
+
+ProgressCallback = Callable[[int, int], None]
+
+# What pyCOMPS's createac leaves out of a directory (§13).
+DEFAULT_EXCLUDE = ("idmtools.log", "COMPS_log.log")
+# §8.3: an asset-collection request may carry 100 files and 398 MiB; file-only requests are kept
+# far smaller so that their bodies fit the session's byte budget.
+MAX_FILES_PER_REQUEST = 100
+MAX_ZIP_BYTES = 1 << 30
+
+
+class AssetCollections(EntityResource[AssetCollection]):
+    """``session.asset_collections``."""
+
+    model: ClassVar[type[AssetCollection]] = AssetCollection
+
+    async def create(
+        self,
+        files: Iterable[AssetCollectionFile],
+        *,
+        tags: Tags | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> AssetCollection:
+        """Create a collection, uploading only the content the server does not have.
+
+        Pass 1 saves the collection by md5 only; if the server names missing files, their
+        content is uploaded (small files in file-only requests, large ones in resumable chunks,
+        many at once) and the md5-only save is repeated. An unchanged input set therefore costs
+        one request and zero bytes. ``on_progress(bytes_sent, bytes_to_send)``. If any upload
+        fails, no collection is registered.
+        """
+        files = list(files)
+        if not files:
+            raise ValueError("an asset collection needs at least one file")
+        for file in files:
+            if not isinstance(file, AssetCollectionFile):
+                raise TypeError(f"expected AssetCollectionFile, got {type(file).__name__}")
+        await anyio.to_thread.run_sync(_check_sources, files)
+        _check_unique_paths(files)
+        await gather_bounded(
+            [f for f in files if f.md5_checksum is None],
+            lambda f: ensure_md5(f, self._session.hasher),
+            os.cpu_count() or 1,
+        )
+        collection = AssetCollection(tags=tags, assets=[_by_md5(f) for f in files])
+        try:
+            await self._save(collection)
+            if on_progress is not None:
+                on_progress(0, 0)
+            return _with_sources(collection, files)
+        except MissingAssetsError as missing:
+            await self._upload_missing(files, set(missing.md5s), on_progress)
+        await self._save(collection)
+        return _with_sources(collection, files)
+
+    async def create_from_dir(
+        self,
+        directory: str | PathLike[str],
+        *,
+        tags: Tags | None = None,
+        include: Sequence[str] = ("*",),
+        exclude: Sequence[str] = DEFAULT_EXCLUDE,
+        on_progress: ProgressCallback | None = None,
+    ) -> AssetCollection:
+        """A collection of every file under ``directory`` (sub-directories become
+        ``relative_path``), filtered by glob ``include``/``exclude`` on the relative path."""
+        root = Path(directory)
+        files = await anyio.to_thread.run_sync(_walk, root, tuple(include), tuple(exclude))
+        if not files:
+            raise ValueError(f"no files under {str(root)!r} match {list(include)}")
+        return await self.create(files, tags=tags, on_progress=on_progress)
+
+    async def _save(self, collection: AssetCollection) -> None:
+        saver: BatchSaver[AssetCollection] = BatchSaver(
+            self._session,
+            AssetCollection,
+            concurrency=1,
+            limits=BatchLimits(max_entities=1, max_bytes=407552 * 1024),
+        )
+        await saver.run([collection])
+
+    async def _upload_missing(
+        self,
+        files: list[AssetCollectionFile],
+        missing: set[UUID],
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        sources = {f.md5_checksum: f for f in files if f.source is not None}
+        unknown = sorted(missing - set(sources), key=str)
+        if unknown:
+            references = {
+                m: [f.path_in_collection for f in files if f.md5_checksum == m] for m in unknown
+            }
+            raise MissingAssetsError(unknown, references)
+        todo = [sources[m] for m in sorted(missing, key=str)]
+        total = sum(f.length or 0 for f in todo)
+        sent = 0
+
+        def progress(nbytes: int) -> None:
+            nonlocal sent
+            sent += nbytes
+            if on_progress is not None:
+                on_progress(sent, total)
+
+        uploader = self._session.uploader
+        large = [f for f in todo if (f.length or 0) > uploader.settings.large_file_bytes]
+        small = [f for f in todo if (f.length or 0) <= uploader.settings.large_file_bytes]
+        requests = _file_only_requests(small, uploader.settings.chunk_bytes)
+
+        async def upload_large(file: AssetCollectionFile) -> None:
+            assert file.source is not None and file.md5_checksum is not None
+            await uploader.upload(file.source, file.md5_checksum, file.length or 0, progress)
+
+        async def upload_small(batch: list[AssetCollectionFile]) -> None:
+            size = sum(f.length or 0 for f in batch)
+            async with uploader.budget.hold(size):
+                parts = [
+                    (
+                        str(f.md5_checksum),
+                        (f.file_name, await read_source(f.source), "application/octet-stream"),
+                    )
+                    for f in batch
+                    if f.source is not None
+                ]
+                await self._session.request(
+                    "POST",
+                    "AssetCollections",
+                    idempotent=True,  # stores content, creates none
+                    files=[("not_a_file", ("AssetCollections", b"[]", "application/json")), *parts],
+                )
+            progress(size)
+
+        jobs = [partial(upload_large, f) for f in large] + [
+            partial(upload_small, r) for r in requests
+        ]
+        await gather_bounded(jobs, lambda job: job(), uploader.settings.parallel_files)
+
+    async def download(
+        self,
+        collection: IdLike,
+        dest: str | PathLike[str],
+        *,
+        paths: Iterable[str] | None = None,
+        overwrite: bool = False,
+    ) -> list[Path]:
+        """Download the collection's files (or those at ``paths``) to
+        ``dest/<relative_path>/<file_name>``, each verified against its md5."""
+        assets = await self._assets(collection)
+        wanted = None if paths is None else {p.replace("\\", "/") for p in paths}
+        chosen = [a for a in assets if wanted is None or a.path_in_collection in wanted]
+        if wanted is not None and len(chosen) != len(wanted):
+            known = {a.path_in_collection for a in assets}
+            raise ValueError(f"not in the collection: {sorted(wanted - known)}")
+        root = Path(dest)
+        downloader = self._session.outputs.downloader
+
+        async def one(asset: AssetCollectionFile) -> Path:
+            if not asset.uri:
+                raise ValueError(f"the server gave no Uri for {asset.path_in_collection}")
+            target = safe_join(root, asset.path_in_collection)
+            await downloader.fetch(
+                asset.uri,
+                target,
+                length=asset.length,
+                md5_hex=asset.md5_checksum.hex if asset.md5_checksum else None,
+                overwrite=overwrite,
+            )
+            return target
+
+        return await gather_bounded(chosen, one, downloader.settings.streams)
+
+    async def zip(
+        self,
+        collection: IdLike,
+        dest_file: str | PathLike[str],
+        *,
+        extract_to: str | PathLike[str] | None = None,
+    ) -> Path:
+        """The whole collection as one zip from the server (``POST /ZipAssets``), refused before
+        asking when over 1 GiB."""
+        assets = await self._assets(collection)
+        total = sum(a.length or 0 for a in assets)
+        if total > MAX_ZIP_BYTES:
+            raise ValueError(
+                f"the collection is {total} bytes, over COMPS's 1 GiB zip limit; "
+                "use download() instead"
+            )
+        body = {
+            "ContainerType": "CompressedZip",
+            "Assets": [
+                {
+                    "FileNameForAsset": a.path_in_collection.replace("/", "\\"),
+                    "MD5": str(a.md5_checksum),
+                }
+                for a in assets
+            ],
+        }
+        response = await self._session.request("POST", "ZipAssets", json=body, idempotent=True)
+        return await self._session.outputs.fetch_zip(response.json(), Path(dest_file), extract_to)
+
+    async def _assets(self, collection: IdLike) -> list[AssetCollectionFile]:
+        fetched = await self.get(as_id(collection), children=["assets"])
+        return list(fetched.assets or [])
+
+
+def _by_md5(file: AssetCollectionFile) -> AssetCollectionFile:
+    """An md5-only copy: the collection itself is always saved without content (§8.3)."""
+    assert file.md5_checksum is not None
+    return AssetCollectionFile.from_md5(
+        file.file_name, file.md5_checksum, relative_path=file.relative_path, tags=file.tags
+    )
+
+
+def _with_sources(collection: AssetCollection, files: list[AssetCollectionFile]) -> AssetCollection:
+    collection.assets = files  # the caller's objects, md5 and length filled in
+    return collection
+
+
+def _check_sources(files: list[AssetCollectionFile]) -> None:
+    for file in files:
+        if file.source is not None and file.source.path is not None:
+            check_readable_file(file.source.path)
+
+
+def _check_unique_paths(files: list[AssetCollectionFile]) -> None:
+    seen: set[str] = set()
+    for file in files:
+        key = file.path_in_collection.lower()  # COMPS runs on Windows file systems
+        if key in seen:
+            raise ValueError(f"two files would be {file.path_in_collection!r} in the collection")
+        seen.add(key)
+
+
+def _file_only_requests(
+    files: list[AssetCollectionFile], max_bytes: int
+) -> list[list[AssetCollectionFile]]:
+    """Group small files into file-only requests of at most 100 files and ``max_bytes``."""
+    groups: list[list[AssetCollectionFile]] = []
+    size = 0
+    for file in files:
+        length = file.length or 0
+        if not groups or len(groups[-1]) >= MAX_FILES_PER_REQUEST or size + length > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(file)
+        size += length
+    return groups
+
+
+def _walk(
+    root: Path, include: tuple[str, ...], exclude: tuple[str, ...]
+) -> list[AssetCollectionFile]:
+    """Blocking: the files under ``root`` as collection entries (symlinks to files are
+    followed, symlinked directories are not, so a link loop cannot recurse)."""
+    if not root.is_dir():
+        raise NotADirectoryError(f"{str(root)!r} is not a directory")
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(folder) / name
+            relative = PurePosixPath(path.relative_to(root).as_posix())
+            text = str(relative)
+            if not any(fnmatch.fnmatch(text, p) or fnmatch.fnmatch(name, p) for p in include):
+                continue
+            if any(fnmatch.fnmatch(text, p) or fnmatch.fnmatch(name, p) for p in exclude):
+                continue
+            check_readable_file(path)
+            parent = str(relative.parent)
+            files.append(
+                AssetCollectionFile.from_path(path, relative_path=None if parent == "." else parent)
+            )
+    return files

@@ -1,0 +1,121 @@
+"""md5 of local files, off the event loop, with a fingerprint cache that skips md5 on re-runs.
+
+md5 is COMPS's asset id and is never replaced; xxh3 (several GB/s) only tells us whether a file
+is byte-for-byte what it was when its md5 was computed. The cache maps (path, size, mtime_ns) to
+(xxh3, md5): on a hit the file is still read once for xxh3, and md5 is reused only when xxh3
+matches, so a file edited in place with its size and mtime restored is still re-hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+import anyio
+import anyio.to_thread
+import xxhash
+
+__all__ = ["FileDigest", "FingerprintCache", "Hasher", "default_cache_path"]
+
+logger = logging.getLogger(__name__)
+
+BLOCK_BYTES = 4 << 20  # large reads: hashing is CPU-bound, syscalls should not be
+
+
+def default_cache_path() -> Path:
+    """``$XDG_CACHE_HOME/comps_async/fingerprints.sqlite3`` (``~/.cache`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "comps_async" / "fingerprints.sqlite3"
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """What hashing a file gave: its md5 (COMPS id), size, and whether md5 was computed."""
+
+    md5: UUID
+    size: int
+    md5_computed: bool
+
+
+class FingerprintCache:
+    """A small sqlite table of (path, size, mtime_ns) -> (xxh3, md5). Thread-safe."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS fingerprints (path TEXT PRIMARY KEY, size INTEGER, "
+            "mtime_ns INTEGER, xxh3 TEXT, md5 TEXT)"
+        )
+
+    def lookup(self, path: str, size: int, mtime_ns: int) -> tuple[str, str] | None:
+        """(xxh3, md5) recorded for this exact path, size and mtime."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT xxh3, md5 FROM fingerprints WHERE path = ? AND size = ? AND mtime_ns = ?",
+                (path, size, mtime_ns),
+            ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def store(self, path: str, size: int, mtime_ns: int, xxh3: str, md5: str) -> None:
+        """Record a file's fingerprints."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO fingerprints VALUES (?,?,?,?,?)",
+                (path, size, mtime_ns, xxh3, md5),
+            )
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._conn.close()
+
+
+def _digest(path: Path, cache: FingerprintCache | None) -> FileDigest:
+    """Blocking: md5 of ``path``, reusing the cache when xxh3 proves the content unchanged."""
+    info = path.stat()
+    key = (str(path.resolve()), info.st_size, info.st_mtime_ns)
+    known = cache.lookup(*key) if cache is not None else None
+    xxh = xxhash.xxh3_128()
+    md5 = None if known else hashlib.md5(usedforsecurity=False)
+    size = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(BLOCK_BYTES):
+            xxh.update(block)
+            if md5 is not None:
+                md5.update(block)
+            size += len(block)
+    if known is not None and known[0] == xxh.hexdigest() and size == info.st_size:
+        return FileDigest(UUID(known[1]), size, md5_computed=False)
+    if md5 is None:  # same size and mtime, different bytes: edited in place; hash it again
+        logger.info("%s changed without a new mtime; computing its md5 again", path)
+        md5 = hashlib.md5(usedforsecurity=False)
+        with open(path, "rb") as handle:
+            while block := handle.read(BLOCK_BYTES):
+                md5.update(block)
+    if cache is not None:
+        cache.store(*key, xxh.hexdigest(), md5.hexdigest())
+    return FileDigest(UUID(md5.hexdigest()), size, md5_computed=True)
+
+
+class Hasher:
+    """Hashes files in worker threads, about one per core at a time, through the cache."""
+
+    def __init__(self, cache: FingerprintCache | None) -> None:
+        self.cache = cache
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def digest(self, path: Path) -> FileDigest:
+        """md5 and size of ``path`` (never on the event loop)."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
+        return await anyio.to_thread.run_sync(_digest, path, self.cache, limiter=self._limiter)
