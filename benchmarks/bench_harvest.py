@@ -63,9 +63,9 @@ async def prepare(url: str, token: str, sims: int, big_gib: float) -> dict[str, 
             )
             batch = [ca.Simulation(name=f"{name}{i}", experiment_id=exp.id) for i in range(count)]
             await s.simulations.save_all(batch, commission=True)
-            with anyio.fail_after(3600):
-                while (await s.experiments.stats(exp)).get("Succeeded", 0) < count:
-                    await anyio.sleep(1)
+            final = await s.wait(experiment_id=exp, timeout=3600)
+            if final.succeeded != count:
+                raise RuntimeError(f"benchmark setup failed: {final}")
             ids[name] = str(exp.id)
         big_sim = (await s.experiments.simulations(ids["big"]))[0]
         ids["big_sim"] = str(big_sim.id)
@@ -75,7 +75,7 @@ async def prepare(url: str, token: str, sims: int, big_gib: float) -> dict[str, 
             urls += [(m.url, m.length) for m in listing.values()]
         ids["many_urls"] = urls
         big = await s.outputs.info(big_sim, ["output/big.bin"])
-        ids["big_url"] = [(m.url, m.length) for m in big.values()][0]
+        ids["big_url"] = next((m.url, m.length) for m in big.values())
         return ids
 
 
