@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -14,6 +14,7 @@ from typing import Any, Self
 import anyio
 import anyio.to_thread
 import httpx
+from anyio.abc import TaskGroup
 from pydantic import SecretStr
 
 from .auth import CredentialPrompt, Credentials, TokenManager
@@ -122,6 +123,7 @@ class Session:
         self._cache_dir = Path(token_cache_dir) if token_cache_dir is not None else None
         self._client: httpx.AsyncClient | None = None
         self._pipeline: Pipeline | None = None
+        self._background: TaskGroup | None = None
         self.suites = Suites(self)
         self.experiments = Experiments(self)
         self.simulations = Simulations(self)
@@ -176,6 +178,10 @@ class Session:
             ],
             self._transport_send,
         )
+        # Background work that must outlive one call but not the session (harvest producers):
+        # its tasks never raise; failures travel to the caller through their own streams.
+        self._background = anyio.create_task_group()
+        await self._background.__aenter__()
         return self
 
     async def __aexit__(
@@ -184,7 +190,17 @@ class Session:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._background is not None:
+            self._background.cancel_scope.cancel()
+            await self._background.__aexit__(None, None, None)
+            self._background = None
         await self.aclose()
+
+    def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``fn`` in the session's background task group (it must not raise)."""
+        if self._background is None:
+            raise RuntimeError("use the Session inside 'async with Session(...) as s:'")
+        self._background.start_soon(fn)
 
     async def aclose(self) -> None:
         """Close the connection pool and the fingerprint cache."""

@@ -24,7 +24,7 @@ from ..transfer.content import check_readable_file, ensure_md5, read_source
 from ..transfer.download import safe_join
 from .base import EntityResource, IdLike, as_id
 
-__all__ = ["DEFAULT_EXCLUDE", "AssetCollections"]
+__all__ = ["DEFAULT_EXCLUDE", "AssetCollections", "files_from_dir"]
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -92,7 +92,7 @@ class AssetCollections(EntityResource[AssetCollection]):
         """A collection of every file under ``directory`` (sub-directories become
         ``relative_path``), filtered by glob ``include``/``exclude`` on the relative path."""
         root = Path(directory)
-        files = await anyio.to_thread.run_sync(_walk, root, tuple(include), tuple(exclude))
+        files = await anyio.to_thread.run_sync(files_from_dir, root, include, exclude)
         if not files:
             raise ValueError(f"no files under {str(root)!r} match {list(include)}")
         return await self.create(files, tags=tags, on_progress=on_progress)
@@ -274,11 +274,12 @@ def _file_only_requests(
     return groups
 
 
-def _walk(
-    root: Path, include: tuple[str, ...], exclude: tuple[str, ...]
+def files_from_dir(
+    root: Path, include: Sequence[str] = ("*",), exclude: Sequence[str] = DEFAULT_EXCLUDE
 ) -> list[AssetCollectionFile]:
-    """Blocking: the files under ``root`` as collection entries (symlinks to files are
-    followed, symlinked directories are not, so a link loop cannot recurse)."""
+    """Blocking: the files under ``root`` as collection entries, sub-directories as
+    ``relative_path`` (symlinks to files are followed, symlinked directories are not, so a link
+    loop cannot recurse)."""
     if not root.is_dir():
         raise NotADirectoryError(f"{str(root)!r} is not a directory")
     files = []

@@ -19,7 +19,7 @@ from ..concurrency import gather_bounded
 from ..errors import CompsError, NotFoundError
 from ..models import Entity, Experiment, OutputFileMetadata, Simulation, SimulationState, WorkItem
 from ..query import Query
-from ..transfer.download import Downloader, extract_zip_safely, safe_join
+from ..transfer.download import Downloader, extract_zip_safely, first_error, safe_join
 from .base import as_id
 
 if TYPE_CHECKING:
@@ -56,6 +56,13 @@ class Harvested:
     def ok(self) -> bool:
         """True when the file is on disk."""
         return self.error is None
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """The whole harvest failed (not one simulation): re-raised in the consumer."""
+
+    error: BaseException
 
 
 def _target(entity: Target) -> tuple[str, UUID]:
@@ -194,8 +201,9 @@ class Outputs:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         root = Path(dest)
-        send, receive = anyio.create_memory_object_stream[Harvested](concurrency * 4)
+        send, receive = anyio.create_memory_object_stream[Harvested | _Failed](concurrency * 4)
         sims = _simulations(self._session, source)
+        scope = anyio.CancelScope()
 
         async def harvest_one(sim: Simulation) -> None:
             assert sim.id is not None
@@ -231,16 +239,28 @@ class Outputs:
                 finally:
                     slots.release()
 
-            async with send, anyio.create_task_group() as tg:
-                async for sim in sims:
-                    await slots.acquire()
-                    tg.start_soon(run, sim)
+            with scope:
+                async with send:
+                    try:
+                        async with anyio.create_task_group() as tg:
+                            async for sim in sims:
+                                await slots.acquire()
+                                tg.start_soon(run, sim)
+                    except Exception as exc:  # e.g. the experiment does not exist
+                        await send.send(_Failed(first_error(exc)))
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(produce)
+        # The work runs in the session's task group, not in this generator: an async generator
+        # must not yield inside a task group (a consumer that stops early would close it from
+        # another task). Closing the generator cancels the work.
+        self._session.spawn(produce)
+        try:
             async with receive:
-                async for result in receive:
-                    yield result
+                async for item in receive:
+                    if isinstance(item, _Failed):
+                        raise item.error
+                    yield item
+        finally:
+            scope.cancel()
 
     async def zip(
         self,
