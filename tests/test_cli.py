@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from uuid import uuid4
 
+import anyio
 import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+import comps_async as ca
+from comps_async.cli.main import _register, cli
+from comps_async.local import LocalComps
+
+_register()
 
 
 def test_serve_prints_url_and_token_and_serves(tmp_path: Path) -> None:
@@ -68,3 +80,261 @@ def test_bad_usage_is_one_line_and_exit_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "NAME:PASSWORD" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- client commands, in-process with click's runner against the shared server -------------
+
+CONFIG = (Path(__file__).parent / "fixtures" / "config.json").read_bytes()
+
+
+FORGED = ",".join(
+    [
+        "1",
+        "Auth",
+        "local",
+        "h",
+        "",
+        "h",
+        "2099-01-01-00-00-00",
+        "2024-01-01-00-00-00",
+        "",
+        "",
+        "",
+        "",
+        "local",
+        "Local",
+        "0" * 64,
+    ]
+)
+
+
+def run(args: list[str], env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def env(comps_server: LocalComps) -> dict[str, str]:
+    return {"COMPS_SERVER": comps_server.url, "COMPS_TOKEN": comps_server.token}
+
+
+@pytest.fixture(scope="module")
+def finished(comps_server: LocalComps) -> dict[str, str]:
+    """An experiment with 3 succeeded and 2 failed simulations."""
+
+    async def setup() -> dict[str, str]:
+        async with ca.Session(comps_server.url, token=comps_server.token) as s:
+            exp = await s.experiments.create(
+                ca.Experiment(
+                    name="cli-exp",
+                    configuration=ca.Configuration(
+                        environment_name="Local",
+                        executable_path="python3",
+                        simulation_input_args="-m comps_async.local.sir --config config.json",
+                    ),
+                )
+            )
+            sims = [
+                ca.Simulation(
+                    name=f"c{i}",
+                    experiment_id=exp.id,
+                    tags={"beta": i / 10},
+                    files=[
+                        ca.SimulationFile.from_bytes(
+                            "config.json", CONFIG if i < 3 else b"not json"
+                        )
+                    ],
+                )
+                for i in range(5)
+            ]
+            await s.simulations.save_all(sims, commission=True)
+            await s.wait(experiment_id=exp, timeout=60)
+            return {
+                "experiment": str(exp.id),
+                "simulation": str(sims[0].id),
+                "failed": str(sims[4].id),
+            }
+
+    return anyio.run(setup)
+
+
+def test_main_commands_are_registered() -> None:
+    result = run(["--help"])
+    for command in (
+        "login",
+        "serve",
+        "demo",
+        "status",
+        "tail",
+        "download",
+        "create-asset-collection",
+        "clone-simulation",
+        "rerun-failed",
+        "cleanup",
+        "chart",
+    ):
+        assert command in result.output
+
+
+def test_status_tail_and_download(
+    env: dict[str, str], finished: dict[str, str], tmp_path: Path
+) -> None:
+    status = run(["status", "experiment", finished["experiment"], "--json"], env)
+    assert status.exit_code == 0
+    assert json.loads(status.stdout)["counts"] == {"Succeeded": 3, "Failed": 2}
+    one = run(["status", "simulation", finished["simulation"], "--json"], env)
+    assert json.loads(one.stdout)["counts"] == {"Succeeded": 1}
+    latest = run(["status", "experiment", "latest", "--json"], env)
+    assert latest.exit_code == 0 and "counts" in json.loads(latest.stdout)
+    tail = run(
+        [
+            "tail",
+            "simulation",
+            finished["simulation"],
+            "--file",
+            "stdout.txt",
+            "--bytes",
+            "200",
+            "--json",
+        ],
+        env,
+    )
+    assert "peak infected" in json.loads(tail.stdout)["stdout.txt"]
+    failed_tail = run(["tail", "simulation", finished["failed"], "--file", "stderr.txt"], env)
+    assert "JSONDecodeError" in failed_tail.output
+    download = run(
+        [
+            "download",
+            "experiment",
+            finished["experiment"],
+            "output/*.json",
+            "--dest",
+            str(tmp_path),
+            "--json",
+        ],
+        env,
+    )
+    landed = json.loads(download.stdout)["files"]
+    assert len(landed) == 3 and all(Path(f["local_path"]).is_file() for f in landed)
+    assert all(
+        Path(f["local_path"]).is_relative_to(tmp_path / finished["experiment"]) for f in landed
+    )
+
+
+def test_asset_collection_clone_rerun_and_cleanup(
+    env: dict[str, str], finished: dict[str, str], comps_server: LocalComps, tmp_path: Path
+) -> None:
+    (tmp_path / "inputs" / "bin").mkdir(parents=True)
+    (tmp_path / "inputs" / "bin" / "tool.exe").write_bytes(b"MZ" + os.urandom(16))
+    (tmp_path / "inputs" / "idmtools.log").write_text("skip me")
+    created = run(
+        ["create-asset-collection", str(tmp_path / "inputs"), "--name", "tools", "--json"], env
+    )
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.stdout)["files"] == 1
+    clone = run(["clone-simulation", finished["simulation"], "--json"], env)
+    clone_id = json.loads(clone.stdout)["simulation_id"]
+    rerun = run(["rerun-failed", finished["experiment"], "--create-only", "--json"], env)
+    assert len(json.loads(rerun.stdout)["rerun"]) == 2
+
+    async def check() -> None:
+        async with ca.Session(comps_server.url, token=comps_server.token) as s:
+            copy = await s.simulations.get(clone_id, children=["tags", "files"])
+            assert (copy.tags or {})["ClonedFromSimulation"] == finished["simulation"]
+            assert copy.files and copy.files[0].file_name == "config.json"
+            old = await s.simulations.get(finished["failed"], children=["tags"])
+            assert "ClonedToRerun" in (old.tags or {})
+
+    anyio.run(check)
+    name = f"cleanup-{uuid4()}"
+    anyio.run(_make_suites, comps_server, name)
+    dry = run(["cleanup", "suite", "--name-contains", name, "--json"], env)
+    assert len(json.loads(dry.stdout)["would_delete"]) == 2
+    done = run(["cleanup", "suite", "--name-contains", name, "--execute", "--json"], env)
+    assert len(json.loads(done.stdout)["deleted"]) == 2
+    again = run(["cleanup", "suite", "--name-contains", name, "--json"], env)
+    assert json.loads(again.stdout)["would_delete"] == []
+
+
+async def _make_suites(server: LocalComps, name: str) -> None:
+    async with ca.Session(server.url, token=server.token) as s:
+        for i in range(2):
+            await s.suites.create(ca.Suite(name=f"{name}-{i}"))
+
+
+def test_chart(env: dict[str, str], finished: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "chart.png"
+    result = run(
+        [
+            "chart",
+            finished["experiment"],
+            "--channel",
+            "Infected",
+            "--by-tag",
+            "beta",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        env,
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["simulations"] == 3
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = run(["chart", finished["experiment"], "--channel", "Nope"], env)
+    assert bad.exit_code != 0 and "no channel 'Nope'" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("args", "extra_env", "code", "message"),
+    [
+        (["status", "experiment", "00000000-0000-0000-0000-000000000000"], {}, 1, "no experiment"),
+        (["status", "experiment", "not-an-id"], {}, 2, "not a valid id"),
+        (["tail", "simulation", "latest", "--file", "nope.txt"], {}, 1, "no output"),
+        (
+            ["status", "experiment", "latest"],
+            {"COMPS_SERVER": "http://127.0.0.1:9"},
+            1,
+            "reachable",
+        ),
+        (["status", "experiment", "latest"], {"COMPS_TOKEN": "1,Auth,x"}, 1, "401"),
+    ],
+)
+def test_errors_are_one_line_with_meaningful_exit_codes(
+    env: dict[str, str],
+    finished: dict[str, str],
+    args: list[str],
+    extra_env: dict[str, str],
+    code: int,
+    message: str,
+) -> None:
+    result = CliRunner().invoke(cli, args, env={**env, **extra_env})
+    assert result.exit_code == code, result.output
+    assert message in result.output.lower() or message in result.output
+    assert "Traceback" not in result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_demo_is_the_main_job(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "comps_async.cli",
+            "demo",
+            "--sims",
+            "12",
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["succeeded"] == 12 and summary["failed"] == 0
+    assert Path(summary["chart"]).read_bytes()[:4] == b"\x89PNG"
+    rows = Path(summary["summary_csv"]).read_text().splitlines()
+    assert len(rows) == 13 and rows[0].startswith("simulation,Base_Infectivity")
+    assert len(list(Path(summary["outputs"]).rglob("InsetChart.json"))) == 12

@@ -60,7 +60,7 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from . import demo, serve  # noqa: F401  (commands attach themselves to ``cli``)
+    from . import commands, demo, serve  # noqa: F401  (commands attach themselves to ``cli``)
 
 
 def main(argv: list[str] | None = None) -> None:
