@@ -19,8 +19,8 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff lint and format check."""
     session.install("ruff>=0.5")
-    session.run("ruff", "check", "comps_async", "tests", "benchmarks", "noxfile.py")
-    session.run("ruff", "format", "--check", "comps_async", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "comps_async", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", "comps_async", "tests", "benchmarks", "examples", "noxfile.py")
 
 
 @nox.session

@@ -105,8 +105,8 @@ async def run_sdk(
 # --- (b) pyCOMPS / getexpout style -------------------------------------------------------------
 
 
-def _pycomps_worker(args: tuple[str, str, list[str], str]) -> tuple[int, int]:
-    url, token, sim_ids, dest = args
+def _pycomps_worker(args: tuple[str, str, list[str], str, list[str]]) -> tuple[int, int]:
+    url, token, sim_ids, dest, patterns = args
     headers = {"X-COMPS-Token": token, "Accept": "application/json"}
     files = size = 0
     for sim_id in sim_ids:  # one listing per simulation, then whole files into memory
@@ -115,7 +115,7 @@ def _pycomps_worker(args: tuple[str, str, list[str], str]) -> tuple[int, int]:
         ).json()["Resources"]
         for resource in listing:
             path = f"{resource['PathFromRoot']}/{resource['FriendlyName']}"
-            if path not in PATTERNS:
+            if path not in patterns:
                 continue
             body = httpx.get(resource["Url"], headers=headers, timeout=None).content
             target = Path(dest) / sim_id / resource["FriendlyName"]
@@ -136,11 +136,15 @@ def run_pycomps(
             chunks = [sims[i::workers] for i in range(workers)]
             with ProcessPoolExecutor(workers) as pool:
                 results = list(
-                    pool.map(_pycomps_worker, [(url, token, c, str(dest)) for c in chunks])
+                    pool.map(
+                        _pycomps_worker, [(url, token, c, str(dest), PATTERNS) for c in chunks]
+                    )
                 )
             files, size = sum(r[0] for r in results), sum(r[1] for r in results)
         else:
-            files, size = _pycomps_worker((url, token, [ids["big_sim"]], str(dest)))
+            files, size = _pycomps_worker(
+                (url, token, [ids["big_sim"]], str(dest), ["output/big.bin"])
+            )
     return _figures(files, size, timer.seconds)
 
 
@@ -157,8 +161,10 @@ def _sim_ids(url: str, token: str, experiment: str) -> list[str]:
 
 
 async def run_floor(
-    url: str, token: str, ids: dict[str, Any], dest: Path, case: str
+    url: str, token: str, ids: dict[str, Any], dest: Path, case: str, to_disk: bool = False
 ) -> dict[str, float]:
+    """Raw httpx streaming GETs, 64 at once; bytes discarded, or (``to_disk``) written to one
+    file per URL with plain writes in a worker thread: the same work as the SDK minus the SDK."""
     targets = ids["many_urls"] if case == "many" else [ids["big_url"]]
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(
@@ -170,10 +176,20 @@ async def run_floor(
         async def worker() -> None:
             nonlocal size
             while queue:
+                index = len(queue)
                 file_url, _ = queue.pop()
+                handle = (
+                    await anyio.to_thread.run_sync(open, dest / f"{index}.bin", "wb")
+                    if to_disk
+                    else None
+                )
                 async with client.stream("GET", file_url) as response:
                     async for chunk in response.aiter_raw(1 << 20):
                         size += len(chunk)
+                        if handle is not None:
+                            await anyio.to_thread.run_sync(handle.write, chunk)
+                if handle is not None:
+                    handle.close()
 
         with Timer() as timer:
             async with anyio.create_task_group() as tg:
@@ -192,7 +208,18 @@ def _figures(files: int, size: int, seconds: float) -> dict[str, float]:
     }
 
 
-APPROACHES = {"comps_async": run_sdk, "pycomps_style": run_pycomps, "floor": run_floor}
+async def run_floor_to_disk(
+    url: str, token: str, ids: dict[str, Any], dest: Path, case: str
+) -> dict[str, float]:
+    return await run_floor(url, token, ids, dest, case, to_disk=True)
+
+
+APPROACHES = {
+    "comps_async": run_sdk,
+    "pycomps_style": run_pycomps,
+    "floor": run_floor,
+    "floor_to_disk": run_floor_to_disk,
+}
 
 
 def child(approach: str, case: str, params: str) -> None:

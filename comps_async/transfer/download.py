@@ -5,6 +5,7 @@ names inside the destination directory."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ class DownloadSettings:
     range_bytes: int = 16 << 20  # big files are fetched as 16 MiB ranges ...
     parallel_threshold_bytes: int = 64 << 20  # ... when they are at least 64 MiB
     streams: int = 32  # session-wide streams in flight: memory <= streams x block_bytes
+    ranges_per_file: int = 4  # one big file never takes every stream
     max_attempts: int = 6
 
 
@@ -102,7 +104,8 @@ class Downloader:
         overwrite: bool = False,
     ) -> bool:
         """Download ``url`` to ``target``; returns False when a complete file was already
-        there. Interrupted transfers leave ``<name>.part`` for the next call to resume."""
+        there. Interrupted transfers leave ``<name>.part`` for the next call to resume. The md5
+        is computed while the bytes arrive (in order), so verifying costs no second pass."""
         path = anyio.Path(target)
         if (
             not overwrite
@@ -115,17 +118,19 @@ class Downloader:
         part = target.with_name(target.name + ".part")
         if overwrite:
             await anyio.Path(part).unlink(missing_ok=True)
+            await anyio.Path(_done_file(part)).unlink(missing_ok=True)
+        digest = _InOrderDigest(part)
         if length is not None and length >= self.settings.parallel_threshold_bytes:
-            await self._ranges(url, part, length)
+            await self._ranges(url, part, length, digest)
         else:
-            await self._sequential(url, part, length)
+            await self._sequential(url, part, length, digest)
         size = (await anyio.Path(part).stat()).st_size
         if length is not None and size != length:
             raise ChecksumMismatchError(
                 f"{target.name}: length", expected=str(length), actual=str(size)
             )
         if md5_hex:
-            actual = await anyio.to_thread.run_sync(_md5_hex, part)
+            actual = await digest.finish(size)
             if actual != md5_hex.replace("-", "").lower():
                 # The bytes are wrong, not missing: resuming them would keep them wrong.
                 await anyio.Path(part).unlink(missing_ok=True)
@@ -135,7 +140,9 @@ class Downloader:
         await anyio.Path(_done_file(part)).unlink(missing_ok=True)
         return True
 
-    async def _sequential(self, url: str, part: Path, length: int | None) -> None:
+    async def _sequential(
+        self, url: str, part: Path, length: int | None, digest: _InOrderDigest
+    ) -> None:
         last: Exception | None = None
         for attempt in range(self.settings.max_attempts):
             have = (await anyio.Path(part).stat()).st_size if await anyio.Path(part).exists() else 0
@@ -146,7 +153,10 @@ class Downloader:
                 async with self.slots, self.session.stream("GET", url, headers=headers) as resp:
                     if have and resp.status_code != 206:  # range ignored: start again
                         have = 0
-                    await self._write_stream(resp, part, mode="ab" if have else "wb")
+                    digest.restart_at(have)
+                    await self._write_stream(
+                        resp, part, mode="ab" if have else "wb", offset=have, digest=digest
+                    )
                 return
             except (TransferError, httpx.TransportError) as exc:
                 last = exc
@@ -162,26 +172,42 @@ class Downloader:
         *,
         mode: Literal["wb", "ab", "r+b"],
         offset: int = 0,
+        digest: _InOrderDigest | None = None,
     ) -> None:
         """Copy the body into ``part`` (``wb`` fresh, ``ab`` resume, ``r+b`` at ``offset``),
-        one block per thread hop."""
+        one block per thread hop; with ``digest``, the bytes are hashed in that same hop."""
         block = self.settings.block_bytes
-        buffer = bytearray()
-        async with await anyio.open_file(part, mode) as out:
-            if offset:
-                await out.seek(offset)
-            try:
-                async for chunk in response.aiter_bytes():
-                    buffer += chunk
-                    if len(buffer) >= block:
-                        await out.write(bytes(buffer))
-                        buffer.clear()
-            finally:
-                # Bytes received before a broken connection are good: keep them for resuming.
-                with anyio.CancelScope(shield=True):
-                    await out.write(bytes(buffer))
+        pieces: list[bytes] = []
+        pending = 0
+        fd = await anyio.to_thread.run_sync(_open_for, part, mode)
+        position = offset
 
-    async def _ranges(self, url: str, part: Path, length: int) -> None:
+        def write(data: bytes, at: int) -> None:
+            view = memoryview(data)
+            while view:  # pwrite may write less than asked
+                written = os.pwrite(fd, view, at)
+                view, at = view[written:], at + written
+            if digest is not None:
+                digest.feed(data, at - len(data))
+
+        try:
+            async for chunk in response.aiter_bytes():
+                pieces.append(chunk)
+                pending += len(chunk)
+                if pending >= block:
+                    data = b"".join(pieces)  # one copy per block, then one syscall
+                    pieces.clear()
+                    pending = 0
+                    await anyio.to_thread.run_sync(write, data, position)
+                    position += len(data)
+        finally:
+            # Bytes received before a broken connection are good: keep them for resuming.
+            with anyio.CancelScope(shield=True):
+                if pieces:
+                    await anyio.to_thread.run_sync(write, b"".join(pieces), position)
+                await anyio.to_thread.run_sync(os.close, fd)
+
+    async def _ranges(self, url: str, part: Path, length: int, digest: _InOrderDigest) -> None:
         size = self.settings.range_bytes
         spans = [(start, min(start + size, length) - 1) for start in range(0, length, size)]
         done_file = _done_file(part)
@@ -191,7 +217,10 @@ class Downloader:
         else:
             await anyio.to_thread.run_sync(_preallocate, part, length)
             await anyio.Path(done_file).write_text("")
+        for index in done:
+            digest.written(spans[index][0], spans[index][1] + 1)
         lock = anyio.Lock()
+        per_file = anyio.CapacityLimiter(self.settings.ranges_per_file)
 
         async def fetch_span(index: int) -> None:
             start, end = spans[index]
@@ -199,6 +228,7 @@ class Downloader:
             for attempt in range(self.settings.max_attempts):
                 try:
                     async with (
+                        per_file,
                         self.slots,
                         self.session.stream(
                             "GET", url, headers={"Range": f"bytes={start}-{end}"}
@@ -209,9 +239,12 @@ class Downloader:
                                 "the server does not answer Range requests", url=url
                             )
                         await self._write_stream(resp, part, mode="r+b", offset=start)
-                    # Record progress so that an interrupted download can resume.
+                    # Record progress so that an interrupted download can resume, and hash
+                    # whatever is now contiguous from the start while other ranges arrive.
                     async with lock, await anyio.open_file(done_file, "a") as handle:
                         await handle.write(f"{index}\n")
+                    digest.written(start, end + 1)
+                    await digest.catch_up()
                     return
                 except (TransferError, httpx.TransportError) as exc:
                     last = exc
@@ -227,21 +260,80 @@ class Downloader:
             raise first_error(group) from None
 
 
+class _InOrderDigest:
+    """The md5 of a file whose bytes may land in any order. Bytes written in order are hashed
+    as they are written (``feed``); spans written out of order are recorded (``written``) and
+    hashed from disk as soon as everything before them is there (``catch_up``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._hashed = 0
+        self._pending: dict[int, int] = {}  # start -> end (exclusive) of spans not yet hashed
+        self._lock: anyio.Lock | None = None
+
+    def restart_at(self, offset: int) -> None:
+        """A sequential transfer (re)starts at ``offset``: the bytes before it are on disk."""
+        if offset < self._hashed:
+            self._md5, self._hashed, self._pending = hashlib.md5(usedforsecurity=False), 0, {}
+        if offset > self._hashed:
+            self._pending[self._hashed] = offset
+
+    def feed(self, data: bytes, at: int) -> None:
+        """Blocking (called in the writing thread): ``data`` was written at ``at``."""
+        if self._pending or at != self._hashed:
+            self.written(at, at + len(data))
+            return
+        self._md5.update(data)
+        self._hashed += len(data)
+
+    def written(self, start: int, end: int) -> None:
+        """``start..end`` is on disk but not hashed yet."""
+        self._pending[start] = end
+
+    async def catch_up(self) -> None:
+        """Hash, from disk, every pending span that is now contiguous with what is hashed."""
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            await anyio.to_thread.run_sync(self._catch_up)
+
+    def _catch_up(self) -> None:
+        while self._hashed in self._pending:
+            end = self._pending.pop(self._hashed)
+            with open(self.path, "rb") as handle:
+                handle.seek(self._hashed)
+                remaining = end - self._hashed
+                while remaining > 0:
+                    block = handle.read(min(4 << 20, remaining))
+                    if not block:
+                        break
+                    self._md5.update(block)
+                    remaining -= len(block)
+            self._hashed = end
+
+    async def finish(self, size: int) -> str:
+        """The md5 of the whole file (hashing whatever is left)."""
+        if self._hashed < size:
+            self.written(self._hashed, size)
+            await self.catch_up()
+        return self._md5.hexdigest()
+
+
 def _done_file(part: Path) -> Path:
     return part.with_name(part.name + ".ranges")
+
+
+def _open_for(path: Path, mode: str) -> int:
+    """A raw file descriptor for ``wb`` (truncate), ``ab`` or ``r+b`` (keep) writes at explicit
+    offsets."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if mode == "wb" else 0)
+    return os.open(path, flags, 0o644)
 
 
 def _preallocate(path: Path, length: int) -> None:
     with open(path, "wb") as handle:
         handle.truncate(length)
-
-
-def _md5_hex(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def first_error(group: BaseException) -> BaseException:

@@ -1,0 +1,106 @@
+"""The sync facade and the examples, run against the local server."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from uuid import uuid4
+
+import anyio
+import httpx
+import pytest
+
+import comps_async as ca
+from comps_async.local import LocalComps
+from comps_async.sync import Session as SyncSession
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sync_session_mirrors_the_async_one(comps_server: LocalComps, tmp_path: Path) -> None:
+    result = load("sync_script").run(comps_server.url, comps_server.token, count=3)
+    assert result["succeeded"] == 3 and "peak infected" in result["tail"]
+    assert sorted(result["listed"]) == ["s0", "s1", "s2"]
+    with SyncSession(comps_server.url, token=comps_server.token) as s:
+        harvested = list(s.outputs.harvest(result["experiment_id"], ["output/*.json"], tmp_path))
+        assert len(harvested) == 3 and all(h.ok for h in harvested)
+        statuses = list(s.watch(experiment_id=result["experiment_id"]))
+        assert statuses[-1].finished
+        with pytest.raises(ca.NotFoundError):
+            s.simulations.get(uuid4())
+        with pytest.raises(ValueError, match="not a valid id"):
+            s.simulations.get("nope")
+        assert s.environments() == ["Local"]
+
+
+def test_sync_session_works_inside_a_running_loop(comps_server: LocalComps) -> None:
+    async def notebook_cell() -> list[str]:  # what Jupyter looks like: a loop is running
+        with SyncSession(comps_server.url, token=comps_server.token) as s:
+            return s.environments()
+
+    assert asyncio.run(notebook_cell()) == ["Local"]
+
+
+def test_calibration_loop_runs_and_resumes(comps_server: LocalComps, tmp_path: Path) -> None:
+    example = load("calibration_loop")
+    name = f"calib-{uuid4()}"
+
+    async def go() -> tuple[dict[str, object], int]:
+        async with ca.Session(comps_server.url, token=comps_server.token) as s:
+            result = await example.calibrate(s, name, 6, tmp_path)
+            query = ca.Query().where_tag([f"calibration={name}"])
+            return result, await s.experiments.count(query)
+
+    first, experiments = anyio.run(go)
+    assert experiments == 3 and len(first["history"]) == 3  # type: ignore[arg-type]
+    assert all(h["simulations"] == 6 for h in first["history"])  # type: ignore[attr-defined]
+    again, experiments_after = anyio.run(go)  # resumed: nothing is submitted twice
+    assert experiments_after == 3 and again["history"] == first["history"]
+
+
+@pytest.mark.anyio
+async def test_async_service_submits_and_reports(comps_server: LocalComps) -> None:
+    app = load("async_service").create_app(comps_server.url, comps_server.token)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://service"
+        ) as client,
+    ):
+        created = await client.post("/sweeps", json={"name": "svc", "betas": [0.2, 0.4, 0.8]})
+        assert created.status_code == 201
+        body = created.json()
+        assert len(body["simulation_ids"]) == 3
+        with anyio.fail_after(120):
+            while not (progress := (await client.get(f"/sweeps/{body['experiment_id']}")).json())[
+                "done"
+            ]:
+                await anyio.sleep(0.1)
+        assert progress["counts"] == {"Succeeded": 3}
+        assert (await client.post("/sweeps", json={})).status_code == 400
+        assert (await client.get(f"/sweeps/{uuid4()}")).status_code == 404
+
+
+def test_bulk_harvest_analyses_while_files_land(comps_server: LocalComps, tmp_path: Path) -> None:
+    example = load("bulk_harvest")
+    sync_result = load("sync_script").run(comps_server.url, comps_server.token, count=8)
+
+    async def go() -> dict[str, object]:
+        async with ca.Session(comps_server.url, token=comps_server.token) as s:
+            return await example.harvest_and_analyse(s, sync_result["experiment_id"], tmp_path)
+
+    result = anyio.run(go)
+    assert result["files"] == 8 and result["failures"] == {}
+    assert 0 < float(result["mean_peak"]) <= 1  # type: ignore[arg-type]
