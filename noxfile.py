@@ -34,5 +34,6 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks; each prints its figures as JSON."""
     session.install("-e", ".[charts]")
-    for script in ("bench_server.py", "bench_transport.py"):
+    for script in ("bench_server.py", "bench_transport.py", "bench_upload.py",
+                   "bench_harvest.py", "bench_wait.py"):
         session.run("python", f"benchmarks/{script}", *session.posargs)

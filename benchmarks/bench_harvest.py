@@ -284,6 +284,9 @@ def main() -> None:
                 "fraction_of_floor": round(
                     big["comps_async"]["MB_per_s"] / big["floor"]["MB_per_s"], 2
                 ),
+                "fraction_of_floor_to_disk": round(
+                    big["comps_async"]["MB_per_s"] / big["floor_to_disk"]["MB_per_s"], 2
+                ),
             },
         },
     )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import anyio
 
-__all__ = ["gather_bounded"]
+__all__ = ["aiter_any", "gather_bounded"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,3 +45,13 @@ async def gather_bounded(
             )
         raise errors[0]
     return results
+
+
+async def aiter_any(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    """Iterate a plain or an async iterable the same way."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item

@@ -27,11 +27,12 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .auth import DEFAULT_ENVIRONMENT, DEFAULT_GROUP, TokenError, User, UserDirectory
 from .blobs import BlobStore, Md5MismatchError
+from .dashboard import PAGE, dashboard_data
 from .faults import FaultConfig, FaultInjector
 from .store import (
     ACTIVE_SIM_STATES,
@@ -158,6 +159,8 @@ class LocalApp:
             _Route("/api/environments", a(self.environments), methods=["GET"]),
             _Route("/api/environments/{name}", a(self.environment), methods=["GET"]),
             _Route("/api/users", a(self.list_users), methods=["GET"]),
+            _Route("/dashboard", a(self.dashboard_page, auth=False), methods=["GET"]),
+            _Route("/dashboard/data", a(self.dashboard_data), methods=["GET"]),
             _Route("/api/_local/faults", a(self.set_faults), methods=["PUT"]),
             _Route("/api/_local/counters", a(self.counters), methods=["GET"]),
             _Route("/api/upload/check/{md5}", a(self.upload_check), methods=["GET"]),
@@ -283,6 +286,16 @@ class LocalApp:
     async def list_users(self, request: Request) -> Response:
         user: User = request.state.user
         return JSONResponse({"Users": [{"UserName": user.username, "Groups": list(user.groups)}]})
+
+    # --- dashboard -----------------------------------------------------------------------------
+
+    async def dashboard_page(self, request: Request) -> Response:
+        # The page itself holds no data; it fetches /dashboard/data with the token given in
+        # its URL (?token=...), which requires authentication like every other route.
+        return HTMLResponse(PAGE)
+
+    async def dashboard_data(self, request: Request) -> Response:
+        return JSONResponse(await self.db(dashboard_data, self.store, self.blobs))
 
     # --- local-only knobs: fault injection and counters for tests and benchmarks -------------
 

@@ -98,36 +98,36 @@ class Entity(WireModel):
         )
 
 
-class Suite(Entity):
-    """A group of experiments."""
-
-    plural: ClassVar[str] = "Suites"
-    children_names: ClassVar[frozenset[str]] = frozenset({"tags", "configuration"})
+class _OwnedEntity(Entity):
+    """Fields of every entity with a name and an owner (all but AssetCollection)."""
 
     name: NonEmptyStr | None = None
     description: str | None = None
     owner: str | None = None
     date_created: WireDatetime | None = None
     last_modified: WireDatetime | None = None
+
+
+class Suite(_OwnedEntity):
+    """A group of experiments."""
+
+    plural: ClassVar[str] = "Suites"
+    children_names: ClassVar[frozenset[str]] = frozenset({"tags", "configuration"})
+
     configuration: Configuration | None = None
 
 
-class Experiment(Entity):
+class Experiment(_OwnedEntity):
     """A group of simulations sharing a configuration."""
 
     plural: ClassVar[str] = "Experiments"
     children_names: ClassVar[frozenset[str]] = frozenset({"tags", "configuration"})
 
     suite_id: UUID | None = None
-    name: NonEmptyStr | None = None
-    description: str | None = None
-    owner: str | None = None
-    date_created: WireDatetime | None = None
-    last_modified: WireDatetime | None = None
     configuration: Configuration | None = None
 
 
-class Simulation(Entity):
+class Simulation(_OwnedEntity):
     """One model run. ``state`` travels as ``SimulationState``, ``hpc_jobs`` as ``HPCJobs``."""
 
     plural: ClassVar[str] = "Simulations"
@@ -136,11 +136,6 @@ class Simulation(Entity):
     )
 
     experiment_id: UUID | None = None
-    name: NonEmptyStr | None = None
-    description: str | None = None
-    owner: str | None = None
-    date_created: WireDatetime | None = None
-    last_modified: WireDatetime | None = None
     state: EnumOrName[SimulationState] | None = Field(default=None, alias="SimulationState")
     error_message: str | None = None
     configuration: Configuration | None = None
@@ -165,19 +160,14 @@ class WorkerType(BaseModel):
         return {"name": self.name, "version": self.version}
 
 
-class WorkItem(Entity):
+class WorkItem(_OwnedEntity):
     """A job run by a COMPS worker from its WorkOrder.json (``State`` on the wire)."""
 
     plural: ClassVar[str] = "WorkItems"
     children_names: ClassVar[frozenset[str]] = frozenset({"tags", "files", "plugins"})
 
-    name: NonEmptyStr | None = None
     worker: WorkerType | None = None
     environment_name: str | None = None
-    description: str | None = None
-    owner: str | None = None
-    date_created: WireDatetime | None = None
-    last_modified: WireDatetime | None = None
     state: EnumOrName[WorkItemState] | None = None
     error_message: str | None = None
     host_name: str | None = None

@@ -15,7 +15,7 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
-from ..concurrency import gather_bounded
+from ..concurrency import aiter_any, gather_bounded
 from ..errors import CompsError, NotFoundError
 from ..models import Entity, Experiment, OutputFileMetadata, Simulation, SimulationState, WorkItem
 from ..query import Query
@@ -353,9 +353,6 @@ async def _simulations(
         async for sim in session.simulations.iterate(query):
             if sim.state not in _NO_OUTPUT_STATES:
                 yield sim
-    elif isinstance(source, AsyncIterable):
-        async for sim in source:
-            yield sim
     else:
-        for sim in source:
+        async for sim in aiter_any(source):
             yield sim

@@ -24,6 +24,7 @@ from uuid import UUID
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ..concurrency import aiter_any
 from ..errors import (
     ApiError,
     BatchSaveError,
@@ -144,7 +145,7 @@ class BatchSaver(Generic[E]):
         async with send:
             batch: _Batch[E] = _Batch()
             index = 0
-            async for entity in _aiter(entities):
+            async for entity in aiter_any(entities):
                 if self._errors:  # a batch failed for good: stop feeding new work
                     self._failed.append(entity)
                     continue
@@ -170,7 +171,7 @@ class BatchSaver(Generic[E]):
                     self._failed.append(entity)
                     self._errors.append(
                         ValueError(
-                            f"{entity.name!r} alone is {cost} bytes, over the "
+                            f"{_name(entity)!r} alone is {cost} bytes, over the "
                             f"{self._limits.max_bytes}-byte request limit; give its big files "
                             "by path so they are uploaded separately"
                         )
@@ -356,10 +357,14 @@ class BatchSaver(Generic[E]):
         return random.uniform(ceiling / 2, ceiling)
 
 
+def _name(entity: Entity) -> str:
+    """An entity's name for messages (collections have none)."""
+    return str(getattr(entity, "name", None) or type(entity).__name__)
+
+
 def _label(entity: Entity, file: _AssetFile) -> str:
     """``<entity name>/<file path>`` for messages."""
-    owner = getattr(entity, "name", None) or type(entity).__name__
-    return f"{owner}/{getattr(file, 'path_in_collection', file.file_name)}"
+    return f"{_name(entity)}/{getattr(file, 'path_in_collection', file.file_name)}"
 
 
 def _files_of(entity: Entity) -> list[_AssetFile]:
@@ -373,12 +378,3 @@ def _resource(session: Session, model: type[Entity]) -> Any:
         "WorkItem": session.work_items,
         "AssetCollection": session.asset_collections,
     }[model.__name__]
-
-
-async def _aiter(items: Iterable[E] | AsyncIterable[E]) -> Any:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item

@@ -72,7 +72,10 @@ def extract_zip_safely(archive: Path, dest: Path) -> list[Path]:
 class DownloadSettings:
     """Knobs of the download engine (defaults: see the README's concurrency section)."""
 
-    block_bytes: int = 1 << 20  # write to disk in 1 MiB blocks
+    # Bytes gathered per disk write (one thread hop): small for the many streams of a harvest,
+    # so memory stays ~ streams x block; larger for the few range streams of one big file.
+    block_bytes: int = 256 << 10
+    range_block_bytes: int = 1 << 20
     range_bytes: int = 16 << 20  # big files are fetched as 16 MiB ranges ...
     parallel_threshold_bytes: int = 64 << 20  # ... when they are at least 64 MiB
     streams: int = 32  # session-wide streams in flight: memory <= streams x block_bytes
@@ -174,9 +177,10 @@ class Downloader:
         offset: int = 0,
         digest: _InOrderDigest | None = None,
     ) -> None:
-        """Copy the body into ``part`` (``wb`` fresh, ``ab`` resume, ``r+b`` at ``offset``),
-        one block per thread hop; with ``digest``, the bytes are hashed in that same hop."""
-        block = self.settings.block_bytes
+        """Copy the body into ``part`` (``wb`` fresh, ``ab`` resume, ``r+b`` a range at
+        ``offset``), one block per thread hop; with ``digest``, the bytes are hashed in that
+        same hop."""
+        block = self.settings.range_block_bytes if mode == "r+b" else self.settings.block_bytes
         pieces: list[bytes] = []
         pending = 0
         fd = await anyio.to_thread.run_sync(_open_for, part, mode)
