@@ -528,3 +528,22 @@ async def test_fault_knobs_over_http(http: httpx.AsyncClient, server: LocalComps
     await http.put("/api/_local/faults", json={})
     counters = (await http.get("/api/_local/counters")).json()
     assert counters["Counters"]["GET /api/Suites"] >= 1 and counters["Injected"]["429"] >= 1
+
+
+async def test_bandwidth_cap_paces_the_body(http: httpx.AsyncClient, server: LocalComps) -> None:
+    body = json.dumps({"x": "y" * 60_000}).encode()
+    md5 = md5_of(body)
+    sims = [
+        {
+            "Name": "bw",
+            "ExperimentId": await new_experiment(http),
+            "Files": [{"FileName": "big.json", "MD5Checksum": md5}],
+        }
+    ]
+    await http.post("/api/Simulations", files=multipart(sims, {md5: body}))
+    server.faults.configure(FaultConfig(bandwidth_bytes_per_s=100_000, routes="GET /asset/blobs/"))
+    started = anyio.current_time()
+    response = await http.get(f"/asset/blobs/{md5}/big.json")
+    elapsed = anyio.current_time() - started
+    assert response.content == body
+    assert elapsed >= len(body) / 100_000 * 0.9  # cannot be faster than the cap

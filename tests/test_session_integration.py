@@ -209,3 +209,34 @@ async def test_unreachable_server_is_a_transfer_error(tmp_path: Path) -> None:
     ) as s:
         with pytest.raises(ca.TransferError, match="reachable"):
             await s.suites.list()
+
+
+async def test_token_renewal_against_the_local_server(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    async with LocalComps(
+        tmp_path / "short", token_lifetime=timedelta(seconds=4), users={"carol": "pw"}
+    ) as server:
+        seen: set[str] = set()
+
+        class Tokens:
+            async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
+                if request.url.path.endswith("/Suites"):
+                    seen.add(request.headers["X-COMPS-Token"])
+                return await call_next(request)
+
+        async with ca.Session(
+            server.url,
+            username="carol",
+            password="pw",
+            policies=[Tokens()],
+            token_cache_dir=tmp_path,
+        ) as s:
+            with anyio.fail_after(15):
+                while len(seen) < 2:  # poll until the session has renewed its token
+                    await s.suites.list()
+                    await anyio.sleep(0.2)
+        renewals = (
+            server.faults.counters["PUT /api/tokens"] + server.faults.counters["POST /api/tokens"]
+        )
+    assert len(seen) >= 2 and renewals >= 2  # logged in, then renewed before expiry

@@ -1142,8 +1142,9 @@ def _file_blocks(handle: IO[bytes]) -> Iterator[bytes]:
 
 
 async def _body_to_spool(request: Request) -> IO[bytes]:
-    """The request body in a spooled temp file (memory up to 8 MiB, then disk)."""
-    spool = tempfile.SpooledTemporaryFile(max_size=8 * _BLOCK)  # noqa: SIM115 - caller closes
+    """The request body in a spooled temp file."""
+    # Chunks up to 64 MiB stay in memory (one disk write, into the partial file); larger spill.
+    spool = tempfile.SpooledTemporaryFile(max_size=64 * _BLOCK)  # noqa: SIM115 - caller closes
     async for piece in request.stream():
         spool.write(piece)
     return spool

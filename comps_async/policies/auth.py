@@ -22,6 +22,7 @@ class AuthPolicy:
     tokens: TokenManager
 
     async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
+        """Send ``request`` with the session's token; log in again once on a 401."""
         if option(request, OPTION_NO_AUTH):
             return await call_next(request)
         token = await self.tokens.token()

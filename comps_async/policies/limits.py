@@ -23,6 +23,7 @@ class ConcurrencyPolicy:
     _limiter: anyio.CapacityLimiter | None = field(default=None, init=False, repr=False)
 
     async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
+        """Send ``request`` once a slot of the session's limiter is free."""
         if self._limiter is None:  # created lazily: needs a running event loop
             self._limiter = anyio.CapacityLimiter(self.max_concurrent_requests)
         async with self._limiter:

@@ -34,6 +34,7 @@ class LoggingPolicy:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("comps_async.http"))
 
     async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
+        """Send ``request`` and log the attempt."""
         started = time.perf_counter()
         try:
             response = await call_next(request)

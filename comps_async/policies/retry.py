@@ -98,6 +98,7 @@ class RetryPolicy:
         return self.rng.uniform(0, ceiling)
 
     async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
+        """Send ``request``, retrying what is safe to retry (see ``should_retry``)."""
         attempts = int(option(request, OPTION_MAX_ATTEMPTS, self.max_attempts))
 
         async def attempt() -> httpx.Response:

@@ -132,7 +132,7 @@ class AssetCollections(EntityResource[AssetCollection]):
         uploader = self._session.uploader
         large = [f for f in todo if (f.length or 0) > uploader.settings.large_file_bytes]
         small = [f for f in todo if (f.length or 0) <= uploader.settings.large_file_bytes]
-        requests = _file_only_requests(small, uploader.settings.chunk_bytes)
+        requests = _file_only_requests(small, uploader.settings.small_request_bytes)
 
         async def upload_large(file: AssetCollectionFile) -> None:
             assert file.source is not None and file.md5_checksum is not None

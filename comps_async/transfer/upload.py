@@ -7,7 +7,7 @@ Chunks of one file go in order: whether real COMPS accepts out-of-order chunks i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -33,8 +33,12 @@ ProgressCallback = Callable[[int], None]
 class UploadSettings:
     """Knobs of the upload engine (see the README's concurrency section)."""
 
-    chunk_bytes: int = 8 << 20
-    budget_bytes: int = 64 << 20  # session-wide file bytes in memory: 8 chunks of 8 MiB
+    # Bytes per Content-Range request: chunks are streamed from disk, so their size costs no
+    # memory; big chunks mean fewer round trips (a failed one is re-sent whole, though).
+    chunk_bytes: int = 32 << 20
+    stream_block_bytes: int = 256 << 10  # a chunk is streamed from disk in blocks of this size
+    budget_bytes: int = 32 << 20  # session-wide file bytes held in memory at once
+    small_request_bytes: int = 4 << 20  # file-only requests of small files (held in memory)
     large_file_bytes: int = LARGE_FILE_BYTES
     parallel_files: int = 8
 
@@ -78,23 +82,18 @@ class Uploader:
         sent = 0
         while offset < size:
             length = min(self.settings.chunk_bytes, size - offset)
-            async with self.budget.hold(length):
-                chunk = await _read_at(source, offset, length)
-                if len(chunk) != length:
-                    raise ChecksumMismatchError(
-                        f"{source!r}: size",
-                        expected=str(size),
-                        actual=f"{offset + len(chunk)} (file shrank)",
-                    )
-                end = offset + length - 1
+            end = offset + length - 1
+            body = _SourceSlice(source, offset, length, self.settings.stream_block_bytes)
+            async with self.budget.hold(self.settings.stream_block_bytes):
                 try:
                     await self.session.request(
                         "POST",
                         f"upload/{md5}",
-                        content=chunk,
+                        content=body,
                         idempotent=True,
                         headers={
                             "Content-Type": "application/octet-stream",
+                            "Content-Length": str(length),
                             "Content-Range": f"bytes {offset}-{end}/{size}",
                         },
                     )
@@ -111,6 +110,30 @@ class Uploader:
             if on_progress is not None:
                 on_progress(length)
         return sent
+
+
+class _SourceSlice:
+    """``length`` bytes of a source from ``offset``, streamed in small blocks read off the event
+    loop. Re-iterable, so a retried chunk is read again instead of being held in memory."""
+
+    def __init__(self, source: ContentSource, offset: int, length: int, block: int) -> None:
+        self._source = source
+        self._offset = offset
+        self._length = length
+        self._block = block
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        position, end = self._offset, self._offset + self._length
+        while position < end:
+            piece = await _read_at(self._source, position, min(self._block, end - position))
+            if not piece:
+                raise ChecksumMismatchError(
+                    f"{self._source!r}: size",
+                    expected=str(end),
+                    actual=f"{position} (the file shrank)",
+                )
+            position += len(piece)
+            yield piece
 
 
 async def _read_at(source: ContentSource, offset: int, length: int) -> bytes:
