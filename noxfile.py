@@ -20,7 +20,9 @@ def lint(session: nox.Session) -> None:
     """ruff lint and format check."""
     session.install("ruff>=0.5")
     session.run("ruff", "check", "comps_async", "tests", "benchmarks", "examples", "noxfile.py")
-    session.run("ruff", "format", "--check", "comps_async", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run(
+        "ruff", "format", "--check", "comps_async", "tests", "benchmarks", "examples", "noxfile.py"
+    )
 
 
 @nox.session
@@ -34,6 +36,11 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks; each prints its figures as JSON."""
     session.install("-e", ".[charts]")
-    for script in ("bench_server.py", "bench_transport.py", "bench_upload.py",
-                   "bench_harvest.py", "bench_wait.py"):
+    for script in (
+        "bench_server.py",
+        "bench_transport.py",
+        "bench_upload.py",
+        "bench_harvest.py",
+        "bench_wait.py",
+    ):
         session.run("python", f"benchmarks/{script}", *session.posargs)

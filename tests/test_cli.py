@@ -171,6 +171,7 @@ def test_main_commands_are_registered() -> None:
         "rerun-failed",
         "cleanup",
         "chart",
+        "whoami",
     ):
         assert command in result.output
 
@@ -183,6 +184,9 @@ def test_status_tail_and_download(
     assert json.loads(status.stdout)["counts"] == {"Succeeded": 3, "Failed": 2}
     one = run(["status", "simulation", finished["simulation"], "--json"], env)
     assert json.loads(one.stdout)["counts"] == {"Succeeded": 1}
+    who = run(["whoami", "--json"], env)
+    assert json.loads(who.stdout)["user"] == "local"
+    assert json.loads(who.stdout)["environments"] == ["Local"]
     latest = run(["status", "experiment", "latest", "--json"], env)
     assert latest.exit_code == 0 and "counts" in json.loads(latest.stdout)
     tail = run(

@@ -522,3 +522,22 @@ def _number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return 0.0
+
+
+# --- whoami ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@connection_options
+@run_async
+async def whoami(
+    server: str | None, token: str | None, username: str | None, as_json: bool
+) -> None:
+    """Who the token belongs to, from the server (pyCOMPS's ``getuser``)."""
+    async with open_session(server, token, username) as session:
+        user = await _current_user(session)
+        response = await session.request("GET", "users", params={"format": "json"})
+        users = [u for u in response.json().get("Users") or [] if u.get("UserName") == user]
+        environments = await session.environments()
+    info = {"user": user, "details": users[0] if users else None, "environments": environments}
+    emit(info, as_json, f"{user} (environments: {', '.join(environments) or 'none'})")
