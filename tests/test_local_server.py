@@ -460,7 +460,7 @@ async def test_work_items_relations_and_environments(http: httpx.AsyncClient) ->
         while (
             state := (await http.get(f"/api/WorkItems/{wi_id}")).json()["WorkItems"][0]["State"]
         ) not in ("Succeeded", "Failed"):
-            await anyio.sleep(0.05)
+            await anyio.sleep(0.05)  # poll interval; fail_after above is the deadline
     assert state == "Succeeded"
     outputs = (await http.get(f"/asset/WorkItems/{wi_id}/Output")).json()["Resources"]
     result = next(r for r in outputs if r["FriendlyName"] == "result.txt")

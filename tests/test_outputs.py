@@ -51,9 +51,8 @@ async def run_simulations(session: ca.Session, count: int) -> list[ca.Simulation
         for i in range(count)
     ]
     await session.simulations.save_all(sims, commission=True)
-    with anyio.fail_after(60):
-        while (await session.experiments.stats(experiment)).get("Succeeded", 0) < count:
-            await anyio.sleep(0.05)
+    final = await session.wait(experiment_id=experiment, timeout=60)
+    assert final.succeeded == count
     return sims
 
 

@@ -92,9 +92,7 @@ async def test_entity_operations_end_to_end(session: ca.Session, experiment: ca.
     with pytest.raises(ca.NotFoundError):
         await session.simulations.get(sims[3].id)
     await session.experiments.commission(experiment)
-    with anyio.fail_after(60):
-        while (await session.experiments.stats(experiment)).get("Succeeded") != 3:
-            await anyio.sleep(0.05)
+    assert (await session.wait(experiment_id=experiment, timeout=60)).succeeded == 3
     done = await session.simulations.get(sims[0].id, children=["hpc_jobs"])
     assert done.state is ca.SimulationState.Succeeded
     assert done.hpc_jobs and done.hpc_jobs[-1].job_state is ca.HpcState.Finished
@@ -130,12 +128,7 @@ async def test_work_items_relations_without_n_plus_one(
     parents = await session.simulations.parents(sims[0])
     assert [p.id for p in parents] == [work_item.id]
     await session.work_items.commission(work_item)
-    with anyio.fail_after(30):
-        while (await session.work_items.get(work_item.id)).state not in (
-            ca.WorkItemState.Succeeded,
-            ca.WorkItemState.Failed,
-        ):
-            await anyio.sleep(0.05)
+    assert (await session.wait(work_item_id=work_item, timeout=30)).finished
 
 
 async def test_environments_and_macros(session: ca.Session) -> None:
@@ -235,7 +228,7 @@ async def test_token_renewal_against_the_local_server(tmp_path: Path) -> None:
             with anyio.fail_after(15):
                 while len(seen) < 2:  # poll until the session has renewed its token
                     await s.suites.list()
-                    await anyio.sleep(0.2)
+                    await anyio.sleep(0.2)  # poll interval; fail_after above is the deadline
         renewals = (
             server.faults.counters["PUT /api/tokens"] + server.faults.counters["POST /api/tokens"]
         )

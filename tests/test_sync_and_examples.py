@@ -87,7 +87,7 @@ async def test_async_service_submits_and_reports(comps_server: LocalComps) -> No
             while not (progress := (await client.get(f"/sweeps/{body['experiment_id']}")).json())[
                 "done"
             ]:
-                await anyio.sleep(0.1)
+                await anyio.sleep(0.1)  # poll interval; fail_after above is the deadline
         assert progress["counts"] == {"Succeeded": 3}
         assert (await client.post("/sweeps", json={})).status_code == 400
         assert (await client.get(f"/sweeps/{uuid4()}")).status_code == 404
