@@ -6,7 +6,6 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Callable, Iterable, Sequence
-from functools import partial
 from os import PathLike
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
@@ -21,7 +20,7 @@ from ..models import AssetCollection, AssetCollectionFile
 from ..models._base import Tags
 from ..transfer.batching import BatchLimits, BatchSaver
 from ..transfer.content import check_readable_file, ensure_md5, read_source
-from ..transfer.download import safe_join
+from ..transfer.download import first_error, safe_join
 from .base import EntityResource, IdLike, as_id
 
 __all__ = ["DEFAULT_EXCLUDE", "AssetCollections", "files_from_dir"]
@@ -64,20 +63,46 @@ class AssetCollections(EntityResource[AssetCollection]):
                 raise TypeError(f"expected AssetCollectionFile, got {type(file).__name__}")
         await anyio.to_thread.run_sync(_check_sources, files)
         _check_unique_paths(files)
-        await gather_bounded(
-            [f for f in files if f.md5_checksum is None],
-            lambda f: ensure_md5(f, self._session.hasher),
-            os.cpu_count() or 1,
-        )
-        collection = AssetCollection(tags=tags, assets=[_by_md5(f) for f in files])
+        uploader = self._session.uploader
+        transfer = _Progress(on_progress)
+        started: set[UUID] = set()
+        slots = anyio.CapacityLimiter(uploader.settings.parallel_files)
+
+        async def upload_large(file: AssetCollectionFile) -> None:
+            assert file.source is not None and file.md5_checksum is not None
+            async with slots:
+                await uploader.upload(
+                    file.source, file.md5_checksum, file.length or 0, transfer.sent
+                )
+
+        collection: AssetCollection | None = None
         try:
+            async with anyio.create_task_group() as tg:
+
+                async def prepare(file: AssetCollectionFile) -> None:
+                    md5 = await ensure_md5(file, self._session.hasher)
+                    large = (file.length or 0) > uploader.settings.large_file_bytes
+                    if file.source is not None and large and md5 not in started:
+                        # Big content is checked for and sent while other files still hash;
+                        # the server's answer to /upload/check keeps this missing-only.
+                        started.add(md5)
+                        transfer.expect(file.length or 0)
+                        tg.start_soon(upload_large, file)
+
+                await gather_bounded(files, prepare, os.cpu_count() or 1)
+                collection = AssetCollection(tags=tags, assets=[_by_md5(f) for f in files])
+                try:
+                    await self._save(collection)
+                    saved = True
+                except MissingAssetsError as missing:
+                    saved = False
+                    await self._upload_small(files, set(missing.md5s) - started, transfer)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        assert collection is not None
+        if not saved:  # everything it lacked has been sent now
             await self._save(collection)
-            if on_progress is not None:
-                on_progress(0, 0)
-            return _with_sources(collection, files)
-        except MissingAssetsError as missing:
-            await self._upload_missing(files, set(missing.md5s), on_progress)
-        await self._save(collection)
+        transfer.finish()
         return _with_sources(collection, files)
 
     async def create_from_dir(
@@ -106,12 +131,10 @@ class AssetCollections(EntityResource[AssetCollection]):
         )
         await saver.run([collection])
 
-    async def _upload_missing(
-        self,
-        files: list[AssetCollectionFile],
-        missing: set[UUID],
-        on_progress: ProgressCallback | None,
+    async def _upload_small(
+        self, files: list[AssetCollectionFile], missing: set[UUID], transfer: _Progress
     ) -> None:
+        """Send the missing small files in file-only requests (§8.3), several at once."""
         sources = {f.md5_checksum: f for f in files if f.source is not None}
         unknown = sorted(missing - set(sources), key=str)
         if unknown:
@@ -120,25 +143,10 @@ class AssetCollections(EntityResource[AssetCollection]):
             }
             raise MissingAssetsError(unknown, references)
         todo = [sources[m] for m in sorted(missing, key=str)]
-        total = sum(f.length or 0 for f in todo)
-        sent = 0
-
-        def progress(nbytes: int) -> None:
-            nonlocal sent
-            sent += nbytes
-            if on_progress is not None:
-                on_progress(sent, total)
-
+        transfer.expect(sum(f.length or 0 for f in todo))
         uploader = self._session.uploader
-        large = [f for f in todo if (f.length or 0) > uploader.settings.large_file_bytes]
-        small = [f for f in todo if (f.length or 0) <= uploader.settings.large_file_bytes]
-        requests = _file_only_requests(small, uploader.settings.small_request_bytes)
 
-        async def upload_large(file: AssetCollectionFile) -> None:
-            assert file.source is not None and file.md5_checksum is not None
-            await uploader.upload(file.source, file.md5_checksum, file.length or 0, progress)
-
-        async def upload_small(batch: list[AssetCollectionFile]) -> None:
+        async def upload(batch: list[AssetCollectionFile]) -> None:
             size = sum(f.length or 0 for f in batch)
             async with uploader.budget.hold(size):
                 parts = [
@@ -155,12 +163,10 @@ class AssetCollections(EntityResource[AssetCollection]):
                     idempotent=True,  # stores content, creates none
                     files=[("not_a_file", ("AssetCollections", b"[]", "application/json")), *parts],
                 )
-            progress(size)
+            transfer.sent(size)
 
-        jobs = [partial(upload_large, f) for f in large] + [
-            partial(upload_small, r) for r in requests
-        ]
-        await gather_bounded(jobs, lambda job: job(), uploader.settings.parallel_files)
+        requests = _file_only_requests(todo, uploader.settings.small_request_bytes)
+        await gather_bounded(requests, upload, uploader.settings.parallel_files)
 
     async def download(
         self,
@@ -228,6 +234,30 @@ class AssetCollections(EntityResource[AssetCollection]):
     async def _assets(self, collection: IdLike) -> list[AssetCollectionFile]:
         fetched = await self.get(as_id(collection), children=["assets"])
         return list(fetched.assets or [])
+
+
+class _Progress:
+    """Bytes sent for one collection, reported as (sent, bytes known to be needed so far)."""
+
+    def __init__(self, callback: ProgressCallback | None) -> None:
+        self._callback = callback
+        self._sent = 0
+        self._total = 0
+
+    def expect(self, nbytes: int) -> None:
+        self._total += nbytes
+        self._report()
+
+    def sent(self, nbytes: int) -> None:
+        self._sent += nbytes
+        self._report()
+
+    def finish(self) -> None:
+        self._report()
+
+    def _report(self) -> None:
+        if self._callback is not None:
+            self._callback(self._sent, self._total)
 
 
 def _by_md5(file: AssetCollectionFile) -> AssetCollectionFile:
