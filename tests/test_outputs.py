@@ -303,3 +303,23 @@ def test_zip_bytes_helper_roundtrip(tmp_path: Path) -> None:
         zipped.writestr("a/b.txt", "x")
     (tmp_path / "ok.zip").write_bytes(buffer.getvalue())
     assert extract_zip_safely(tmp_path / "ok.zip", tmp_path / "out") == [tmp_path / "out/a/b.txt"]
+
+
+async def test_stopping_a_harvest_early_cancels_its_work(
+    finished: dict[str, object], server: LocalComps, session: ca.Session, tmp_path: Path
+) -> None:
+    from contextlib import aclosing
+
+    experiment = finished["experiment"]
+    async with aclosing(
+        session.outputs.harvest(experiment, ["output/*", "*.txt"], tmp_path, concurrency=1)  # type: ignore[arg-type]
+    ) as results:
+        async for first in results:
+            assert first.ok
+            break
+    # The session is still usable and no download is left running in the background.
+    assert await session.environments() == ["Local"]
+    before = sum(n for k, n in server.faults.counters.items() if "/asset/download/" in k)
+    await anyio.sleep(0.3)  # a quiet window, not a wait: nothing may arrive after the close
+    after = sum(n for k, n in server.faults.counters.items() if "/asset/download/" in k)
+    assert after == before
