@@ -136,7 +136,9 @@ class LocalComps:
             self._ready.set()
 
     async def _main(self) -> None:
-        logging.getLogger("uvicorn.error").addFilter(_QuietInjectedFaults())
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        if not any(isinstance(f, _QuietInjectedFaults) for f in uvicorn_log.filters):
+            uvicorn_log.addFilter(_QuietInjectedFaults())
         config = uvicorn.Config(
             self.faults,
             host=self.host,
