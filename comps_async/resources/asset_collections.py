@@ -19,7 +19,7 @@ from ..errors import MissingAssetsError
 from ..models import AssetCollection, AssetCollectionFile
 from ..models._base import Tags
 from ..transfer.batching import BatchLimits, BatchSaver
-from ..transfer.content import check_readable_file, ensure_md5, read_source
+from ..transfer.content import check_readable_file, ensure_md5s, read_source
 from ..transfer.download import first_error, safe_join
 from .base import EntityResource, IdLike, as_id
 
@@ -61,7 +61,7 @@ class AssetCollections(EntityResource[AssetCollection]):
         for file in files:
             if not isinstance(file, AssetCollectionFile):
                 raise TypeError(f"expected AssetCollectionFile, got {type(file).__name__}")
-        await anyio.to_thread.run_sync(_check_sources, files)
+        sizes = await anyio.to_thread.run_sync(_check_sources, files)
         _check_unique_paths(files)
         uploader = self._session.uploader
         transfer = _Progress(on_progress)
@@ -79,17 +79,23 @@ class AssetCollections(EntityResource[AssetCollection]):
         try:
             async with anyio.create_task_group() as tg:
 
-                async def prepare(file: AssetCollectionFile) -> None:
-                    md5 = await ensure_md5(file, self._session.hasher)
-                    large = (file.length or 0) > uploader.settings.large_file_bytes
-                    if file.source is not None and large and md5 not in started:
-                        # Big content is checked for and sent while other files still hash;
-                        # the server's answer to /upload/check keeps this missing-only.
-                        started.add(md5)
-                        transfer.expect(file.length or 0)
-                        tg.start_soon(upload_large, file)
+                async def prepare(group: list[AssetCollectionFile]) -> None:
+                    await ensure_md5s(group, self._session.hasher)
+                    for file in group:
+                        large = (file.length or 0) > uploader.settings.large_file_bytes
+                        md5 = file.md5_checksum
+                        if file.source is not None and large and md5 not in started:
+                            # Big content is checked for and sent while other files still
+                            # hash; the answer to /upload/check keeps this missing-only.
+                            assert md5 is not None
+                            started.add(md5)
+                            transfer.expect(file.length or 0)
+                            tg.start_soon(upload_large, file)
 
-                await gather_bounded(files, prepare, os.cpu_count() or 1)
+                threshold = uploader.settings.large_file_bytes
+                await gather_bounded(
+                    _hash_groups(files, sizes, threshold), prepare, os.cpu_count() or 1
+                )
                 collection = AssetCollection(tags=tags, assets=[_by_md5(f) for f in files])
                 try:
                     await self._save(collection)
@@ -273,10 +279,24 @@ def _with_sources(collection: AssetCollection, files: list[AssetCollectionFile])
     return collection
 
 
-def _check_sources(files: list[AssetCollectionFile]) -> None:
-    for file in files:
-        if file.source is not None and file.source.path is not None:
-            check_readable_file(file.source.path)
+def _check_sources(files: list[AssetCollectionFile]) -> list[int]:
+    """Blocking: the size of every file (0 for md5-only ones), after checking it is readable."""
+    return [
+        check_readable_file(f.source.path)
+        if f.source is not None and f.source.path is not None
+        else (f.length or 0)
+        for f in files
+    ]
+
+
+def _hash_groups(
+    files: list[AssetCollectionFile], sizes: list[int], threshold: int
+) -> list[list[AssetCollectionFile]]:
+    """Large files alone and first (their uploads start as soon as they are hashed), small ones
+    in groups of 64 (one thread hop each)."""
+    large = [[f] for f, size in zip(files, sizes, strict=True) if size > threshold]
+    small = [f for f, size in zip(files, sizes, strict=True) if size <= threshold]
+    return large + [small[i : i + 64] for i in range(0, len(small), 64)]
 
 
 def _check_unique_paths(files: list[AssetCollectionFile]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from uuid import UUID
 
@@ -12,7 +13,7 @@ from ..models import ContentSource
 from ..models.files import _AssetFile
 from .fingerprints import Hasher
 
-__all__ = ["check_readable_file", "ensure_md5", "media_type", "read_source"]
+__all__ = ["check_readable_file", "ensure_md5", "ensure_md5s", "media_type", "read_source"]
 
 
 def media_type(file_name: str) -> str:
@@ -47,15 +48,24 @@ def check_readable_file(path: Path) -> int:
 
 async def ensure_md5(file: _AssetFile, hasher: Hasher) -> UUID:
     """Fill in ``md5_checksum`` and ``length`` of a path-backed file; return the md5."""
-    if file.md5_checksum is not None:
-        return file.md5_checksum
-    source = file.source
-    if source is None or source.path is None:
-        raise ValueError(f"file {file.file_name!r} has neither content nor an md5")
-    digest = await hasher.digest(source.path)
-    file.md5_checksum = digest.md5
-    file.length = digest.size
-    return digest.md5
+    await ensure_md5s([file], hasher)
+    assert file.md5_checksum is not None
+    return file.md5_checksum
+
+
+async def ensure_md5s(files: Sequence[_AssetFile], hasher: Hasher) -> None:
+    """``ensure_md5`` for many files, hashing the path-backed ones in one worker-thread call."""
+    todo = [f for f in files if f.md5_checksum is None]
+    paths = []
+    for file in todo:
+        if file.source is None or file.source.path is None:
+            raise ValueError(f"file {file.file_name!r} has neither content nor an md5")
+        paths.append(file.source.path)
+    if not todo:
+        return
+    for file, digest in zip(todo, await hasher.digest_many(paths), strict=True):
+        file.md5_checksum = digest.md5
+        file.length = digest.size
 
 
 async def read_source(source: ContentSource) -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import mmap
 import os
 import sqlite3
 import threading
@@ -28,7 +27,6 @@ __all__ = ["FileDigest", "FingerprintCache", "Hasher", "default_cache_path"]
 logger = logging.getLogger(__name__)
 
 BLOCK_BYTES = 4 << 20  # hashed per call: the GIL is released for each block
-MAP_WINDOW_BYTES = 16 << 20  # a multiple of mmap.ALLOCATIONGRANULARITY
 
 
 def default_cache_path() -> Path:
@@ -87,28 +85,20 @@ class FingerprintCache:
 
 
 def _blocks(path: Path) -> Iterator[memoryview]:
-    """The file's bytes in blocks, memory-mapped one window at a time: hashing reads the page
-    cache in place instead of copying every byte into Python buffers first, and unmapping each
-    window keeps the mapped pages (which count as resident) to one window per thread."""
-    with open(path, "rb") as handle:
+    """The file's bytes in blocks, read into one buffer sized for the file (no allocation per
+    block, and small files do not pay for a large buffer)."""
+    with open(path, "rb", buffering=0) as handle:
         size = os.fstat(handle.fileno()).st_size
-        for offset in range(0, size, MAP_WINDOW_BYTES):
-            length = min(MAP_WINDOW_BYTES, size - offset)
-            with mmap.mmap(
-                handle.fileno(), length, access=mmap.ACCESS_READ, offset=offset
-            ) as mapped:
-                view = memoryview(mapped)
-                try:
-                    for start in range(0, length, BLOCK_BYTES):
-                        yield view[start : start + BLOCK_BYTES]
-                finally:
-                    view.release()
+        buffer = bytearray(max(1, min(BLOCK_BYTES, size)))
+        view = memoryview(buffer)
+        while count := handle.readinto(buffer):
+            yield view[:count]
 
 
 def _digest(path: Path, cache: FingerprintCache | None) -> FileDigest:
     """Blocking: md5 of ``path``, reusing the cache when xxh3 proves the content unchanged."""
     info = path.stat()
-    key = (str(path.resolve()), info.st_size, info.st_mtime_ns)
+    key = (os.path.abspath(path), info.st_size, info.st_mtime_ns)
     known = cache.lookup(*key) if cache is not None else None
     xxh = xxhash.xxh3_128()
     md5 = None if known else hashlib.md5(usedforsecurity=False)
@@ -141,6 +131,14 @@ class Hasher:
 
     async def digest(self, path: Path) -> FileDigest:
         """md5 and size of ``path`` (never on the event loop)."""
+        return (await self.digest_many([path]))[0]
+
+    async def digest_many(self, paths: list[Path]) -> list[FileDigest]:
+        """md5 and size of several files in one worker-thread call: for many small files the
+        hop to a thread, not the hashing, would otherwise be the cost."""
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
-        return await anyio.to_thread.run_sync(_digest, path, self.cache, limiter=self._limiter)
+        cache = self.cache
+        return await anyio.to_thread.run_sync(
+            lambda: [_digest(path, cache) for path in paths], limiter=self._limiter
+        )
