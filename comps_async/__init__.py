@@ -45,8 +45,12 @@ from .models import (
 from .pipeline import CallNext, Pipeline, Policy
 from .policies import AuthPolicy, ConcurrencyPolicy, LoggingPolicy, RetryPolicy
 from .query import Query
+from .resources.outputs import Harvested
 from .session import Session
 from .transfer.batching import BATCH_TAG, BatchLimits
+from .transfer.download import DownloadSettings, UnsafePathError
+from .transfer.upload import UploadSettings
+from .waiting import WaitSettings, WaitStatus
 
 __version__ = "0.1.0"
 
@@ -66,7 +70,9 @@ __all__ = [
     "ConcurrencyPolicy",
     "Configuration",
     "ConflictError",
+    "DownloadSettings",
     "Experiment",
+    "Harvested",
     "HpcJob",
     "HpcState",
     "LoggingPolicy",
@@ -88,6 +94,10 @@ __all__ = [
     "Suite",
     "TagOperationMode",
     "TransferError",
+    "UnsafePathError",
+    "UploadSettings",
+    "WaitSettings",
+    "WaitStatus",
     "WorkItem",
     "WorkItemFile",
     "WorkItemState",

@@ -17,11 +17,12 @@ import comps_async as ca
 from comps_async.local import LocalComps
 from comps_async.pipeline import CallNext
 from comps_async.transfer.fingerprints import FingerprintCache, _digest
-from comps_async.transfer.upload import UploadSettings
 
 pytestmark = pytest.mark.anyio
 
-SMALL_UPLOADS = UploadSettings(large_file_bytes=100_000, chunk_bytes=64_000, budget_bytes=256_000)
+SMALL_UPLOADS = ca.UploadSettings(
+    large_file_bytes=100_000, chunk_bytes=64_000, budget_bytes=256_000
+)
 
 
 def md5_of(path: Path) -> UUID:

@@ -18,7 +18,7 @@ import respx
 import comps_async as ca
 from comps_async.local import FaultConfig, LocalComps
 from comps_async.pipeline import CallNext
-from comps_async.transfer.download import DownloadSettings, UnsafePathError, extract_zip_safely
+from comps_async.transfer.download import extract_zip_safely
 
 pytestmark = pytest.mark.anyio
 
@@ -84,7 +84,7 @@ async def recorded(
     server: LocalComps, tmp_path: Path
 ) -> AsyncIterator[tuple[ca.Session, Recorder]]:
     recorder = Recorder()
-    settings = DownloadSettings(
+    settings = ca.DownloadSettings(
         range_bytes=64_000, parallel_threshold_bytes=200_000, max_attempts=1
     )
     async with ca.Session(
@@ -210,7 +210,7 @@ async def test_zip_and_safe_extraction(
     with zipfile.ZipFile(evil, "w") as zipped:
         zipped.writestr("fine.txt", "ok")
         zipped.writestr("../../escaped.txt", "pwned")
-    with pytest.raises(UnsafePathError):
+    with pytest.raises(ca.UnsafePathError):
         extract_zip_safely(evil, tmp_path / "safe")
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "safe" / "fine.txt").exists()
 
@@ -254,7 +254,7 @@ async def test_hostile_paths_never_leave_dest(
     router.get(f"/asset/Simulations/{SIM}/Output").respond(json=listing(resource))
     router.get("/asset/download/x/file").respond(content=b"evil")
     dest = tmp_path / "dest"
-    with pytest.raises(UnsafePathError):
+    with pytest.raises(ca.UnsafePathError):
         await session.outputs.download(SIM, None, dest)
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert written == []

@@ -12,12 +12,11 @@ import respx
 
 import comps_async as ca
 from comps_async.local import LocalComps
-from comps_async.waiting import WaitSettings
 
 pytestmark = pytest.mark.anyio
 
 CONFIG = (Path(__file__).parent / "fixtures" / "config.json").read_bytes()
-FAST = WaitSettings(initial_interval_s=0.05, max_interval_s=0.2)
+FAST = ca.WaitSettings(initial_interval_s=0.05, max_interval_s=0.2)
 
 
 @pytest.fixture
@@ -119,7 +118,7 @@ async def test_adaptive_interval_and_fallback_without_stats(tmp_path: Path) -> N
     async def sleep(seconds: float) -> None:
         slept.append(round(seconds, 3))
 
-    settings = WaitSettings(
+    settings = ca.WaitSettings(
         initial_interval_s=1, max_interval_s=4, backoff=2, jitter=0, sleep=sleep
     )
     states = iter(
