@@ -81,7 +81,7 @@ class Session:
         username: str | None = None,
         password: str | SecretStr | None = None,
         credential_prompt: CredentialPrompt | None = None,
-        policies: Sequence[Policy] = (),
+        policies: Sequence[Policy] | None = None,
         retry: RetryPolicy | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         limits: httpx.Limits = DEFAULT_LIMITS,
@@ -113,7 +113,7 @@ class Session:
         )
         self._credentials = credentials
         self._prompt = credential_prompt
-        self._user_policies = tuple(policies)
+        self._user_policies = tuple(policies or ())
         self.retry = retry or RetryPolicy()
         self.concurrency = ConcurrencyPolicy(max_concurrent_requests)
         self._timeout = timeout

@@ -426,3 +426,120 @@ async def test_tls_is_verified_by_default(self_signed_https: str, tmp_path: Path
         self_signed_https, token=make_token(), token_cache_dir=tmp_path, verify=False
     ) as s:
         assert await s.suites.list() == []
+
+
+def _parts(request: httpx.Request) -> list[tuple[str, str | None, str, bytes]]:
+    """(name, filename, content type, body) of each multipart part."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(
+        f"Content-Type: {request.headers['content-type']}\r\n\r\n".encode() + request.content
+    )
+    return [
+        (
+            part.get_param("name", header="content-disposition"),
+            part.get_filename(),
+            part.get_content_type(),
+            part.get_payload(decode=True),
+        )
+        for part in message.iter_parts()
+    ]
+
+
+async def test_batch_save_multipart_layout(mock: respx.MockRouter, session: ca.Session) -> None:
+    route = mock.post("/api/Simulations").mock(
+        side_effect=lambda r: httpx.Response(200, json={"Ids": [str(uuid4()), str(uuid4())]})
+    )
+    config = b'{"parameters": {}}'
+    shared = ca.SimulationFile.from_bytes("config.json", config)
+    sims = [
+        ca.Simulation(
+            name=f"s{i}",
+            experiment_id=SIM,
+            tags={"i": i},
+            files=[shared, ca.SimulationFile.from_md5("big.bin", SIM)],
+        )
+        for i in range(2)
+    ]
+    await session.simulations.save_all(sims)
+    parts = _parts(route.calls.last.request)
+    name, filename, ctype, body = parts[0]
+    assert (name, filename, ctype) == ("not_a_file", "Simulations", "application/json")
+    entities = json.loads(body)
+    assert [e["Name"] for e in entities] == ["s0", "s1"]
+    assert entities[0]["ExperimentId"] == str(SIM)
+    assert entities[0]["Files"] == [
+        {
+            "FileName": "config.json",
+            "MD5Checksum": str(shared.md5_checksum),
+            "FileType": "input",
+            "Description": "",
+        },
+        {"FileName": "big.bin", "MD5Checksum": str(SIM), "FileType": "input", "Description": ""},
+    ]
+    assert entities[0]["Tags"]["i"] == 0 and ca.BATCH_TAG in entities[0]["Tags"]
+    # Shared content is attached once per batch, named by its md5; md5-only files get no part.
+    assert [(p[0], p[1], p[2], p[3]) for p in parts[1:]] == [
+        (str(shared.md5_checksum), "config.json", "application/json", config)
+    ]
+
+
+async def test_json_saves_and_upload_shapes(mock: respx.MockRouter, session: ca.Session) -> None:
+    saves = mock.post("/api/Experiments").respond(json={"Ids": [str(SIM)]})
+    exp = await session.experiments.create(
+        ca.Experiment(
+            name="e",
+            description="d",
+            tags={"t": "1"},
+            configuration=ca.Configuration(
+                environment_name="Calculon", priority=ca.Priority.Lowest, max_cores=1, min_cores=1
+            ),
+        )
+    )
+    assert json.loads(saves.calls.last.request.content) == {
+        "Experiments": [
+            {
+                "Tags": {"t": "1"},
+                "Name": "e",
+                "Description": "d",
+                "Configuration": {
+                    "EnvironmentName": "Calculon",
+                    "Priority": "Lowest",
+                    "MinCores": 1,
+                    "MaxCores": 1,
+                },
+            }
+        ]
+    }
+    exp.name = "renamed"
+    await session.experiments.save(exp)
+    assert json.loads(saves.calls.last.request.content) == {
+        "Experiments": [
+            {
+                "Id": str(SIM),
+                "Name": "renamed",
+                "Description": "d",
+                "Configuration": {
+                    "EnvironmentName": "Calculon",
+                    "Priority": "Lowest",
+                    "MinCores": 1,
+                    "MaxCores": 1,
+                },
+            }
+        ]
+    }  # tags are never sent on update (§6.1)
+    related = mock.post(url__regex=r"/api/WorkItems/.+/Related/.+").respond(json={})
+    await session.work_items.add_related(SIM, exp, ca.RelationType.Created)
+    assert (
+        related.calls.last.request.url.path
+        == f"/api/WorkItems/{SIM}/Related/Created/Experiment/{SIM}"
+    )
+    check = mock.get(f"/api/upload/check/{SIM}").respond(206, json={"Size": 3})
+    chunk = mock.post(f"/api/upload/{SIM}").respond(json={})
+    sent = await session.uploader.upload(ca.models.ContentSource(data=b"abcdefgh"), SIM, 8)
+    assert sent == 5 and check.called
+    request = chunk.calls.last.request
+    assert request.headers["Content-Range"] == "bytes 3-7/8"
+    assert request.headers["Content-Type"] == "application/octet-stream"
+    assert request.content == b"defgh"
