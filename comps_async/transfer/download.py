@@ -186,29 +186,38 @@ class Downloader:
         fd = await anyio.to_thread.run_sync(_open_for, part, mode)
         position = offset
 
-        def write(data: bytes, at: int) -> None:
-            view = memoryview(data)
-            while view:  # pwrite may write less than asked
-                written = os.pwrite(fd, view, at)
-                view, at = view[written:], at + written
+        def write(batch: list[bytes], at: int) -> None:
+            # One vectored write per block: the pieces go to the page cache without being
+            # joined into one buffer first.
+            views = [memoryview(piece) for piece in batch]
+            position_now = at
+            while views:
+                written = os.pwritev(fd, views, position_now)
+                position_now += written
+                while views and written >= len(views[0]):
+                    written -= len(views[0])
+                    views.pop(0)
+                if views and written:
+                    views[0] = views[0][written:]
             if digest is not None:
-                digest.feed(data, at - len(data))
+                for piece in batch:
+                    digest.feed(piece, at)
+                    at += len(piece)
 
         try:
             async for chunk in response.aiter_bytes():
                 pieces.append(chunk)
                 pending += len(chunk)
                 if pending >= block:
-                    data = b"".join(pieces)  # one copy per block, then one syscall
-                    pieces.clear()
+                    batch, pieces = pieces, []
+                    await anyio.to_thread.run_sync(write, batch, position)
+                    position += pending
                     pending = 0
-                    await anyio.to_thread.run_sync(write, data, position)
-                    position += len(data)
         finally:
             # Bytes received before a broken connection are good: keep them for resuming.
             with anyio.CancelScope(shield=True):
                 if pieces:
-                    await anyio.to_thread.run_sync(write, b"".join(pieces), position)
+                    await anyio.to_thread.run_sync(write, pieces, position)
                 await anyio.to_thread.run_sync(os.close, fd)
 
     async def _ranges(self, url: str, part: Path, length: int, digest: _InOrderDigest) -> None:
