@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -109,25 +110,18 @@ class Downloader:
         """Download ``url`` to ``target``; returns False when a complete file was already
         there. Interrupted transfers leave ``<name>.part`` for the next call to resume. The md5
         is computed while the bytes arrive (in order), so verifying costs no second pass."""
-        path = anyio.Path(target)
-        if (
-            not overwrite
-            and length is not None
-            and await path.is_file()
-            and (await path.stat()).st_size == length
-        ):
-            return False
-        await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
         part = target.with_name(target.name + ".part")
-        if overwrite:
-            await anyio.Path(part).unlink(missing_ok=True)
-            await anyio.Path(_done_file(part)).unlink(missing_ok=True)
+        # File-system bookkeeping is batched into one worker-thread call before and one after
+        # the transfer: for small files the hops, not the bytes, would be the cost.
+        have = await anyio.to_thread.run_sync(_prepare, target, part, length, overwrite)
+        if have is None:
+            return False
         digest = _InOrderDigest(part)
         if length is not None and length >= self.settings.parallel_threshold_bytes:
             await self._ranges(url, part, length, digest)
         else:
-            await self._sequential(url, part, length, digest)
-        size = (await anyio.Path(part).stat()).st_size
+            await self._sequential(url, part, length, digest, have)
+        size = await anyio.to_thread.run_sync(_size, part)
         if length is not None and size != length:
             raise ChecksumMismatchError(
                 f"{target.name}: length", expected=str(length), actual=str(size)
@@ -136,19 +130,18 @@ class Downloader:
             actual = await digest.finish(size)
             if actual != md5_hex.replace("-", "").lower():
                 # The bytes are wrong, not missing: resuming them would keep them wrong.
-                await anyio.Path(part).unlink(missing_ok=True)
-                await anyio.Path(_done_file(part)).unlink(missing_ok=True)
+                await anyio.to_thread.run_sync(_discard, part)
                 raise ChecksumMismatchError(f"{target.name}: md5", expected=md5_hex, actual=actual)
-        await anyio.Path(part).replace(target)
-        await anyio.Path(_done_file(part)).unlink(missing_ok=True)
+        await anyio.to_thread.run_sync(_publish, part, target)
         return True
 
     async def _sequential(
-        self, url: str, part: Path, length: int | None, digest: _InOrderDigest
+        self, url: str, part: Path, length: int | None, digest: _InOrderDigest, have: int
     ) -> None:
         last: Exception | None = None
         for attempt in range(self.settings.max_attempts):
-            have = (await anyio.Path(part).stat()).st_size if await anyio.Path(part).exists() else 0
+            if attempt:
+                have = await anyio.to_thread.run_sync(_size, part)
             if length is not None and have >= length:
                 return
             headers = {"Range": f"bytes={have}-"} if have else None
@@ -215,10 +208,15 @@ class Downloader:
                     pending = 0
         finally:
             # Bytes received before a broken connection are good: keep them for resuming.
+            def finish() -> None:
+                try:
+                    if pieces:
+                        write(pieces, position)
+                finally:
+                    os.close(fd)
+
             with anyio.CancelScope(shield=True):
-                if pieces:
-                    await anyio.to_thread.run_sync(write, pieces, position)
-                await anyio.to_thread.run_sync(os.close, fd)
+                await anyio.to_thread.run_sync(finish)
 
     async def _ranges(self, url: str, part: Path, length: int, digest: _InOrderDigest) -> None:
         size = self.settings.range_bytes
@@ -335,6 +333,40 @@ class _InOrderDigest:
 
 def _done_file(part: Path) -> Path:
     return part.with_name(part.name + ".ranges")
+
+
+def _prepare(target: Path, part: Path, length: int | None, overwrite: bool) -> int | None:
+    """Blocking: None when a complete ``target`` is already there; otherwise make its folder
+    and return how many bytes of ``part`` a resumed transfer can keep (0 to start afresh)."""
+    if not overwrite and length is not None:
+        try:
+            info = target.stat()
+        except FileNotFoundError:
+            pass
+        else:
+            if stat.S_ISREG(info.st_mode) and info.st_size == length:
+                return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        _discard(part)
+    return _size(part)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _done_file(part).unlink(missing_ok=True)
+
+
+def _publish(part: Path, target: Path) -> None:
+    os.replace(part, target)
+    _done_file(part).unlink(missing_ok=True)
 
 
 def _open_for(path: Path, mode: str) -> int:
