@@ -323,3 +323,17 @@ async def test_stopping_a_harvest_early_cancels_its_work(
     await anyio.sleep(0.3)  # a quiet window, not a wait: nothing may arrive after the close
     after = sum(n for k, n in server.faults.counters.items() if "/asset/download/" in k)
     assert after == before
+
+
+async def test_a_symlink_in_dest_cannot_lead_outside(
+    finished: dict[str, object], session: ca.Session, tmp_path: Path
+) -> None:
+    sim = finished["sims"][0]  # type: ignore[index]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "output").symlink_to(outside)  # planted before the download
+    with pytest.raises(ca.UnsafePathError):
+        await session.outputs.download(sim, ["output/InsetChart.json"], dest)
+    assert list(outside.iterdir()) == []

@@ -203,6 +203,7 @@ class AssetCollections(EntityResource[AssetCollection]):
                 length=asset.length,
                 md5_hex=asset.md5_checksum.hex if asset.md5_checksum else None,
                 overwrite=overwrite,
+                inside=root,
             )
             return target
 

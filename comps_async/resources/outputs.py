@@ -174,7 +174,12 @@ class Outputs:
         async def one(item: tuple[OutputFileMetadata, Path]) -> Path:
             meta, target = item
             await self.downloader.fetch(
-                _url(meta), target, length=meta.length, md5_hex=meta.md5, overwrite=overwrite
+                _url(meta),
+                target,
+                length=meta.length,
+                md5_hex=meta.md5,
+                overwrite=overwrite,
+                inside=root,
             )
             return target
 
@@ -220,6 +225,7 @@ class Outputs:
                         length=meta.length,
                         md5_hex=meta.md5,
                         overwrite=overwrite,
+                        inside=root,
                     )
                     await send.send(
                         Harvested(sim.id, path, target, meta.length or 0, skipped=not fetched)

@@ -26,6 +26,7 @@ __all__ = [
     "DownloadSettings",
     "Downloader",
     "UnsafePathError",
+    "ensure_inside",
     "extract_zip_safely",
     "safe_join",
 ]
@@ -39,16 +40,22 @@ class UnsafePathError(ValueError):
 
 def safe_join(root: Path, relative: str) -> Path:
     """``root/relative`` for a server-provided ``relative`` path, refusing absolute paths, drive
-    letters, ``..`` and anything else that would leave ``root`` (zip-slip, hostile listings)."""
+    letters, ``..`` and anything else that leaves ``root`` (zip-slip, hostile listings). Pure
+    string work, safe on the event loop; ``ensure_inside`` adds the symlink check on disk."""
     text = relative.replace("\\", "/")
-    parts = PurePosixPath(text).parts
-    if not text or text.startswith("/") or _DRIVE.match(text) or ".." in parts or "\x00" in text:
+    parts = [p for p in PurePosixPath(text).parts if p not in ("", ".")]
+    if not parts or text.startswith("/") or _DRIVE.match(text) or ".." in parts or "\x00" in text:
         raise UnsafePathError(f"refusing to write {relative!r}: it leaves the destination")
-    target = root.joinpath(*[p for p in parts if p not in ("", ".")])
+    return root.joinpath(*parts)
+
+
+def ensure_inside(root: Path, target: Path) -> None:
+    """Blocking: refuse ``target`` if, through symlinks already on disk, it lands outside
+    ``root``."""
     resolved_root = root.resolve()
-    if not target.resolve().is_relative_to(resolved_root) or target.resolve() == resolved_root:
-        raise UnsafePathError(f"refusing to write {relative!r}: it leaves the destination")
-    return target
+    resolved = target.resolve()
+    if not resolved.is_relative_to(resolved_root) or resolved == resolved_root:
+        raise UnsafePathError(f"refusing to write {str(target)!r}: it leaves the destination")
 
 
 def extract_zip_safely(archive: Path, dest: Path) -> list[Path]:
@@ -56,9 +63,7 @@ def extract_zip_safely(archive: Path, dest: Path) -> list[Path]:
     written = []
     with zipfile.ZipFile(archive) as zipped:
         members = [
-            (info, safe_join(dest, info.filename))
-            for info in zipped.infolist()
-            if not info.is_dir()
+            (info, _checked(dest, info.filename)) for info in zipped.infolist() if not info.is_dir()
         ]  # check every name before writing anything
         for info, target in members:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +72,12 @@ def extract_zip_safely(archive: Path, dest: Path) -> list[Path]:
                     out.write(block)
             written.append(target)
     return written
+
+
+def _checked(root: Path, relative: str) -> Path:
+    target = safe_join(root, relative)
+    ensure_inside(root, target)
+    return target
 
 
 @dataclass(frozen=True)
@@ -106,14 +117,16 @@ class Downloader:
         length: int | None,
         md5_hex: str | None = None,
         overwrite: bool = False,
+        inside: Path | None = None,
     ) -> bool:
         """Download ``url`` to ``target``; returns False when a complete file was already
         there. Interrupted transfers leave ``<name>.part`` for the next call to resume. The md5
-        is computed while the bytes arrive (in order), so verifying costs no second pass."""
+        is computed while the bytes arrive (in order), so verifying costs no second pass. With
+        ``inside``, a target that symlinks already on disk would lead out of it is refused."""
         part = target.with_name(target.name + ".part")
         # File-system bookkeeping is batched into one worker-thread call before and one after
         # the transfer: for small files the hops, not the bytes, would be the cost.
-        have = await anyio.to_thread.run_sync(_prepare, target, part, length, overwrite)
+        have = await anyio.to_thread.run_sync(_prepare, target, part, length, overwrite, inside)
         if have is None:
             return False
         digest = _InOrderDigest(part)
@@ -335,9 +348,13 @@ def _done_file(part: Path) -> Path:
     return part.with_name(part.name + ".ranges")
 
 
-def _prepare(target: Path, part: Path, length: int | None, overwrite: bool) -> int | None:
+def _prepare(
+    target: Path, part: Path, length: int | None, overwrite: bool, inside: Path | None
+) -> int | None:
     """Blocking: None when a complete ``target`` is already there; otherwise make its folder
     and return how many bytes of ``part`` a resumed transfer can keep (0 to start afresh)."""
+    if inside is not None:
+        ensure_inside(inside, target)
     if not overwrite and length is not None:
         try:
             info = target.stat()
