@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 import comps_async as ca
-from comps_async.local import LocalComps
+from comps_async.local import LocalComps, ServerLimits
 from comps_async.pipeline import CallNext
 from comps_async.transfer.fingerprints import FingerprintCache, _digest
 
@@ -296,3 +296,66 @@ async def test_simulations_use_the_collection(
     assert "Assets/campaign.json" not in listing  # linked inputs are not outputs
     stdout = (await session.outputs.read(sim, "stdout.txt")).decode()
     assert "peak infected" in stdout
+
+
+async def test_parallel_chunks_on_a_server_that_accepts_them(tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(300_000))
+
+    class InFlight:
+        def __init__(self) -> None:
+            self.now = self.peak = 0
+
+        async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
+            chunk = request.url.path.startswith("/api/upload/") and request.method == "POST"
+            self.now += chunk
+            self.peak = max(self.peak, self.now)
+            try:
+                return await call_next(request)
+            finally:
+                self.now -= chunk
+
+    limits = ServerLimits(accept_out_of_order_chunks=True)
+    settings = ca.UploadSettings(large_file_bytes=100_000, chunk_bytes=64_000, parallel_chunks=4)
+    async with LocalComps(tmp_path / "server", limits=limits) as server:
+        inflight = InFlight()
+        async with ca.Session(
+            server.url,
+            token=server.token,
+            policies=[inflight],
+            upload=settings,
+            token_cache_dir=tmp_path,
+        ) as s:
+            server.faults.configure(latency_s=0.05, routes="POST /api/upload/")
+            collection = await s.asset_collections.create([ca.AssetCollectionFile.from_path(big)])
+        assert collection.id is not None and inflight.peak > 1
+        assert server.app.blobs.path(md5_of(big)).read_bytes() == big.read_bytes()
+
+
+async def test_out_of_order_chunks_on_the_local_server(tmp_path: Path) -> None:
+    data = os.urandom(200_000)
+    md5 = md5_of_bytes(data)
+    async with LocalComps(
+        tmp_path / "server", limits=ServerLimits(accept_out_of_order_chunks=True)
+    ) as server:
+        async with httpx.AsyncClient(
+            base_url=server.url, headers={"X-COMPS-Token": server.token}
+        ) as http:
+
+            async def chunk(start: int, end: int) -> httpx.Response:
+                return await http.post(
+                    f"/api/upload/{md5}",
+                    content=data[start : end + 1],
+                    headers={"Content-Range": f"bytes {start}-{end}/200000"},
+                )
+
+            assert (await chunk(100_000, 199_999)).status_code == 200  # the second half first
+            check = await http.get(f"/api/upload/check/{md5}")
+            assert check.status_code == 206 and check.json() == {"Size": 0}  # no prefix yet
+            assert (await chunk(0, 99_999)).status_code == 200
+            assert (await http.get(f"/api/upload/check/{md5}")).status_code == 200
+        assert server.app.blobs.path(md5).read_bytes() == data
+
+
+def md5_of_bytes(data: bytes) -> UUID:
+    return UUID(hashlib.md5(data).hexdigest())

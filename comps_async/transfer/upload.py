@@ -1,8 +1,10 @@
 """Large-asset upload (protocol §8.4): ask the server what it has, send the rest in
 Content-Range chunks, each chunk retried on its own; resumable from the server's reported size.
 
-Chunks of one file go in order: whether real COMPS accepts out-of-order chunks is not known
-(§8.4 shows only a sequential client), so parallelism comes from uploading many files at once.
+Chunks of one file go in order by default: whether real COMPS accepts out-of-order chunks is not
+known (§8.4 shows only a sequential client), so parallelism comes from uploading many files at
+once. ``UploadSettings(parallel_chunks=N)`` sends N chunks of a file at once, for servers that
+accept them (the local server does with ``ServerLimits(accept_out_of_order_chunks=True)``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
+from ..concurrency import gather_bounded
 from ..errors import ApiError, ChecksumMismatchError, NotFoundError
 from ..models import ContentSource
 from .budget import ByteBudget
@@ -41,6 +44,10 @@ class UploadSettings:
     small_request_bytes: int = 4 << 20  # file-only requests of small files (held in memory)
     large_file_bytes: int = LARGE_FILE_BYTES
     parallel_files: int = 8
+    # Chunks of one file in flight. 1 (in order) is the safe default: whether COMPS accepts
+    # out-of-order chunks is not known. Raise it only for a server that does (the local server
+    # with ServerLimits(accept_out_of_order_chunks=True)).
+    parallel_chunks: int = 1
 
 
 class Uploader:
@@ -79,11 +86,15 @@ class Uploader:
         offset = max(have or 0, 0)
         if on_progress is not None and offset:
             on_progress(offset)
-        sent = 0
-        while offset < size:
-            length = min(self.settings.chunk_bytes, size - offset)
-            end = offset + length - 1
-            body = _SourceSlice(source, offset, length, self.settings.stream_block_bytes)
+        spans = [
+            (start, min(start + self.settings.chunk_bytes, size) - 1)
+            for start in range(offset, size, self.settings.chunk_bytes)
+        ]
+
+        async def send(span: tuple[int, int]) -> int:
+            start, end = span
+            length = end - start + 1
+            body = _SourceSlice(source, start, length, self.settings.stream_block_bytes)
             async with self.budget.hold(self.settings.stream_block_bytes):
                 try:
                     await self.session.request(
@@ -94,7 +105,7 @@ class Uploader:
                         headers={
                             "Content-Type": "application/octet-stream",
                             "Content-Length": str(length),
-                            "Content-Range": f"bytes {offset}-{end}/{size}",
+                            "Content-Range": f"bytes {start}-{end}/{size}",
                         },
                     )
                 except ApiError as exc:
@@ -105,11 +116,13 @@ class Uploader:
                             actual=exc.message,
                         ) from exc
                     raise
-            offset = end + 1
-            sent += length
             if on_progress is not None:
                 on_progress(length)
-        return sent
+            return length
+
+        if self.settings.parallel_chunks <= 1:  # in order, one at a time (the default, §8.4)
+            return sum([await send(span) for span in spans])
+        return sum(await gather_bounded(spans, send, self.settings.parallel_chunks))
 
 
 class _SourceSlice:
