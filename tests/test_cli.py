@@ -342,3 +342,15 @@ def test_demo_is_the_main_job(tmp_path: Path) -> None:
     rows = Path(summary["summary_csv"]).read_text().splitlines()
     assert len(rows) == 13 and rows[0].startswith("simulation,Base_Infectivity")
     assert len(list(Path(summary["outputs"]).rglob("InsetChart.json"))) == 12
+
+
+def test_chart_without_matplotlib_says_how_to_install(
+    env: dict[str, str], finished: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the extra were not installed
+    result = CliRunner().invoke(
+        cli, ["chart", finished["experiment"], "--out", str(tmp_path / "c.png")], env=env
+    )
+    assert result.exit_code == 1
+    assert "pip install 'comps-async[charts]'" in result.output
+    assert "Traceback" not in result.output

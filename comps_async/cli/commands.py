@@ -502,14 +502,17 @@ async def chart(
                 series.append((str(sim.name), value, data))
     if not series:
         raise click.ClickException(f"no {chart_file} found in experiment {experiment_id}")
-    await anyio.to_thread.run_sync(
-        write_multichart,
-        sorted(series, key=lambda s: s[1]),
-        channel,
-        out,
-        str(experiment.name),
-        by_tag or "",
-    )
+    try:
+        await anyio.to_thread.run_sync(
+            write_multichart,
+            sorted(series, key=lambda s: s[1]),
+            channel,
+            out,
+            str(experiment.name),
+            by_tag or "",
+        )
+    except RuntimeError as exc:  # matplotlib missing: say how to install it, no traceback
+        raise click.ClickException(str(exc)) from None
     emit(
         {"chart": str(out), "simulations": len(series)},
         as_json,
