@@ -42,5 +42,6 @@ def bench(session: nox.Session) -> None:
         "bench_upload.py",
         "bench_harvest.py",
         "bench_wait.py",
+        "bench_save.py",
     ):
         session.run("python", f"benchmarks/{script}", *session.posargs)
