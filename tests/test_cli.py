@@ -56,7 +56,7 @@ def test_serve_prints_url_and_token_and_serves(tmp_path: Path) -> None:
         response = httpx.get(f"{url.group(1)}/api/Suites", headers={"X-COMPS-Token": token})
         assert response.status_code == 200 and response.json() == {"Suites": []}
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)  # what a service manager sends
         process.wait(30)
     assert process.returncode == 0
     assert (tmp_path / "comps.sqlite3").exists() and (tmp_path / "users.json").exists()

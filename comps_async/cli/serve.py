@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 
 import click
@@ -52,6 +54,10 @@ def serve(data_dir: Path, port: int, users: tuple[str, ...], max_runs: int | Non
 
 
 def _wait_forever() -> None:
-    import threading
+    """Block until Ctrl-C or SIGTERM (how service managers and CI stop a server)."""
 
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     threading.Event().wait()
