@@ -495,16 +495,6 @@ class Store:
             [(entity_id, str(k), _tag_text(v)) for k, v in tags.items()],
         )
 
-    def new_id_exists(self, entity_id: str) -> bool:
-        """Whether any live entity has this id."""
-        with self._lock:
-            return (
-                self._conn.execute(
-                    "SELECT 1 FROM entities WHERE id = ? AND deleted = 0", (entity_id,)
-                ).fetchone()
-                is not None
-            )
-
 
 def _tag_text(value: Any) -> str | None:
     # COMPS stores tag values as text (§4.6); null stays a flag tag.

@@ -169,21 +169,29 @@ class Outputs:
         skipped unless ``overwrite``; partial ones resume. Returns the local paths."""
         root = Path(dest)
         listing = await self.info(entity, paths, hpc_job=hpc_job)
-        targets = [(meta, safe_join(root, path)) for path, meta in listing.items()]
+        for path in listing:  # every name is checked before anything is written
+            safe_join(root, path)
 
-        async def one(item: tuple[OutputFileMetadata, Path]) -> Path:
-            meta, target = item
-            await self.downloader.fetch(
-                _url(meta),
-                target,
-                length=meta.length,
-                md5_hex=meta.md5,
-                overwrite=overwrite,
-                inside=root,
-            )
+        async def one(item: tuple[str, OutputFileMetadata]) -> Path:
+            target, _ = await self._fetch(item[1], root, item[0], overwrite)
             return target
 
-        return await gather_bounded(targets, one, self.downloader.settings.streams)
+        return await gather_bounded(list(listing.items()), one, self.downloader.settings.streams)
+
+    async def _fetch(
+        self, meta: OutputFileMetadata, root: Path, path: str, overwrite: bool
+    ) -> tuple[Path, bool]:
+        """Download one listed file to ``root/path``; (local path, whether bytes were fetched)."""
+        target = safe_join(root, path)
+        fetched = await self.downloader.fetch(
+            _url(meta),
+            target,
+            length=meta.length,
+            md5_hex=meta.md5,
+            overwrite=overwrite,
+            inside=root,
+        )
+        return target, fetched
 
     async def harvest(
         self,
@@ -218,15 +226,7 @@ class Outputs:
                     (p, m) for p, m in listing.items() if _matches(p, patterns, case_sensitive)
                 ]
                 for path, meta in wanted:
-                    target = safe_join(root / str(sim.id), path)
-                    fetched = await self.downloader.fetch(
-                        _url(meta),
-                        target,
-                        length=meta.length,
-                        md5_hex=meta.md5,
-                        overwrite=overwrite,
-                        inside=root,
-                    )
+                    target, fetched = await self._fetch(meta, root, f"{sim.id}/{path}", overwrite)
                     await send.send(
                         Harvested(sim.id, path, target, meta.length or 0, skipped=not fetched)
                     )

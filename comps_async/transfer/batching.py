@@ -43,7 +43,7 @@ from ..models import (
 )
 from ..models.files import _AssetFile
 from ..query import Query
-from .content import check_readable_file, ensure_md5, media_type, read_source
+from .content import check_readable_file, ensure_md5s, media_type, read_source
 from .upload import LARGE_FILE_BYTES
 
 if TYPE_CHECKING:
@@ -215,10 +215,11 @@ class BatchSaver(Generic[E]):
     async def _prepare(self, entity: E) -> tuple[dict[str, Any], dict[UUID, tuple[str, bytes]]]:
         """The entity's wire JSON and the parts to attach; hashes files and uploads big ones."""
         parts: dict[UUID, tuple[str, bytes]] = {}
-        for file in _files_of(entity):
-            if file.source is None:
-                continue  # md5-only reference
-            md5 = await ensure_md5(file, self._session.hasher)
+        files = [f for f in _files_of(entity) if f.source is not None]  # others: md5-only
+        await ensure_md5s(files, self._session.hasher)  # one worker-thread call per entity
+        for file in files:
+            md5 = file.md5_checksum
+            assert md5 is not None and file.source is not None
             self._sources[md5] = file.source
             size = file.length if file.length is not None else file.source.size or 0
             if size > self._limits.large_file_bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from uuid import UUID
 
 import anyio
 
@@ -13,7 +12,7 @@ from ..models import ContentSource
 from ..models.files import _AssetFile
 from .fingerprints import Hasher
 
-__all__ = ["check_readable_file", "ensure_md5", "ensure_md5s", "media_type", "read_source"]
+__all__ = ["check_readable_file", "ensure_md5s", "media_type", "read_source"]
 
 
 def media_type(file_name: str) -> str:
@@ -46,15 +45,9 @@ def check_readable_file(path: Path) -> int:
     return info.st_size
 
 
-async def ensure_md5(file: _AssetFile, hasher: Hasher) -> UUID:
-    """Fill in ``md5_checksum`` and ``length`` of a path-backed file; return the md5."""
-    await ensure_md5s([file], hasher)
-    assert file.md5_checksum is not None
-    return file.md5_checksum
-
-
 async def ensure_md5s(files: Sequence[_AssetFile], hasher: Hasher) -> None:
-    """``ensure_md5`` for many files, hashing the path-backed ones in one worker-thread call."""
+    """Fill in ``md5_checksum`` and ``length`` of path-backed files that lack them, hashing all of
+    them in one worker-thread call."""
     todo = [f for f in files if f.md5_checksum is None]
     paths = []
     for file in todo:
