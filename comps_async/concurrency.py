@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-__all__ = ["aiter_any", "gather_bounded"]
+__all__ = ["aiter_any", "first_error", "gather_bounded"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -55,3 +55,10 @@ async def aiter_any(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
     else:
         for item in items:
             yield item
+
+
+def first_error(group: BaseException) -> BaseException:
+    """The first leaf of an exception group (task groups wrap a single failure)."""
+    while isinstance(group, BaseExceptionGroup) and group.exceptions:
+        group = group.exceptions[0]
+    return group

@@ -421,6 +421,53 @@ async def test_chunked_upload_resume_gaps_and_md5(
     assert (await http.get(f"/api/upload/check/{other}")).status_code == 404
 
 
+async def test_a_chunk_cut_short_or_too_long_leaves_the_upload_where_it_was(
+    http: httpx.AsyncClient, server: LocalComps
+) -> None:
+    """Chunks are written as they arrive; one that does not arrive whole is undone (bytes and
+    running md5), so the upload resumes from the same size and still verifies."""
+    data = uuid4().bytes * 700_000  # 11.2 MB, unique per run: more than one receive block
+    md5 = md5_of(data)
+    path = f"/api/upload/{md5}"
+    first = await http.post(
+        path, content=data[:100_000], headers={"Content-Range": f"bytes 0-99999/{len(data)}"}
+    )
+    assert first.status_code == 200
+
+    # A client that dies mid-chunk: garbage bytes, then the connection closes.
+    host, port = server.url.removeprefix("http://").split(":")
+    async with await anyio.connect_tcp(host, int(port)) as raw:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nX-COMPS-Token: {server.token}\r\n"
+            f"Content-Range: bytes 100000-{len(data) - 1}/{len(data)}\r\n"
+            f"Content-Length: {len(data) - 100_000}\r\n\r\n"
+        )
+        await raw.send(head.encode() + b"\xff" * 6_000_000)
+    partial_file = server.app.blobs.partial_path(UUID(md5))
+    with anyio.fail_after(10):
+        while partial_file.stat().st_size != 100_000:  # the server undoes it once it notices
+            await anyio.sleep(0.02)  # poll interval, bounded by fail_after
+
+    async def too_long() -> AsyncIterator[bytes]:  # chunked encoding: no Content-Length
+        for _ in range(3):
+            yield b"\xff" * 2_000_000
+
+    longer = await http.post(
+        path, content=too_long(), headers={"Content-Range": f"bytes 100000-5099999/{len(data)}"}
+    )
+    assert longer.status_code == 400 and "longer" in longer.json()["ResponseMessage"]
+    check = await http.get(f"/api/upload/check/{md5}")
+    assert check.status_code == 206 and check.json() == {"Size": 100_000}
+
+    rest = await http.post(
+        path,
+        content=data[100_000:],
+        headers={"Content-Range": f"bytes 100000-{len(data) - 1}/{len(data)}"},
+    )
+    assert rest.status_code == 200, rest.text
+    assert server.app.blobs.path(UUID(md5)).read_bytes() == data
+
+
 async def test_work_items_relations_and_environments(http: httpx.AsyncClient) -> None:
     order = json.dumps(
         {

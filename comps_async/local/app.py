@@ -12,29 +12,29 @@ import json
 import logging
 import mimetypes
 import re
-import tempfile
 import uuid
 import zipfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import Any
 from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from ..concurrency import first_error
 from .auth import DEFAULT_ENVIRONMENT, DEFAULT_GROUP, TokenError, User, UserDirectory
-from .blobs import BlobStore, Md5MismatchError
+from .blobs import BlobStore, Md5MismatchError, RangeWriter, UploadRangeError
 from .dashboard import PAGE, dashboard_data
 from .faults import FaultConfig, FaultInjector
+from .multipart import Part, iter_parts
 from .store import (
     ACTIVE_SIM_STATES,
     ACTIVE_WI_STATES,
@@ -53,10 +53,14 @@ __all__ = ["LocalApp", "ServerLimits"]
 
 logger = logging.getLogger(__name__)
 
-_BLOCK = 1024 * 1024
 _OUTPUT_NAMESPACE = uuid.UUID("6f1c8a52-5a55-4bd0-9d8c-3a4fc0a0c0de")
 _RANGE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+)$")
 _COMMISSIONABLE = {"Suite", "Experiment", "Simulation", "WorkItem"}
+# File parts of one save request being verified and stored at once; the parser waits beyond
+# that, so a request holds at most this many parts in memory.
+_PARTS_STORED_AT_ONCE = 4
+# An upload chunk's body is written to disk in blocks of this size, each while the next arrives.
+_RECEIVE_BLOCK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -147,12 +151,21 @@ class LocalApp:
     # Sqlite is serialised by the store's lock anyway; a limiter keeps worker threads few. It is
     # created on first use, inside the server's own event loop.
     _db: anyio.CapacityLimiter | None = field(default=None, init=False, repr=False)
+    # Blob hashing and writing gets threads of its own, so that sqlite work is never queued
+    # behind a large upload.
+    _blob_io: anyio.CapacityLimiter | None = field(default=None, init=False, repr=False)
 
     async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run blocking store/blob work off the event loop."""
+        """Run blocking store work off the event loop."""
         if self._db is None:
             self._db = anyio.CapacityLimiter(4)
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._db)
+
+    async def blob_io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking blob-store work (hashing, writing) off the event loop."""
+        if self._blob_io is None:
+            self._blob_io = anyio.CapacityLimiter(8)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._blob_io)
 
     def build(self) -> Starlette:
         """The ASGI app."""
@@ -215,7 +228,7 @@ class LocalApp:
                 return _error(401, str(exc))
             except BadRequest as exc:
                 return _error(400, str(exc), **exc.details)
-            except Md5MismatchError as exc:
+            except (Md5MismatchError, UploadRangeError) as exc:
                 return _error(400, str(exc))
             except NotFound as exc:
                 return _error(404, str(exc))
@@ -500,28 +513,43 @@ class LocalApp:
             )
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise BadRequest(f"{kind.plural} are saved as multipart/form-data (§8.1)")
-        async with request.form(
-            max_files=self.limits.max_form_parts, max_fields=self.limits.max_form_parts
-        ) as form:
-            entity_part = form.get("not_a_file")
-            if not isinstance(entity_part, UploadFile):
-                raise BadRequest(
-                    "multipart body needs a part named 'not_a_file' with the JSON array of entities"
-                )
-            items = json.loads(await entity_part.read() or b"[]")
-            if not isinstance(items, list):
-                raise BadRequest("the 'not_a_file' part must hold a JSON array")
-            attached: set[str] = set()
-            for name, part in form.multi_items():
-                if name == "not_a_file":
-                    continue
-                if not isinstance(part, UploadFile):
-                    raise BadRequest(f"part {name!r} must be a file part named by its md5")
-                md5 = uuid.UUID(parse_uuid(name, "part name (md5)"))
-                await self.db(self.blobs.put_chunks, md5, _file_blocks(part.file))
-                attached.add(str(md5))
+        items = await self._receive_multipart(request)
         ids = await self.db(self._save_multipart, kind, items, user.username)
         return JSONResponse({"Ids": ids})
+
+    async def _receive_multipart(self, request: Request) -> list[Any]:
+        """The entity array of a multipart save, once every file part has been verified and
+        stored (each while the rest of the body still arrives)."""
+        items: Any = None
+        stores = anyio.Semaphore(_PARTS_STORED_AT_ONCE)
+        try:
+            async with anyio.create_task_group() as tg:
+                async for part in iter_parts(request, self.limits.max_form_parts):
+                    if part.name == "not_a_file":
+                        items = json.loads(part.content() or b"[]")
+                        continue
+                    if part.filename is None:
+                        raise BadRequest(f"part {part.name!r} must be a file part named by its md5")
+                    md5 = uuid.UUID(parse_uuid(part.name, "part name (md5)"))
+                    await stores.acquire()  # bounds the parts held in memory
+                    tg.start_soon(self._store_part, md5, part, stores)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        if items is None:
+            raise BadRequest(
+                "multipart body needs a part named 'not_a_file' with the JSON array of entities"
+            )
+        if not isinstance(items, list):
+            raise BadRequest("the 'not_a_file' part must hold a JSON array")
+        return items
+
+    async def _store_part(self, md5: uuid.UUID, part: Part, stores: anyio.Semaphore) -> None:
+        """Verify and store one file part (in a worker thread) while the body still arrives."""
+        try:
+            await self.blob_io(self.blobs.put, md5, part.pieces)
+        finally:
+            part.pieces.clear()
+            stores.release()
 
     def _save_json(self, kind: EntityKind, items: list[Any], owner: str) -> list[str]:
         def tx(conn: Any) -> list[str]:
@@ -889,9 +917,9 @@ class LocalApp:
 
     async def upload_check(self, request: Request) -> Response:
         md5 = uuid.UUID(parse_uuid(request.path_params["md5"], "md5"))
-        if await self.db(self.blobs.exists, md5):
-            return JSONResponse({"Size": await self.db(self.blobs.size, md5)})
-        size = await self.db(self.blobs.partial_size, md5)
+        if await self.blob_io(self.blobs.exists, md5):
+            return JSONResponse({"Size": await self.blob_io(self.blobs.size, md5)})
+        size = await self.blob_io(self.blobs.partial_size, md5)
         if size is None:
             return _error(404, f"no upload of {md5}")
         return JSONResponse({"Size": size}, status_code=206)
@@ -904,29 +932,53 @@ class LocalApp:
         start, end, total = (int(g) for g in match.groups())
         if not start <= end < total:
             raise BadRequest(f"invalid Content-Range {start}-{end}/{total}")
-        if await self.db(self.blobs.exists, md5):
+        if await self.blob_io(self.blobs.exists, md5):
             return JSONResponse({"Size": total})  # already complete: re-send is harmless
-        have = await self.db(self.blobs.partial_size, md5) or 0
-        gaps = self.limits.accept_out_of_order_chunks
-        if start > have and not gaps:
-            raise BadRequest(
-                f"gap: {have} bytes received, chunk starts at {start}; resume "
-                "from GET /api/upload/check"
-            )
-        body = await _body_to_spool(request)
-        if _spool_size(body) != end - start + 1:
+        declared = request.headers.get("content-length")
+        if declared is not None and int(declared) != end - start + 1:
             raise BadRequest("chunk length does not match its Content-Range")
+        writer = await self.blob_io(
+            partial(self.blobs.begin_range, allow_gaps=self.limits.accept_out_of_order_chunks),
+            md5,
+            start,
+            end + 1,
+            total,
+        )
         try:
-            done = await self.db(
-                partial(self.blobs.write_range, allow_gaps=gaps),
-                md5,
-                start,
-                _file_blocks(body),
-                total,
-            )
-        finally:
-            body.close()
+            await self._receive_into(writer, request)
+            done = await self.blob_io(writer.finish)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.blob_io(writer.abandon)
+            raise
         return JSONResponse({"Size": total if done else end + 1})
+
+    async def _receive_into(self, writer: RangeWriter, request: Request) -> None:
+        """Stream a chunk's body into ``writer``: each block is written and hashed in a worker
+        thread while the next one arrives."""
+        send, receive = anyio.create_memory_object_stream[list[bytes]](1)
+
+        async def write_blocks() -> None:
+            async with receive:
+                async for block in receive:
+                    await self.blob_io(writer.write, block)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(write_blocks)
+                async with send:
+                    block: list[bytes] = []
+                    size = 0
+                    async for piece in request.stream():
+                        block.append(piece)
+                        size += len(piece)
+                        if size >= _RECEIVE_BLOCK:
+                            await send.send(block)
+                            block, size = [], 0
+                    if block:
+                        await send.send(block)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
 
     # --- outputs, downloads, zips (§10) ------------------------------------------------------
 
@@ -1084,7 +1136,7 @@ class LocalApp:
 
     async def download_blob(self, request: Request) -> Response:
         md5 = uuid.UUID(parse_uuid(request.path_params["md5"], "md5"))
-        if not await self.db(self.blobs.exists, md5):
+        if not await self.blob_io(self.blobs.exists, md5):
             raise NotFound(f"no asset with md5 {md5}")
         return _file_response(self.blobs.path(md5))
 
@@ -1144,24 +1196,3 @@ def _config(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise BadRequest("Configuration must be a JSON object")
     return value
-
-
-def _file_blocks(handle: IO[bytes]) -> Iterator[bytes]:
-    handle.seek(0)
-    while block := handle.read(_BLOCK):
-        yield block
-
-
-async def _body_to_spool(request: Request) -> IO[bytes]:
-    """The request body in a spooled temp file."""
-    # Chunks up to 64 MiB stay in memory (one disk write, into the partial file); larger spill.
-    spool = tempfile.SpooledTemporaryFile(max_size=64 * _BLOCK)  # noqa: SIM115 - caller closes
-    async for piece in request.stream():
-        spool.write(piece)
-    return spool
-
-
-def _spool_size(handle: IO[bytes]) -> int:
-    size = handle.seek(0, 2)
-    handle.seek(0)
-    return size

@@ -14,13 +14,13 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
-from ..concurrency import gather_bounded
+from ..concurrency import first_error, gather_bounded
 from ..errors import MissingAssetsError
 from ..models import AssetCollection, AssetCollectionFile
 from ..models._base import Tags
 from ..transfer.batching import BatchLimits, BatchSaver
 from ..transfer.content import check_readable_file, ensure_md5s, read_source
-from ..transfer.download import first_error, safe_join
+from ..transfer.download import safe_join
 from .base import EntityResource, IdLike, as_id
 
 __all__ = ["DEFAULT_EXCLUDE", "AssetCollections", "files_from_dir"]

@@ -15,11 +15,11 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
-from ..concurrency import aiter_any, gather_bounded
+from ..concurrency import aiter_any, first_error, gather_bounded
 from ..errors import CompsError, NotFoundError
 from ..models import Entity, Experiment, OutputFileMetadata, Simulation, SimulationState, WorkItem
 from ..query import Query
-from ..transfer.download import Downloader, extract_zip_safely, first_error, safe_join
+from ..transfer.download import Downloader, extract_zip_safely, safe_join
 from .base import as_id
 
 if TYPE_CHECKING:

@@ -17,7 +17,9 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from ..concurrency import first_error
 from ..errors import ChecksumMismatchError, TransferError
+from .fileio import pwrite_all
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -193,18 +195,7 @@ class Downloader:
         position = offset
 
         def write(batch: list[bytes], at: int) -> None:
-            # One vectored write per block: the pieces go to the page cache without being
-            # joined into one buffer first.
-            views = [memoryview(piece) for piece in batch]
-            position_now = at
-            while views:
-                written = os.pwritev(fd, views, position_now)
-                position_now += written
-                while views and written >= len(views[0]):
-                    written -= len(views[0])
-                    views.pop(0)
-                if views and written:
-                    views[0] = views[0][written:]
+            pwrite_all(fd, batch, at)
             if digest is not None:
                 for piece in batch:
                     digest.feed(piece, at)
@@ -396,10 +387,3 @@ def _open_for(path: Path, mode: str) -> int:
 def _preallocate(path: Path, length: int) -> None:
     with open(path, "wb") as handle:
         handle.truncate(length)
-
-
-def first_error(group: BaseException) -> BaseException:
-    """The first leaf of an exception group (task groups wrap a single failure)."""
-    while isinstance(group, BaseExceptionGroup) and group.exceptions:
-        group = group.exceptions[0]
-    return group
