@@ -961,7 +961,9 @@ class LocalApp:
         async def write_blocks() -> None:
             async with receive:
                 async for block in receive:
-                    await self.blob_io(writer.write, block)
+                    async with anyio.create_task_group() as both:
+                        both.start_soon(self.blob_io, writer.hash, block)
+                        await self.blob_io(writer.write, block)
 
         try:
             async with anyio.create_task_group() as tg:

@@ -57,13 +57,11 @@ class BlobStore:
         """Length of a stored blob."""
         return self.path(md5).stat().st_size
 
-    def put(self, md5: UUID, pieces: Sequence[bytes]) -> int:
+    def put(self, md5: UUID, pieces: Sequence[bytes | memoryview]) -> int:
         """Store content held in memory after verifying its md5; returns its length. Content
         already stored is only verified (dedup), never written twice."""
-        digest = hashlib.md5(usedforsecurity=False)
-        for piece in pieces:
-            digest.update(piece)
-        actual = UUID(digest.hexdigest())
+        content = b"".join(pieces)  # one md5 call and one write: see RangeWriter.hash
+        actual = UUID(hashlib.md5(content, usedforsecurity=False).hexdigest())
         if actual != md5:
             raise Md5MismatchError(f"content sent as {md5} has md5 {actual}")
         target = self.path(md5)
@@ -71,11 +69,11 @@ class BlobStore:
             tmp = self._shard(md5) / f".{md5.hex}.{uuid4().hex}.tmp"
             try:
                 with open(tmp, "xb") as out:
-                    out.writelines(pieces)
+                    out.write(content)
                 os.replace(tmp, target)
             finally:
                 tmp.unlink(missing_ok=True)
-        return sum(len(piece) for piece in pieces)
+        return len(content)
 
     def _shard(self, md5: UUID) -> Path:
         """The blob's directory, created once. Temporary files are written beside their
@@ -257,16 +255,21 @@ class RangeWriter:
         self._fd: int | None = os.open(store.partial_path(md5), os.O_WRONLY | os.O_CREAT, 0o600)
 
     def write(self, pieces: Sequence[bytes | memoryview]) -> None:
-        """Write the next bytes of the range."""
+        """Write the next bytes of the range (``hash`` them too, in another thread at the same
+        time: on one stream, writing to the page cache and md5 would otherwise take turns)."""
         assert self._fd is not None
         size = sum(len(piece) for piece in pieces)
         if self.position + size > self.end:
             raise UploadRangeError("chunk is longer than its Content-Range")
         pwrite_all(self._fd, pieces, self.position)
-        if self.running is not None:
-            for piece in pieces:
-                self.running[0].update(piece)
         self.position += size
+
+    def hash(self, pieces: Sequence[bytes | memoryview]) -> None:
+        """Feed the next bytes of the range to the upload's running md5 (if it has one)."""
+        if self.running is not None:
+            # One update per block: md5 releases the GIL per call, and thousands of small
+            # calls would queue behind the event loop thread for it.
+            self.running[0].update(b"".join(pieces))
 
     def finish(self) -> bool:
         """The range is complete: record it; True when the whole upload is verified and
