@@ -435,6 +435,7 @@ async def test_a_chunk_cut_short_or_too_long_leaves_the_upload_where_it_was(
     assert first.status_code == 200
 
     # A client that dies mid-chunk: garbage bytes, then the connection closes.
+    partial_file = server.app.blobs.partial_path(UUID(md5))
     host, port = server.url.removeprefix("http://").split(":")
     async with await anyio.connect_tcp(host, int(port)) as raw:
         head = (
@@ -443,9 +444,11 @@ async def test_a_chunk_cut_short_or_too_long_leaves_the_upload_where_it_was(
             f"Content-Length: {len(data) - 100_000}\r\n\r\n"
         )
         await raw.send(head.encode() + b"\xff" * 6_000_000)
-    partial_file = server.app.blobs.partial_path(UUID(md5))
+        with anyio.fail_after(10):
+            while partial_file.stat().st_size <= 100_000:  # written as it arrives
+                await anyio.sleep(0.02)  # poll interval, bounded by fail_after
     with anyio.fail_after(10):
-        while partial_file.stat().st_size != 100_000:  # the server undoes it once it notices
+        while partial_file.stat().st_size != 100_000:  # undone once the server notices
             await anyio.sleep(0.02)  # poll interval, bounded by fail_after
 
     async def too_long() -> AsyncIterator[bytes]:  # chunked encoding: no Content-Length
@@ -465,6 +468,44 @@ async def test_a_chunk_cut_short_or_too_long_leaves_the_upload_where_it_was(
         headers={"Content-Range": f"bytes 100000-{len(data) - 1}/{len(data)}"},
     )
     assert rest.status_code == 200, rest.text
+    assert server.app.blobs.path(UUID(md5)).read_bytes() == data
+
+
+async def test_a_chunk_still_arriving_cannot_touch_the_published_blob(
+    http: httpx.AsyncClient, server: LocalComps
+) -> None:
+    """Chunk A (in order) is still arriving when chunk B overlaps it and completes the upload;
+    A's later bytes must not land in the published blob."""
+    data = uuid4().bytes * 700_000
+    md5 = md5_of(data)
+    path = f"/api/upload/{md5}"
+    first = await http.post(
+        path, content=data[:100_000], headers={"Content-Range": f"bytes 0-99999/{len(data)}"}
+    )
+    assert first.status_code == 200
+    partial_file = server.app.blobs.partial_path(UUID(md5))
+    host, port = server.url.removeprefix("http://").split(":")
+    async with await anyio.connect_tcp(host, int(port)) as raw:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nX-COMPS-Token: {server.token}\r\n"
+            f"Content-Range: bytes 100000-{len(data) - 1}/{len(data)}\r\n"
+            f"Content-Length: {len(data) - 100_000}\r\n\r\n"
+        )
+        await raw.send(head.encode() + b"\xff" * 5_000_000)
+        with anyio.fail_after(10):
+            while partial_file.stat().st_size <= 100_000:  # A's first block is on disk
+                await anyio.sleep(0.02)  # poll interval, bounded by fail_after
+        rest = await http.post(
+            path,
+            content=data[100_000:],
+            headers={"Content-Range": f"bytes 100000-{len(data) - 1}/{len(data)}"},
+        )
+        assert rest.status_code == 200, rest.text
+        assert (await http.get(f"/api/upload/check/{md5}")).status_code == 200
+        await raw.send(b"\xff" * 5_000_000)  # enough for A to write another block
+        with anyio.fail_after(10):
+            reply = await raw.receive()  # A is refused instead of writing into the blob
+    assert b" 400 " in reply.split(b"\r\n", 1)[0]
     assert server.app.blobs.path(UUID(md5)).read_bytes() == data
 
 

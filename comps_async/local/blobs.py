@@ -118,12 +118,14 @@ class BlobStore:
                     "GET /api/upload/check"
                 )
             recorded = self._ranges_file(md5).exists()
-            if start > have and not recorded:  # the first gap: from now on ranges are recorded,
-                self._write_ranges(md5, [(0, have)])  # so bytes arriving never count early
-                recorded = True
             appending = start == have and not recorded and md5 not in self._appending
             if appending:
                 self._appending[md5] = start
+            elif end > have and not recorded:
+                # The file's size stands for what was received only while one chunk at a time
+                # extends it in order; from the first gap (or a chunk that overlaps one still
+                # arriving) on, the received ranges are recorded instead.
+                self._write_ranges(md5, [(0, have)])
             running = self._running.get(md5)
             if appending and start == 0:
                 running = (hashlib.md5(usedforsecurity=False), 0)
@@ -253,6 +255,7 @@ class RangeWriter:
         self.position = self.start
         self._store = store
         self._fd: int | None = os.open(store.partial_path(md5), os.O_WRONLY | os.O_CREAT, 0o600)
+        self._inode = os.fstat(self._fd).st_ino
 
     def write(self, pieces: Sequence[bytes | memoryview]) -> None:
         """Write the next bytes of the range (``hash`` them too, in another thread at the same
@@ -261,7 +264,16 @@ class RangeWriter:
         size = sum(len(piece) for piece in pieces)
         if self.position + size > self.end:
             raise UploadRangeError("chunk is longer than its Content-Range")
-        pwrite_all(self._fd, pieces, self.position)
+        with self._store._upload_lock(self.md5):
+            # Another chunk may have completed (and published) or discarded the upload
+            # meanwhile; the file this one opened must then not be touched.
+            try:
+                current = os.stat(self._store.partial_path(self.md5)).st_ino
+            except FileNotFoundError:
+                current = None
+            if current != self._inode:
+                raise UploadRangeError("the upload was completed or discarded meanwhile")
+            pwrite_all(self._fd, pieces, self.position)
         self.position += size
 
     def hash(self, pieces: Sequence[bytes | memoryview]) -> None:
