@@ -8,10 +8,12 @@ import io
 import json
 import zipfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from uuid import UUID, uuid4
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 
@@ -421,32 +423,59 @@ async def test_chunked_upload_resume_gaps_and_md5(
     assert (await http.get(f"/api/upload/check/{other}")).status_code == 404
 
 
+async def upload_begun(http: httpx.AsyncClient) -> tuple[bytes, str]:
+    """11.2 MB of content unique to this run (more than one receive block), of which the
+    first 100,000 bytes have been uploaded."""
+    data = uuid4().bytes * 700_000
+    md5 = md5_of(data)
+    first = await http.post(
+        f"/api/upload/{md5}",
+        content=data[:100_000],
+        headers={"Content-Range": f"bytes 0-99999/{len(data)}"},
+    )
+    assert first.status_code == 200
+    return data, md5
+
+
+async def post_rest(http: httpx.AsyncClient, data: bytes, md5: str) -> httpx.Response:
+    return await http.post(
+        f"/api/upload/{md5}",
+        content=data[100_000:],
+        headers={"Content-Range": f"bytes 100000-{len(data) - 1}/{len(data)}"},
+    )
+
+
+@asynccontextmanager
+async def garbage_chunk_arriving(
+    server: LocalComps, data: bytes, md5: str
+) -> AsyncIterator[anyio.abc.SocketStream]:
+    """The rest of the upload as a chunk still arriving: 5 MB of garbage sent on a raw
+    connection (its first block already on disk), the rest not yet; closed on exit."""
+    partial_file = server.app.blobs.partial_path(UUID(md5))
+    host, port = server.url.removeprefix("http://").split(":")
+    async with await anyio.connect_tcp(host, int(port)) as raw:
+        head = (
+            f"POST /api/upload/{md5} HTTP/1.1\r\nHost: {host}\r\n"
+            f"X-COMPS-Token: {server.token}\r\n"
+            f"Content-Range: bytes 100000-{len(data) - 1}/{len(data)}\r\n"
+            f"Content-Length: {len(data) - 100_000}\r\n\r\n"
+        )
+        await raw.send(head.encode() + b"\xff" * 5_000_000)
+        with anyio.fail_after(10):
+            while partial_file.stat().st_size <= 100_000:  # written as it arrives
+                await anyio.sleep(0.02)  # poll interval, bounded by fail_after
+        yield raw
+
+
 async def test_a_chunk_cut_short_or_too_long_leaves_the_upload_where_it_was(
     http: httpx.AsyncClient, server: LocalComps
 ) -> None:
     """Chunks are written as they arrive; one that does not arrive whole is undone (bytes and
     running md5), so the upload resumes from the same size and still verifies."""
-    data = uuid4().bytes * 700_000  # 11.2 MB, unique per run: more than one receive block
-    md5 = md5_of(data)
-    path = f"/api/upload/{md5}"
-    first = await http.post(
-        path, content=data[:100_000], headers={"Content-Range": f"bytes 0-99999/{len(data)}"}
-    )
-    assert first.status_code == 200
-
-    # A client that dies mid-chunk: garbage bytes, then the connection closes.
+    data, md5 = await upload_begun(http)
+    async with garbage_chunk_arriving(server, data, md5):
+        pass  # then the client dies: the connection closes mid-chunk
     partial_file = server.app.blobs.partial_path(UUID(md5))
-    host, port = server.url.removeprefix("http://").split(":")
-    async with await anyio.connect_tcp(host, int(port)) as raw:
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nX-COMPS-Token: {server.token}\r\n"
-            f"Content-Range: bytes 100000-{len(data) - 1}/{len(data)}\r\n"
-            f"Content-Length: {len(data) - 100_000}\r\n\r\n"
-        )
-        await raw.send(head.encode() + b"\xff" * 6_000_000)
-        with anyio.fail_after(10):
-            while partial_file.stat().st_size <= 100_000:  # written as it arrives
-                await anyio.sleep(0.02)  # poll interval, bounded by fail_after
     with anyio.fail_after(10):
         while partial_file.stat().st_size != 100_000:  # undone once the server notices
             await anyio.sleep(0.02)  # poll interval, bounded by fail_after
@@ -456,17 +485,15 @@ async def test_a_chunk_cut_short_or_too_long_leaves_the_upload_where_it_was(
             yield b"\xff" * 2_000_000
 
     longer = await http.post(
-        path, content=too_long(), headers={"Content-Range": f"bytes 100000-5099999/{len(data)}"}
+        f"/api/upload/{md5}",
+        content=too_long(),
+        headers={"Content-Range": f"bytes 100000-5099999/{len(data)}"},
     )
     assert longer.status_code == 400 and "longer" in longer.json()["ResponseMessage"]
     check = await http.get(f"/api/upload/check/{md5}")
     assert check.status_code == 206 and check.json() == {"Size": 100_000}
 
-    rest = await http.post(
-        path,
-        content=data[100_000:],
-        headers={"Content-Range": f"bytes 100000-{len(data) - 1}/{len(data)}"},
-    )
+    rest = await post_rest(http, data, md5)
     assert rest.status_code == 200, rest.text
     assert server.app.blobs.path(UUID(md5)).read_bytes() == data
 
@@ -476,35 +503,14 @@ async def test_a_chunk_still_arriving_cannot_touch_the_published_blob(
 ) -> None:
     """Chunk A (in order) is still arriving when chunk B overlaps it and completes the upload;
     A's later bytes must not land in the published blob."""
-    data = uuid4().bytes * 700_000
-    md5 = md5_of(data)
-    path = f"/api/upload/{md5}"
-    first = await http.post(
-        path, content=data[:100_000], headers={"Content-Range": f"bytes 0-99999/{len(data)}"}
-    )
-    assert first.status_code == 200
-    partial_file = server.app.blobs.partial_path(UUID(md5))
-    host, port = server.url.removeprefix("http://").split(":")
-    async with await anyio.connect_tcp(host, int(port)) as raw:
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nX-COMPS-Token: {server.token}\r\n"
-            f"Content-Range: bytes 100000-{len(data) - 1}/{len(data)}\r\n"
-            f"Content-Length: {len(data) - 100_000}\r\n\r\n"
-        )
-        await raw.send(head.encode() + b"\xff" * 5_000_000)
-        with anyio.fail_after(10):
-            while partial_file.stat().st_size <= 100_000:  # A's first block is on disk
-                await anyio.sleep(0.02)  # poll interval, bounded by fail_after
-        rest = await http.post(
-            path,
-            content=data[100_000:],
-            headers={"Content-Range": f"bytes 100000-{len(data) - 1}/{len(data)}"},
-        )
+    data, md5 = await upload_begun(http)
+    async with garbage_chunk_arriving(server, data, md5) as chunk_a:
+        rest = await post_rest(http, data, md5)
         assert rest.status_code == 200, rest.text
         assert (await http.get(f"/api/upload/check/{md5}")).status_code == 200
-        await raw.send(b"\xff" * 5_000_000)  # enough for A to write another block
+        await chunk_a.send(b"\xff" * 5_000_000)  # enough for A to write another block
         with anyio.fail_after(10):
-            reply = await raw.receive()  # A is refused instead of writing into the blob
+            reply = await chunk_a.receive()  # A is refused instead of writing into the blob
     assert b" 400 " in reply.split(b"\r\n", 1)[0]
     assert server.app.blobs.path(UUID(md5)).read_bytes() == data
 
