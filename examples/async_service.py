@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import comps_async as ca
+from comps_async.local import sir_configuration
 
 
 def _config(beta: float) -> bytes:
@@ -52,11 +53,7 @@ def create_app(url: str | None = None, token: str | None = None) -> Starlette:
         experiment = await s.experiments.create(
             ca.Experiment(
                 name=str(body["name"]),
-                configuration=ca.Configuration(
-                    environment_name="Local",
-                    executable_path="python3",
-                    simulation_input_args="-m comps_async.local.sir --config config.json",
-                ),
+                configuration=sir_configuration(),
             )
         )
         sims = [

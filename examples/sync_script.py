@@ -10,6 +10,7 @@ import json
 from importlib import resources
 
 import comps_async as ca
+from comps_async.local import sir_configuration
 from comps_async.sync import Session
 
 
@@ -21,11 +22,7 @@ def run(server: str, token: str, count: int = 5) -> dict[str, object]:
         experiment = s.experiments.create(
             ca.Experiment(
                 name="sync example",
-                configuration=ca.Configuration(
-                    environment_name="Local",
-                    executable_path="python3",
-                    simulation_input_args="-m comps_async.local.sir --config config.json",
-                ),
+                configuration=sir_configuration(),
             )
         )
         sims = [

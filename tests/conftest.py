@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import comps_async as ca
-from comps_async.local import FaultConfig, LocalComps
+from comps_async.local import FaultConfig, LocalComps, sir_configuration
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -38,11 +38,7 @@ async def experiment(session: ca.Session) -> AsyncIterator[ca.Experiment]:
     created = await session.experiments.create(
         ca.Experiment(
             name="exp",
-            configuration=ca.Configuration(
-                environment_name="Local",
-                executable_path="python3",
-                simulation_input_args="-m comps_async.local.sir --config config.json",
-            ),
+            configuration=sir_configuration(),
         )
     )
     yield created

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 
 import comps_async as ca
 from comps_async.cli.main import _register, cli
-from comps_async.local import LocalComps
+from comps_async.local import LocalComps, sir_configuration
 
 _register()
 
@@ -126,11 +126,7 @@ def finished(comps_server: LocalComps) -> dict[str, str]:
             exp = await s.experiments.create(
                 ca.Experiment(
                     name="cli-exp",
-                    configuration=ca.Configuration(
-                        environment_name="Local",
-                        executable_path="python3",
-                        simulation_input_args="-m comps_async.local.sir --config config.json",
-                    ),
+                    configuration=sir_configuration(),
                 )
             )
             sims = [

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 import comps_async as ca
-from comps_async.local import LocalComps
+from comps_async.local import LocalComps, sir_configuration
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CONFIG = (Path(__file__).parent / "fixtures" / "config.json").read_bytes()
@@ -61,11 +61,7 @@ def test_dashboard_numbers_match_the_database(tmp_path: Path) -> None:
                 exp = await s.experiments.create(
                     ca.Experiment(
                         name="dash",
-                        configuration=ca.Configuration(
-                            environment_name="Local",
-                            executable_path="python3",
-                            simulation_input_args="-m comps_async.local.sir --config config.json",
-                        ),
+                        configuration=sir_configuration(),
                     )
                 )
                 sims = [

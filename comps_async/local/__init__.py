@@ -2,6 +2,6 @@
 
 from .app import ServerLimits
 from .faults import FaultConfig
-from .server import LocalComps
+from .server import LocalComps, sir_configuration
 
-__all__ = ["FaultConfig", "LocalComps", "ServerLimits"]
+__all__ = ["FaultConfig", "LocalComps", "ServerLimits", "sir_configuration"]

@@ -20,6 +20,7 @@ import anyio
 import anyio.to_thread
 import uvicorn
 
+from ..models import Configuration
 from .app import LocalApp, ServerLimits
 from .auth import DEFAULT_USER, UserDirectory
 from .blobs import BlobStore
@@ -27,11 +28,22 @@ from .faults import FaultConfig, FaultInjector
 from .runner import Runner
 from .store import Store
 
-__all__ = ["LocalComps"]
+__all__ = ["LocalComps", "sir_configuration"]
 
 logger = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 30.0
+
+
+def sir_configuration() -> Configuration:
+    """The Configuration that runs the built-in SIR model (``comps_async.local.sir``) on the
+    local server, reading each simulation's ``config.json`` (and ``campaign.json`` if the
+    config names one)."""
+    return Configuration(
+        environment_name="Local",
+        executable_path="python3",  # the local server's own interpreter
+        simulation_input_args="-m comps_async.local.sir --config config.json",
+    )
 
 
 class _QuietInjectedFaults(logging.Filter):
