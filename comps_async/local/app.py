@@ -954,8 +954,8 @@ class LocalApp:
         return JSONResponse({"Size": total if done else end + 1})
 
     async def _receive_into(self, writer: RangeWriter, request: Request) -> None:
-        """Stream a chunk's body into ``writer``: each block is written and hashed in a worker
-        thread while the next one arrives."""
+        """Stream a chunk's body into ``writer``: each block is written and hashed (in two
+        worker threads at once) while the next one arrives."""
         send, receive = anyio.create_memory_object_stream[list[bytes]](1)
 
         async def write_blocks() -> None:

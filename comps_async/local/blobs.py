@@ -71,8 +71,9 @@ class BlobStore:
                 with open(tmp, "xb") as out:
                     out.write(content)
                 os.replace(tmp, target)
-            finally:
+            except BaseException:
                 tmp.unlink(missing_ok=True)
+                raise
         return len(content)
 
     def _shard(self, md5: UUID) -> Path:
@@ -99,7 +100,8 @@ class BlobStore:
         if self._ranges_file(md5).exists():
             return _prefix(self._ranges(md5))
         # In order, the file's size is what was received, less a chunk still arriving.
-        return min(part.stat().st_size, self._appending.get(md5, part.stat().st_size))
+        size = part.stat().st_size
+        return min(size, self._appending.get(md5, size))
 
     def begin_range(
         self, md5: UUID, start: int, end: int, total: int, *, allow_gaps: bool = False
