@@ -28,11 +28,6 @@ class Part:
     filename: str | None
     pieces: list[bytes | memoryview] = field(default_factory=list)
 
-    @property
-    def size(self) -> int:
-        """Bytes in the part."""
-        return sum(len(piece) for piece in self.pieces)
-
     def content(self) -> bytes:
         """The part's bytes joined (for small parts such as the entity JSON)."""
         return b"".join(self.pieces)
