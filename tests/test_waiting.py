@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -63,16 +64,24 @@ async def test_wait_on_an_experiment_uses_stats(
 
 
 async def test_wait_on_simulation_ids_polls_only_unfinished(
-    fast_session: ca.Session, server: LocalComps
+    fast_session: ca.Session, server: LocalComps, tmp_path: Path
 ) -> None:
+    release = tmp_path / "release"
+    # The slow simulation runs until the test releases it (at most 60 s).
+    hold = (
+        f"import os, time\nend = time.time() + 60\n"
+        f"while not os.path.exists({str(release)!r}) and time.time() < end: time.sleep(0.01)"
+    )
     _, quick = await submit(fast_session, 2, "-c 'print(1)'")
-    _, slow = await submit(fast_session, 1, "-c 'import time; time.sleep(1.5)'")
+    _, slow = await submit(fast_session, 1, f"-c {shlex.quote(hold)}")
     sizes: list[int] = []
 
     class CountIds:
         async def send(self, request: httpx.Request, call_next: ca.CallNext) -> httpx.Response:
             if "Ids" in request.url.params:
                 sizes.append(len(request.url.params["Ids"].split(",")))
+                if sizes[-1] == 1:  # only the unfinished one is polled now: let it finish
+                    release.touch()
             return await call_next(request)
 
     async with ca.Session(server.url, token=server.token, policies=[CountIds()], wait=FAST) as s:
