@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from comps_async.local import FaultConfig, LocalComps
+from comps_async.local.blobs import BlobStore
 
 pytestmark = pytest.mark.anyio
 
@@ -513,6 +514,29 @@ async def test_a_chunk_still_arriving_cannot_touch_the_published_blob(
             reply = await chunk_a.receive()  # A is refused instead of writing into the blob
     assert b" 400 " in reply.split(b"\r\n", 1)[0]
     assert server.app.blobs.path(UUID(md5)).read_bytes() == data
+
+
+def test_overlapping_chunks_that_fail_leave_the_received_size_as_it_was(tmp_path: Path) -> None:
+    """The blob store's bookkeeping, driven in an order a server only meets by chance: chunk A
+    (in order) is arriving when chunk B overlaps it; A is abandoned, then B writes and is
+    abandoned too. The size the server reports must not count B's bytes."""
+    store = BlobStore(tmp_path)
+    data = uuid4().bytes * 20_000
+    md5 = UUID(md5_of(data))
+    first = store.begin_range(md5, 0, 100_000, len(data))
+    first.write([data[:100_000]])
+    assert not first.finish()
+    chunk_a = store.begin_range(md5, 100_000, len(data), len(data))
+    chunk_a.write([data[100_000:150_000]])
+    chunk_b = store.begin_range(md5, 100_000, len(data), len(data))
+    chunk_a.abandon()
+    chunk_b.write([b"\xff" * 120_000])
+    chunk_b.abandon()
+    assert store.partial_size(md5) == 100_000
+    rest = store.begin_range(md5, 100_000, len(data), len(data))
+    rest.write([data[100_000:]])
+    assert rest.finish()
+    assert store.path(md5).read_bytes() == data
 
 
 async def test_work_items_relations_and_environments(http: httpx.AsyncClient) -> None:
