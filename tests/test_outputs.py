@@ -20,9 +20,10 @@ from comps_async.local import FaultConfig, LocalComps
 from comps_async.pipeline import CallNext
 from comps_async.transfer.download import extract_zip_safely
 
+from helpers import submit
+
 pytestmark = pytest.mark.anyio
 
-CONFIG = (Path(__file__).parent / "fixtures" / "config.json").read_bytes()
 # Writes a UTF-8 stdout, a 300 KB binary file and the SIR chart.
 WORKLOAD = (
     "-c \"import os, sys; os.makedirs('output', exist_ok=True); "
@@ -34,23 +35,7 @@ WORKLOAD = (
 
 
 async def run_simulations(session: ca.Session, count: int) -> list[ca.Simulation]:
-    experiment = await session.experiments.create(
-        ca.Experiment(
-            name="outputs",
-            configuration=ca.Configuration(
-                environment_name="Local", executable_path="python3", simulation_input_args=WORKLOAD
-            ),
-        )
-    )
-    sims = [
-        ca.Simulation(
-            name=f"o{i}",
-            experiment_id=experiment.id,
-            files=[ca.SimulationFile.from_bytes("config.json", CONFIG)],
-        )
-        for i in range(count)
-    ]
-    await session.simulations.save_all(sims, commission=True)
+    experiment, sims = await submit(session, count, WORKLOAD, "outputs")
     final = await session.wait(experiment_id=experiment, timeout=60)
     assert final.succeeded == count
     return sims

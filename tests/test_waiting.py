@@ -14,9 +14,10 @@ import respx
 import comps_async as ca
 from comps_async.local import LocalComps
 
+from helpers import submit
+
 pytestmark = pytest.mark.anyio
 
-CONFIG = (Path(__file__).parent / "fixtures" / "config.json").read_bytes()
 FAST = ca.WaitSettings(initial_interval_s=0.05, max_interval_s=0.2)
 
 
@@ -26,33 +27,10 @@ async def fast_session(server: LocalComps, tmp_path: Path) -> AsyncIterator[ca.S
         yield s
 
 
-async def submit(
-    session: ca.Session, count: int, args: str
-) -> tuple[ca.Experiment, list[ca.Simulation]]:
-    experiment = await session.experiments.create(
-        ca.Experiment(
-            name="wait",
-            configuration=ca.Configuration(
-                environment_name="Local", executable_path="python3", simulation_input_args=args
-            ),
-        )
-    )
-    sims = [
-        ca.Simulation(
-            name=f"w{i}",
-            experiment_id=experiment.id,
-            files=[ca.SimulationFile.from_bytes("config.json", CONFIG)],
-        )
-        for i in range(count)
-    ]
-    await session.simulations.save_all(sims, commission=True)
-    return experiment, sims
-
-
 async def test_wait_on_an_experiment_uses_stats(
     fast_session: ca.Session, server: LocalComps
 ) -> None:
-    experiment, _ = await submit(fast_session, 4, "-m comps_async.local.sir")
+    experiment, _ = await submit(fast_session, 4, "-m comps_async.local.sir", "wait")
     seen: list[ca.WaitStatus] = []
     server.faults.counters.clear()
     final = await fast_session.wait(experiment_id=experiment, timeout=60, on_change=seen.append)
@@ -72,8 +50,8 @@ async def test_wait_on_simulation_ids_polls_only_unfinished(
         f"import os, time\nend = time.time() + 60\n"
         f"while not os.path.exists({str(release)!r}) and time.time() < end: time.sleep(0.01)"
     )
-    _, quick = await submit(fast_session, 2, "-c 'print(1)'")
-    _, slow = await submit(fast_session, 1, f"-c {shlex.quote(hold)}")
+    _, quick = await submit(fast_session, 2, "-c 'print(1)'", "wait")
+    _, slow = await submit(fast_session, 1, f"-c {shlex.quote(hold)}", "wait")
     sizes: list[int] = []
 
     class CountIds:
