@@ -15,8 +15,11 @@ from .errors import (
     ChecksumMismatchError,
     CompsError,
     ConflictError,
+    KeyConflictError,
+    MalformedResponseError,
     MissingAssetsError,
     NotFoundError,
+    OutcomeUnknownError,
     RateLimitedError,
     ServerError,
     TransferError,
@@ -47,8 +50,9 @@ from .policies import AuthPolicy, ConcurrencyPolicy, LoggingPolicy, RetryPolicy
 from .query import Query
 from .resources.outputs import Harvested
 from .session import Session
-from .transfer.batching import BATCH_TAG, BatchLimits
+from .transfer.batching import BatchLimits
 from .transfer.download import DownloadSettings, UnsafePathError
+from .transfer.exactly_once import BATCH_TAG, KEY_TAG
 from .transfer.upload import UploadSettings
 from .waiting import WaitSettings, WaitStatus
 
@@ -56,6 +60,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BATCH_TAG",
+    "KEY_TAG",
     "ApiError",
     "AssetCollection",
     "AssetCollectionFile",
@@ -75,9 +80,12 @@ __all__ = [
     "Harvested",
     "HpcJob",
     "HpcState",
+    "KeyConflictError",
     "LoggingPolicy",
+    "MalformedResponseError",
     "MissingAssetsError",
     "NotFoundError",
+    "OutcomeUnknownError",
     "OutputFileMetadata",
     "Pipeline",
     "Policy",

@@ -7,9 +7,12 @@
         - ConflictError — 409: illegal state transition
         - RateLimitedError — 429 after the retries ran out
         - ServerError — 5xx after the retries ran out
+    - MalformedResponseError — a 2xx answer whose body cannot be read as the protocol says
     - MissingAssetsError(md5s) — a save referenced content the server does not have
     - ChecksumMismatchError — downloaded or uploaded bytes do not match their md5/length
-    - BatchSaveError(saved, failed) — some batches of a save_all failed for good
+    - BatchSaveError(saved, failed, unknown) — some batches of a save_all failed for good
+    - OutcomeUnknownError(key) — a create may or may not have happened; re-run it to find out
+    - KeyConflictError(key) — an idempotency key already names a different entity
     - TransferError — the connection failed (after retries) or a transfer could not finish
 
 Caller mistakes (bad ids, unknown field names, wrong argument types) raise ``ValueError`` or
@@ -30,8 +33,11 @@ __all__ = [
     "ChecksumMismatchError",
     "CompsError",
     "ConflictError",
+    "KeyConflictError",
+    "MalformedResponseError",
     "MissingAssetsError",
     "NotFoundError",
+    "OutcomeUnknownError",
     "RateLimitedError",
     "ServerError",
     "TransferError",
@@ -101,7 +107,10 @@ class RateLimitedError(ApiError):
 class ServerError(ApiError):
     """5xx that outlasted the retry policy."""
 
-    hint = "The server is failing; retry later. Nothing was half-saved by the SDK."
+    hint = (
+        "The server is failing; retry later. A create that failed this way may have happened: "
+        "the SDK's saves find out before re-sending."
+    )
 
 
 def error_for_status(status: int) -> type[ApiError]:
@@ -158,20 +167,72 @@ class ChecksumMismatchError(CompsError):
 
 class BatchSaveError(CompsError):
     """Some batches of a save_all failed for good. ``saved`` holds the entities that exist on the
-    server (ids assigned); ``failed`` the ones that do not, so a retry of ``failed`` finishes the
-    job without duplicates. ``errors`` holds the cause for each failed batch."""
+    server (ids assigned); ``failed`` the ones known not to exist; ``unknown`` the ones whose fate
+    the SDK could not learn (the server kept failing while it looked), with their keys in
+    ``unknown_keys``. Re-running the same call, or ``save_all(error.failed + error.unknown)``,
+    finishes the job and never creates anything twice. ``errors`` holds each failed batch's
+    cause."""
 
     def __init__(
-        self, saved: Sequence[Any], failed: Sequence[Any], errors: Sequence[BaseException]
+        self,
+        saved: Sequence[Any],
+        failed: Sequence[Any],
+        errors: Sequence[BaseException],
+        unknown: Sequence[Any] = (),
     ) -> None:
         self.saved = list(saved)
         self.failed = list(failed)
+        self.unknown = list(unknown)
+        self.unknown_keys = [getattr(e, "idempotency_key", None) for e in self.unknown]
         self.errors = list(errors)
         first = f" First error: {self.errors[0]}" if self.errors else ""
-        super().__init__(
-            f"{len(self.saved)} saved, {len(self.failed)} not saved. Call save_all again with "
-            f"error.failed to finish.{first}"
+        maybe = (
+            f", {len(self.unknown)} unknown (the server may have created them)"
+            if self.unknown
+            else ""
         )
+        super().__init__(
+            f"{len(self.saved)} saved, {len(self.failed)} not saved{maybe}. Run the same "
+            "save_all again (or save_all(error.failed + error.unknown)) to finish: entities "
+            f"that landed are found by their keys, not created twice.{first}"
+        )
+
+
+class OutcomeUnknownError(CompsError):
+    """A create failed in a way that leaves its outcome unknown (the answer was lost and the
+    server could not be asked whether it happened). ``key`` is the entity's idempotency key:
+    calling the same create again with the same object (or the same ``key=``) returns the
+    entity if it exists and creates it otherwise."""
+
+    def __init__(self, what: str, *, key: str | None, cause: BaseException) -> None:
+        self.key = key
+        self.cause = cause
+        super().__init__(
+            f"{what} may or may not have been created (key {key}): {cause}. Call the same "
+            "create again with the same object or key to finish without a duplicate."
+        )
+
+
+class KeyConflictError(CompsError):
+    """An idempotency key passed as ``key=`` already names a different entity on the server
+    (another name): the key was reused for other work. Use a new key for new work."""
+
+    def __init__(self, key: str, *, existing_id: str, existing: str, ours: str) -> None:
+        self.key = key
+        self.existing_id = existing_id
+        super().__init__(
+            f"key {key!r} already names {existing!r} ({existing_id}), not {ours!r}: a key "
+            "stands for one list of entities; pass a new key for new work."
+        )
+
+
+class MalformedResponseError(CompsError):
+    """A 2xx answer whose body is not what the protocol says (not JSON, wrong shape, wrong
+    count). A save answered this way may have happened, so saves look before re-sending."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        self.url = url
+        super().__init__(f"malformed answer: {message}{f' ({url})' if url else ''}")
 
 
 class TransferError(CompsError):

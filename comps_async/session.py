@@ -71,6 +71,11 @@ class Session:
     ``retry`` replaces the default ``RetryPolicy()``; ``transport`` replaces the default (the
     aiohttp-backed transport under asyncio, httpx's own under trio; see ``transports.py``).
     TLS certificates are verified unless ``verify=False``.
+
+    Creates are exactly once through two reserved tags on every new entity
+    (``comps_async.key`` and ``comps_async.batch``, about 80 bytes); ``idempotency_tags=False``
+    sends none, and a create whose answer was lost is then re-sent: at least once, so a lost
+    answer can leave a duplicate.
     """
 
     def __init__(
@@ -93,6 +98,7 @@ class Session:
         upload: UploadSettings | None = None,
         fingerprint_cache: str | os.PathLike[str] | bool = True,
         wait: WaitSettings | None = None,
+        idempotency_tags: bool = True,
     ) -> None:
         url = url or os.environ.get("COMPS_SERVER")
         if not url:
@@ -134,6 +140,7 @@ class Session:
         self._fingerprint_cache = fingerprint_cache
         self.hasher = Hasher(None)
         self.wait_settings = wait or WaitSettings()
+        self.idempotency_tags = idempotency_tags
 
     def __repr__(self) -> str:
         return f"Session({self.host.base!r})"

@@ -200,19 +200,129 @@ async def test_idempotent_calls_retry_with_retry_after(
     assert sleep.waits[:2] == [2.0, 1.5] and 0 <= sleep.waits[2] <= 1.0
 
 
-async def test_a_post_that_may_have_landed_is_not_retried(
+class FakeExperiments:
+    """POST /api/Experiments that may commit and then lose its answer, and the exact-match
+    lookup by tag; ``answers`` says, per POST, what the client gets after the commit."""
+
+    def __init__(self, mock: respx.MockRouter, answers: list[object]) -> None:
+        self.stored: list[dict[str, object]] = []
+        self.answers = answers
+        self.lookups: list[str] = []
+        self.post = mock.post("/api/Experiments").mock(side_effect=self._save)
+        self.get = mock.get("/api/Experiments").mock(side_effect=self._list)
+
+    def _save(self, request: httpx.Request) -> httpx.Response:
+        answer = self.answers.pop(0)
+        if answer == "refuse":
+            return httpx.Response(400, json={"ResponseMessage": "no"})
+        if answer == "unavailable":  # refused before anything was stored
+            return httpx.Response(503)
+        entity = json.loads(request.content)["Experiments"][0]
+        new_id = str(uuid4())
+        self.stored.append({**entity, "Id": new_id})
+        if isinstance(answer, Exception):
+            raise answer
+        if isinstance(answer, httpx.Response):
+            return answer
+        return httpx.Response(200, json={"Ids": [new_id]})
+
+    def _list(self, request: httpx.Request) -> httpx.Response:
+        tag_filter = request.url.params["tagfilters"]
+        self.lookups.append(tag_filter)
+        key, _, value = tag_filter.partition("=")
+        rows = [e for e in self.stored if e["Tags"].get(key) == value]  # type: ignore[attr-defined]
+        return httpx.Response(200, json={"Experiments": rows})
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        httpx.Response(503),
+        httpx.ReadError("reset after commit"),
+        httpx.Response(200, text="<html>proxy says hi</html>"),
+        httpx.Response(200, json={"Ids": []}),
+    ],
+    ids=["503", "reset", "garbled-2xx", "wrong-count"],
+)
+async def test_a_create_whose_answer_is_lost_is_looked_up_not_repeated(
+    mock: respx.MockRouter, session: ca.Session, lost: object
+) -> None:
+    fake = FakeExperiments(mock, [lost])
+    exp = await session.experiments.create(ca.Experiment(name="e"))
+    assert fake.post.call_count == 1 and len(fake.stored) == 1  # found, not created again
+    assert str(exp.id) == fake.stored[0]["Id"]
+    group, key = fake.stored[0]["Tags"][ca.BATCH_TAG], fake.stored[0]["Tags"][ca.KEY_TAG]
+    assert key == exp.idempotency_key and fake.lookups == [f"{ca.BATCH_TAG}={group}"]
+
+
+async def test_a_create_that_did_not_land_is_sent_again_with_the_same_key(
     mock: respx.MockRouter, session: ca.Session
 ) -> None:
-    route = mock.post("/api/Experiments").mock(
-        side_effect=[httpx.Response(503), httpx.Response(200, json={"Ids": [str(SIM)]})]
-    )
-    with pytest.raises(ca.ServerError):
+    fake = FakeExperiments(mock, ["unavailable", None])
+    exp = await session.experiments.create(ca.Experiment(name="e"))
+    assert fake.post.call_count == 2 and len(fake.stored) == 1 and len(fake.lookups) == 1
+    bodies = [json.loads(c.request.content)["Experiments"][0]["Tags"] for c in fake.post.calls]
+    assert bodies[0] == bodies[1] and bodies[0][ca.KEY_TAG] == exp.idempotency_key
+    assert str(exp.id) == fake.stored[0]["Id"]
+
+
+async def test_an_unknown_outcome_is_reported_and_the_same_call_finishes_it(
+    mock: respx.MockRouter, session: ca.Session
+) -> None:
+    fake = FakeExperiments(mock, [httpx.ReadError("reset after commit")])
+    fake.get.side_effect = httpx.Response(503)  # the lookup cannot be answered
+    experiment = ca.Experiment(name="e")
+    with pytest.raises(ca.OutcomeUnknownError) as caught:
+        await session.experiments.create(experiment)
+    assert caught.value.key == experiment.idempotency_key is not None
+    assert experiment.id is None and len(fake.stored) == 1
+    fake.get.side_effect = fake._list  # the server answers again: the documented recovery
+    await session.experiments.create(experiment)
+    assert len(fake.stored) == 1 and str(experiment.id) == fake.stored[0]["Id"]
+
+
+async def test_a_definite_refusal_is_raised_as_is(
+    mock: respx.MockRouter, session: ca.Session
+) -> None:
+    fake = FakeExperiments(mock, ["refuse"])
+    with pytest.raises(ca.ApiError) as caught:
         await session.experiments.create(ca.Experiment(name="e"))
-    assert route.call_count == 1
-    route.side_effect = [httpx.ReadError("reset"), httpx.Response(200, json={"Ids": [str(SIM)]})]
-    with pytest.raises(ca.TransferError):
-        await session.experiments.create(ca.Experiment(name="e"))
-    assert route.call_count == 2
+    assert caught.value.status == 400 and fake.lookups == []
+
+
+async def test_a_caller_key_is_looked_up_first_and_reused(
+    mock: respx.MockRouter, session: ca.Session
+) -> None:
+    fake = FakeExperiments(mock, [None])
+    first = await session.experiments.create(ca.Experiment(name="e"), key="calib-3")
+    again = await session.experiments.create(ca.Experiment(name="e"), key="calib-3")
+    assert first.id == again.id and fake.post.call_count == 1 and len(fake.lookups) == 2
+    assert fake.stored[0]["Tags"] == {ca.BATCH_TAG: "calib-3/0", ca.KEY_TAG: "calib-3/0"}
+    with pytest.raises(ca.KeyConflictError, match="calib-3"):
+        await session.experiments.create(ca.Experiment(name="other"), key="calib-3")
+    for bad in ["", "a,b", "a=b", "with space", "x" * 101, "a/b"]:
+        with pytest.raises(ValueError, match="letters, digits"):
+            await session.experiments.create(ca.Experiment(name="e"), key=bad)
+    assert fake.post.call_count == 1
+
+
+async def test_without_idempotency_tags_a_lost_answer_is_resent(
+    mock: respx.MockRouter, tmp_path: Path
+) -> None:
+    async with Session(
+        HOST,
+        token=make_token(),
+        token_cache_dir=tmp_path,
+        retry=ca.RetryPolicy(sleep=NoSleep()),
+        idempotency_tags=False,
+    ) as s:
+        fake = FakeExperiments(mock, [httpx.ReadError("reset after commit"), None])
+        await s.experiments.create(ca.Experiment(name="e", tags={"t": "1"}))
+        with pytest.raises(ValueError, match="idempotency_tags"):
+            await s.experiments.create(ca.Experiment(name="e"), key="k")
+    # At least once, as documented: no tag, no lookup, and the lost create is duplicated.
+    assert fake.lookups == [] and len(fake.stored) == 2
+    assert all(e["Tags"] == {"t": "1"} for e in fake.stored)
 
 
 async def test_a_post_that_never_left_is_retried(
@@ -497,10 +607,12 @@ async def test_json_saves_and_upload_shapes(mock: respx.MockRouter, session: ca.
             ),
         )
     )
+    assert exp.idempotency_key is not None
+    group = exp.idempotency_key.rsplit("/", 1)[0] + "/0"
     assert json.loads(saves.calls.last.request.content) == {
         "Experiments": [
             {
-                "Tags": {"t": "1"},
+                "Tags": {"t": "1", ca.BATCH_TAG: group, ca.KEY_TAG: exp.idempotency_key},
                 "Name": "e",
                 "Description": "d",
                 "Configuration": {

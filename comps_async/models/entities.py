@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from uuid import UUID
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_serializer
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, model_serializer
 
 from ._base import EnumOrName, NonEmptyStr, Tags, WireDatetime, WireModel
 from .enums import HpcState, Priority, SimulationState, WorkItemState
@@ -89,6 +89,15 @@ class Entity(WireModel):
 
     id: UUID | None = None
     tags: Tags | None = None
+    # (lookup group, key), set by the SDK before the entity's first create and never
+    # serialised: see transfer/exactly_once.py.
+    _idempotency: tuple[str, str] | None = PrivateAttr(default=None)
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """The key the SDK creates this entity with (tag ``comps_async.key``), set when its first
+        save starts. Saving the same object again looks the key up instead of creating it twice."""
+        return self._idempotency[1] if self._idempotency is not None else None
 
     def to_save_wire(self) -> dict[str, Any]:
         """The JSON object of a save: like ``to_wire`` without the fields only the server sets

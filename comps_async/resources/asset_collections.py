@@ -46,6 +46,7 @@ class AssetCollections(EntityResource[AssetCollection]):
         *,
         tags: Tags | None = None,
         on_progress: ProgressCallback | None = None,
+        key: str | None = None,
     ) -> AssetCollection:
         """Create a collection, uploading only the content the server does not have.
 
@@ -53,7 +54,8 @@ class AssetCollections(EntityResource[AssetCollection]):
         content is uploaded (small files in file-only requests, large ones in resumable chunks,
         many at once) and the md5-only save is repeated. An unchanged input set therefore costs
         one request and zero bytes. ``on_progress(bytes_sent, bytes_to_send)``. If any upload
-        fails, no collection is registered.
+        fails, no collection is registered. The create is exactly once; ``key="..."`` makes its
+        key yours, so a re-started script gets the same collection back (as ``save_all``).
         """
         files = list(files)
         if not files:
@@ -98,7 +100,7 @@ class AssetCollections(EntityResource[AssetCollection]):
                 )
                 collection = AssetCollection(tags=tags, assets=[_by_md5(f) for f in files])
                 try:
-                    await self._save(collection)
+                    await self._save(collection, key)
                     saved = True
                 except MissingAssetsError as missing:
                     saved = False
@@ -107,7 +109,7 @@ class AssetCollections(EntityResource[AssetCollection]):
             raise first_error(group) from None
         assert collection is not None
         if not saved:  # everything it lacked has been sent now
-            await self._save(collection)
+            await self._save(collection, key)
         transfer.finish()
         return _with_sources(collection, files)
 
@@ -119,6 +121,7 @@ class AssetCollections(EntityResource[AssetCollection]):
         include: Sequence[str] = ("*",),
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
         on_progress: ProgressCallback | None = None,
+        key: str | None = None,
     ) -> AssetCollection:
         """A collection of every file under ``directory`` (sub-directories become
         ``relative_path``), filtered by glob ``include``/``exclude`` on the relative path."""
@@ -126,14 +129,16 @@ class AssetCollections(EntityResource[AssetCollection]):
         files = await anyio.to_thread.run_sync(files_from_dir, root, include, exclude)
         if not files:
             raise ValueError(f"no files under {str(root)!r} match {list(include)}")
-        return await self.create(files, tags=tags, on_progress=on_progress)
+        return await self.create(files, tags=tags, on_progress=on_progress, key=key)
 
-    async def _save(self, collection: AssetCollection) -> None:
+    async def _save(self, collection: AssetCollection, key: str | None) -> None:
         saver: BatchSaver[AssetCollection] = BatchSaver(
             self._session,
             AssetCollection,
             concurrency=1,
             limits=BatchLimits(max_entities=1, max_bytes=407552 * 1024),
+            key=key,
+            find_by_key=self.find_by_keys if self._session.idempotency_tags else None,
         )
         await saver.run([collection])
 

@@ -10,8 +10,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
 from ..concurrency import gather_bounded
+from ..errors import OutcomeUnknownError
 from ..models import Entity, RelationType, TagOperationMode, WorkItem
 from ..query import Query
+from ..transfer.exactly_once import (
+    CreateFailed,
+    KeyAssigner,
+    RetrySchedule,
+    create_once,
+    group_query_tag,
+    groups_of,
+    match_keys,
+)
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -189,6 +199,55 @@ class EntityResource(Generic[E]):
             value = getattr(fresh, name)
             if value is not None or name in fresh.model_fields_set:
                 setattr(entity, name, value)
+        return entity
+
+    async def find_by_keys(self, entities: Sequence[E]) -> dict[int, E]:
+        """The server's entities created with the idempotency keys of ``entities`` (new ones
+        whose save has started): {index in ``entities``: entity on the server}. One exact-match
+        tag query per key group (see ``transfer/exactly_once.py``)."""
+        fields = ["id", "name"] if "name" in self.model.model_fields else ["id"]
+        candidates: list[E] = []
+        for group in groups_of(entities):
+            query = Query().select(fields).select_children(["tags"])
+            async for entity in self.iterate(query.where_tag([group_query_tag(group)])):
+                candidates.append(entity)
+        return match_keys(candidates, entities)  # type: ignore[return-value]
+
+    async def _create_one(
+        self, entity: E, key: str | None, post: Callable[[], Awaitable[str]]
+    ) -> E:
+        """Create ``entity`` exactly once through ``post`` (which returns the new id): it gets
+        its key first, and is looked up instead of re-sent whenever it may exist already."""
+        if not self._session.idempotency_tags:
+            if key is not None:
+                raise ValueError("key= needs the reserved tags (Session(idempotency_tags=True))")
+            keys = None
+        else:
+            keys = KeyAssigner(key)
+
+        async def send(_: list[int]) -> list[str]:
+            return [await post()]
+
+        async def lookup(_: list[int]) -> dict[int, str]:
+            return {i: str(e.id) for i, e in (await self.find_by_keys([entity])).items()}
+
+        try:
+            ids = await create_once(
+                [0],
+                post=send,
+                lookup=lookup if keys is not None else None,
+                maybe_sent=keys is not None and keys.assign(entity, 0),
+                schedule=RetrySchedule(),
+                sleep=self._session.retry.sleep,
+            )
+        except CreateFailed as failure:
+            if failure.unknown:
+                what = f"{self.model.__name__} {getattr(entity, 'name', None) or ''}".strip()
+                raise OutcomeUnknownError(
+                    what, key=entity.idempotency_key, cause=failure.error
+                ) from failure.error
+            raise failure.error from None
+        entity.id = UUID(ids[0])
         return entity
 
     async def parents(

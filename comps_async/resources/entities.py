@@ -6,6 +6,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
+from ..errors import BatchSaveError, OutcomeUnknownError
 from ..models import (
     Entity,
     Experiment,
@@ -16,7 +17,8 @@ from ..models import (
     entity_type,
 )
 from ..query import Query
-from ..transfer.batching import BatchLimits, BatchSaver, ProgressCallback
+from ..transfer.batching import BatchLimits, BatchSaver, ProgressCallback, parse_ids
+from ..transfer.exactly_once import keyed_wire
 from .base import EntityResource, IdLike, StatefulResource, as_id
 
 __all__ = ["Experiments", "Simulations", "Suites", "WorkItems"]
@@ -33,23 +35,37 @@ class _JsonSaved(StatefulResource[J]):
 
     default_page_size: ClassVar[int] = 1000  # the server caps these lists at 1000 rows
 
-    async def save(self, entity: J) -> J:
-        """Create ``entity`` (its new id is set in place) or update it when it has an id."""
-        wire = entity.to_save_wire()
-        if entity.id is not None:
-            wire = {k: v for k, v in wire.items() if k in _UPDATE_KEYS}
-        response = await self._session.request("POST", self._plural, json={self._plural: [wire]})
-        ids = response.json().get("Ids") or []
-        if len(ids) != 1:
-            raise ValueError(f"the server answered {ids!r} to a save of one {self._plural}")
-        entity.id = UUID(str(ids[0]))
-        return entity
+    async def save(self, entity: J, *, key: str | None = None) -> J:
+        """Create ``entity`` (its new id is set in place) or update it when it has an id.
 
-    async def create(self, entity: J) -> J:
-        """Create a new entity; alias of ``save`` that refuses one with an id."""
+        A create is exactly once: the entity gets an idempotency key before it is sent, and an
+        answer lost after the server committed is followed by a look-up, not a second create.
+        With ``key="..."`` (letters, digits, ``. _ - :``) the key is yours: a re-started script
+        that creates with the same key gets the same entity back. Raises ``OutcomeUnknownError``
+        if the server could not be asked whether a lost create happened; saving the same object
+        (or key) again then finishes the job."""
+        if entity.id is not None:
+            if key is not None:
+                raise ValueError("key= names a create; this entity already has an id")
+            wire = {k: v for k, v in entity.to_save_wire().items() if k in _UPDATE_KEYS}
+            response = await self._session.request(
+                "POST", self._plural, json={self._plural: [wire]}
+            )
+            entity.id = UUID(parse_ids(response, 1)[0])
+            return entity
+
+        async def post() -> str:
+            body = {self._plural: [keyed_wire(entity, entity.to_save_wire())]}
+            response = await self._session.request("POST", self._plural, json=body)
+            return parse_ids(response, 1)[0]
+
+        return await self._create_one(entity, key, post)
+
+    async def create(self, entity: J, *, key: str | None = None) -> J:
+        """Create a new entity exactly once (see ``save``); refuses one that has an id."""
         if entity.id is not None:
             raise ValueError("this entity already has an id; use save() to update it")
-        return await self.save(entity)
+        return await self.save(entity, key=key)
 
     async def stats(self, entity: IdLike) -> dict[str, int]:
         """Simulation counts per state in one request (Stats endpoint, §12)."""
@@ -88,10 +104,27 @@ class Experiments(_JsonSaved[Experiment]):
 class _BatchSaved(StatefulResource[B]):
     """Simulations and WorkItems are saved in multipart batches (§8.1-8.2)."""
 
-    async def save(self, entity: B) -> B:
+    async def save(self, entity: B, *, key: str | None = None) -> B:
         """Save one entity (a batch of one); its id is set in place."""
-        await self.save_all([entity], concurrency=1)
+        await self.save_all([entity], concurrency=1, key=key)
         return entity
+
+    async def create(self, entity: B, *, key: str | None = None) -> B:
+        """Create one new entity exactly once (``key`` as in ``save_all``). Raises the cause
+        itself, or ``OutcomeUnknownError`` if the server could not be asked whether it landed."""
+        if entity.id is not None:
+            raise ValueError("this entity already has an id; use save() to update it")
+        try:
+            return await self.save(entity, key=key)
+        except BatchSaveError as error:
+            cause = error.errors[0] if error.errors else error
+            if error.unknown:
+                raise OutcomeUnknownError(
+                    f"{self.model.__name__} {getattr(entity, 'name', '')!r}",
+                    key=entity.idempotency_key,
+                    cause=cause,
+                ) from cause
+            raise cause from None
 
     async def save_all(
         self,
@@ -101,10 +134,17 @@ class _BatchSaved(StatefulResource[B]):
         on_progress: ProgressCallback | None = None,
         limits: BatchLimits | None = None,
         after_batch: Callable[[list[B]], Awaitable[Any]] | None = None,
+        key: str | None = None,
     ) -> int:
         """Save many entities in batches of up to 100, ``concurrency`` POSTs in flight, exactly
-        once even when answers are lost. Ids are assigned in place; returns how many were saved.
-        Raises ``BatchSaveError`` (with ``saved`` and ``failed``) if some could not be saved."""
+        once even when answers are lost or the call is cancelled and run again. Ids are assigned
+        in place; returns how many were saved.
+
+        Each new entity gets an idempotency key before it is sent. ``key="calib-iter-3"`` makes
+        the keys yours (``<key>/<position>``), so a re-started process that rebuilds the same
+        list gets the entities that landed back instead of new ones (one look-up per 100).
+        Raises ``BatchSaveError`` (``saved``, ``failed``, ``unknown``) if some could not be
+        saved; running the same call again finishes the job without duplicates."""
         saver: BatchSaver[B] = BatchSaver(
             self._session,
             self.model,  # type: ignore[arg-type]
@@ -112,6 +152,8 @@ class _BatchSaved(StatefulResource[B]):
             limits=limits,
             on_progress=on_progress,
             after_batch=after_batch,
+            key=key,
+            find_by_key=self.find_by_keys if self._session.idempotency_tags else None,
         )
         return await saver.run(entities)
 
@@ -129,6 +171,7 @@ class Simulations(_BatchSaved[Simulation]):
         on_progress: ProgressCallback | None = None,
         limits: BatchLimits | None = None,
         commission: bool = False,
+        key: str | None = None,
     ) -> int:
         """As ``save_all`` of work items; with ``commission=True`` each experiment is
         commissioned as its batches land, so simulations start while later ones upload
@@ -146,6 +189,7 @@ class Simulations(_BatchSaved[Simulation]):
             on_progress=on_progress,
             limits=limits,
             after_batch=commission_batch if commission else None,
+            key=key,
         )
         if commission and commissioned:  # catches batches that landed during a commission
             await self._session.experiments.commission(commissioned)

@@ -6,33 +6,26 @@ consumers POST batches while the next ones are built. The channel between them i
 memory is bounded by ``concurrency x batch size``, not by how many entities there are.
 
 Exactly-once: a POST whose answer is lost may or may not have been committed. Every new entity
-carries the reserved tag ``comps_async.batch = <batch-id>/<index>``; after an ambiguous failure
-the saver lists entities by that tag, keeps the ones that exist and re-sends only the rest.
+gets its idempotency key before it is sent (see ``exactly_once.py``); after an ambiguous failure,
+and before sending entities that an earlier call may have created, the saver looks them up by
+key, keeps the ones that exist and sends only the rest.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
-import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sized
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
 
 import anyio
+import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..concurrency import aiter_any
-from ..errors import (
-    ApiError,
-    BatchSaveError,
-    MissingAssetsError,
-    RateLimitedError,
-    ServerError,
-    TransferError,
-)
+from ..errors import ApiError, BatchSaveError, MalformedResponseError, MissingAssetsError
 from ..models import (
     ContentSource,
     Entity,
@@ -42,25 +35,28 @@ from ..models import (
     WorkItemState,
 )
 from ..models.files import _AssetFile
-from ..query import Query
 from .content import check_readable_file, ensure_md5s, media_type, read_source
+from .exactly_once import (
+    BATCH_TAG,
+    CreateFailed,
+    KeyAssigner,
+    RetrySchedule,
+    create_once,
+    keyed_wire,
+)
 from .upload import LARGE_FILE_BYTES
 
 if TYPE_CHECKING:
     from ..session import Session
 
-__all__ = ["BATCH_TAG", "BatchLimits", "BatchSaver"]
+__all__ = ["BATCH_TAG", "BatchLimits", "BatchSaver", "FindByKey", "parse_ids"]
 
 logger = logging.getLogger(__name__)
 
-BATCH_TAG = "comps_async.batch"
-"""Reserved tag key on entities created by ``save_all``: ``<batch-id>/<index>``. It lets a retry
-find what an interrupted POST created; delete it with ``delete_tags`` if you do not want it."""
-
 E = TypeVar("E", bound=Entity)
 ProgressCallback = Callable[[int, int | None], None]
-# Failures after which the batch may or may not exist on the server.
-_AMBIGUOUS = (TransferError, ServerError, RateLimitedError)
+FindByKey = Callable[[list[E]], Awaitable[dict[int, E]]]
+"""Looks entities up by their idempotency keys: {index in the list: the entity on the server}."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +70,11 @@ class BatchLimits:
     backoff_base_s: float = 0.2
     backoff_max_s: float = 10.0
 
+    @property
+    def schedule(self) -> RetrySchedule:
+        """The retry knobs, for the exactly-once loop."""
+        return RetrySchedule(self.max_attempts, self.backoff_base_s, self.backoff_max_s)
+
 
 # Size estimate of pyCOMPS (§8.2): request overhead, per-entity separator, per-part headers.
 _REQUEST_OVERHEAD = 4096
@@ -82,8 +83,8 @@ _PART_OVERHEAD = 135
 
 @dataclass
 class _Batch(Generic[E]):
-    id: UUID = field(default_factory=uuid.uuid4)
     entities: list[E] = field(default_factory=list)
+    maybe_sent: bool = False  # some entity may exist already (an earlier call, or a caller key)
     wire: list[dict[str, Any]] = field(default_factory=list)
     parts: dict[UUID, tuple[str, bytes]] = field(default_factory=dict)
     size: int = _REQUEST_OVERHEAD
@@ -101,11 +102,18 @@ class BatchSaver(Generic[E]):
         limits: BatchLimits | None = None,
         on_progress: ProgressCallback | None = None,
         after_batch: Callable[[list[E]], Awaitable[Any]] | None = None,
+        key: str | None = None,
+        find_by_key: FindByKey[E] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if key is not None and find_by_key is None:
+            raise ValueError("key= needs the reserved tags (Session(idempotency_tags=True))")
         self._session = session
         self._model = model
+        # Without find_by_key (idempotency_tags=False) entities carry no key: at least once.
+        self._keys = KeyAssigner(key) if find_by_key is not None else None
+        self._find_by_key = find_by_key
         self._concurrency = concurrency
         self._limits = limits or BatchLimits()
         self._on_progress = on_progress
@@ -114,6 +122,7 @@ class BatchSaver(Generic[E]):
         self._sources: dict[UUID, ContentSource] = {}
         self._saved: list[E] = []
         self._failed: list[E] = []
+        self._unknown: list[E] = []
         self._errors: list[BaseException] = []
         self._total: int | None = None
 
@@ -134,7 +143,7 @@ class BatchSaver(Generic[E]):
             missing = [e for e in self._errors if isinstance(e, MissingAssetsError)]
             if missing and not self._saved and len(self._errors) == len(missing):
                 raise missing[0]
-            raise BatchSaveError(self._saved, self._failed, self._errors)
+            raise BatchSaveError(self._saved, self._failed, self._errors, self._unknown)
         return len(self._saved)
 
     # --- producing -----------------------------------------------------------------------------
@@ -147,16 +156,20 @@ class BatchSaver(Generic[E]):
             index = 0
             async for entity in aiter_any(entities):
                 if self._errors:  # a batch failed for good: stop feeding new work
-                    self._failed.append(entity)
+                    if self._keys is not None:  # so that unknown ones are reported with keys
+                        self._keys.assign(entity, index)
+                    index += 1
+                    self._not_sent([entity])
                     continue
                 try:
                     self._validate(entity, index)
                     wire, parts = await self._prepare(entity)
                 except Exception as exc:
-                    self._failed.extend([*batch.entities, entity])
+                    self._not_sent([*batch.entities, entity])
                     self._errors.append(exc)
                     batch = _Batch()
                     continue
+                maybe_sent = self._keys is not None and self._keys.assign(entity, index)
                 index += 1
                 cost = (
                     len(json.dumps(wire))
@@ -168,7 +181,7 @@ class BatchSaver(Generic[E]):
                     )
                 )
                 if _REQUEST_OVERHEAD + cost > self._limits.max_bytes:
-                    self._failed.append(entity)
+                    self._not_sent([entity])
                     self._errors.append(
                         ValueError(
                             f"{_name(entity)!r} alone is {cost} bytes, over the "
@@ -188,10 +201,18 @@ class BatchSaver(Generic[E]):
                 batch.wire.append(wire)
                 batch.parts.update(parts)
                 batch.size += cost
+                batch.maybe_sent |= maybe_sent
             if batch.entities and not self._errors:
                 await send.send(batch)
             elif batch.entities:
-                self._failed.extend(batch.entities)
+                self._not_sent(batch.entities)
+
+    def _not_sent(self, entities: list[E]) -> None:
+        """Entities this call did not send: failed, unless an earlier call may have created
+        them (they carry a key already)."""
+        for entity in entities:
+            may_exist = self._keys is not None and self._keys.may_exist(entity)
+            (self._unknown if may_exist else self._failed).append(entity)
 
     def _validate(self, entity: E, index: int) -> None:
         if not isinstance(entity, self._model):
@@ -237,12 +258,14 @@ class BatchSaver(Generic[E]):
             async for batch in receive:
                 try:
                     await self._save_batch(batch)
-                except Exception as exc:
+                except CreateFailed as failure:
+                    exc = failure.error
                     # Missing content is the expected first answer of a two-pass save.
                     level = logging.INFO if isinstance(exc, MissingAssetsError) else logging.WARNING
-                    logger.log(level, "batch %s failed for good: %s", batch.id, exc)
-                    self._failed.extend(e for e in batch.entities if e.id is None)
+                    logger.log(level, "a batch of %d failed for good: %s", len(batch.entities), exc)
                     self._saved.extend(e for e in batch.entities if e.id is not None)
+                    lost = [e for e in batch.entities if e.id is None]
+                    (self._unknown if failure.unknown else self._failed).extend(lost)
                     self._errors.append(exc)
                     continue
                 self._saved.extend(batch.entities)
@@ -252,37 +275,39 @@ class BatchSaver(Generic[E]):
                     await self._after_batch(batch.entities)
 
     async def _save_batch(self, batch: _Batch[E]) -> None:
-        pending = list(range(len(batch.entities)))
-        last_error: Exception | None = None
-        for attempt in range(1, self._limits.max_attempts + 1):
-            try:
-                ids = await self._post(batch, pending)
-            except ApiError as exc:
-                untracked = exc.details.get("UntrackedIds") if exc.status == 400 else None
-                if untracked:
-                    await self._upload_missing(batch, [UUID(str(m)) for m in untracked])
-                    last_error = exc
-                    continue
-                if not isinstance(exc, _AMBIGUOUS):
-                    raise
-                last_error = exc
-            except _AMBIGUOUS as exc:
-                last_error = exc
-            else:
-                self._assign(batch, pending, ids)
-                return
-            # The POST may have been committed: wait, then look before re-sending.
-            await anyio.sleep(self._backoff_s(attempt, last_error))
-            found = await self._reconcile(batch)
-            self._assign(batch, list(found), list(found.values()))
-            pending = [i for i in pending if i not in found]
-            if not pending:
-                return
-        assert last_error is not None
-        raise last_error
+        async def post(indexes: list[int]) -> list[str]:
+            return await self._post(batch, indexes)
+
+        async def lookup(indexes: list[int]) -> dict[int, str]:
+            assert self._find_by_key is not None
+            new = [i for i in indexes if batch.entities[i].id is None]
+            found = await self._find_by_key([batch.entities[i] for i in new])
+            return {new[i]: str(entity.id) for i, entity in found.items()}
+
+        async def recover(error: ApiError) -> bool:
+            untracked = error.details.get("UntrackedIds") if error.status == 400 else None
+            if not untracked:
+                return False
+            await self._upload_missing(batch, [UUID(str(m)) for m in untracked])
+            return True
+
+        try:
+            ids = await create_once(
+                list(range(len(batch.entities))),
+                post=post,
+                lookup=lookup if self._find_by_key is not None else None,
+                maybe_sent=batch.maybe_sent,
+                schedule=self._limits.schedule,
+                recover=recover,
+                sleep=self._session.retry.sleep,
+            )
+        except CreateFailed as failure:
+            self._assign(batch, failure.ids)
+            raise
+        self._assign(batch, ids)
 
     async def _post(self, batch: _Batch[E], indexes: list[int]) -> list[str]:
-        wire = [self._tagged(batch, i) for i in indexes]
+        wire = [keyed_wire(batch.entities[i], batch.wire[i]) for i in indexes]
         files: list[tuple[str, tuple[str, bytes, str]]] = [
             ("not_a_file", (self._model.plural, json.dumps(wire).encode(), "application/json"))
         ]
@@ -290,40 +315,15 @@ class BatchSaver(Generic[E]):
             (str(md5), (name, data, media_type(name))) for md5, (name, data) in batch.parts.items()
         ]
         response = await self._session.request("POST", self._model.plural, files=files)
-        ids = response.json().get("Ids")
-        if not isinstance(ids, list) or len(ids) != len(indexes):
-            raise ApiError(
-                response.status_code, f"the server answered {ids!r} for {len(indexes)} entities"
-            )
-        return [str(i) for i in ids]
+        return parse_ids(response, len(indexes))
 
-    def _tagged(self, batch: _Batch[E], index: int) -> dict[str, Any]:
-        wire = batch.wire[index]
-        if batch.entities[index].id is not None:
-            return wire  # an update: re-sending it is harmless
-        return {**wire, "Tags": {**wire.get("Tags", {}), BATCH_TAG: f"{batch.id}/{index}"}}
-
-    async def _reconcile(self, batch: _Batch[E]) -> dict[int, str]:
-        """Which entities of ``batch`` exist on the server: {index: id}."""
-        query = (
-            Query().select(["id"]).select_children(["tags"]).where_tag([f"{BATCH_TAG}~{batch.id}"])
-        )
-        found: dict[int, str] = {}
-        resource = _resource(self._session, self._model)
-        async for entity in resource.iterate(query):
-            value = str((entity.tags or {}).get(BATCH_TAG) or "")
-            prefix, _, index = value.partition("/")
-            if prefix == str(batch.id) and index.isdigit() and entity.id is not None:
-                found[int(index)] = str(entity.id)
-        return found
-
-    def _assign(self, batch: _Batch[E], indexes: list[int], ids: list[str]) -> None:
+    def _assign(self, batch: _Batch[E], ids: dict[int, str]) -> None:
         state: Any = (
             SimulationState.Created
             if self._model.__name__ == "Simulation"
             else WorkItemState.Created
         )
-        for index, entity_id in zip(indexes, ids, strict=True):
+        for index, entity_id in ids.items():
             entity = batch.entities[index]
             if entity.id is None and hasattr(entity, "state"):
                 entity.state = state
@@ -350,13 +350,6 @@ class BatchSaver(Generic[E]):
                 size = (await anyio.Path(source.path).stat()).st_size
             await self._session.uploader.upload(source, md5, size)
 
-    def _backoff_s(self, attempt: int, error: Exception | None) -> float:
-        asked = error.retry_after_s if isinstance(error, ApiError) else None
-        if asked is not None:
-            return min(asked, self._limits.backoff_max_s)
-        ceiling = min(self._limits.backoff_max_s, self._limits.backoff_base_s * 2**attempt)
-        return random.uniform(ceiling / 2, ceiling)
-
 
 def _name(entity: Entity) -> str:
     """An entity's name for messages (collections have none)."""
@@ -373,9 +366,25 @@ def _files_of(entity: Entity) -> list[_AssetFile]:
     return list(files)
 
 
-def _resource(session: Session, model: type[Entity]) -> Any:
-    return {
-        "Simulation": session.simulations,
-        "WorkItem": session.work_items,
-        "AssetCollection": session.asset_collections,
-    }[model.__name__]
+def parse_ids(response: httpx.Response, count: int) -> list[str]:
+    """The ``{"Ids": [...]}`` answer of a save of ``count`` entities (§8.1). Anything else is a
+    ``MalformedResponseError``: the save may have happened, so callers look before re-sending."""
+    url = str(response.request.url.copy_with(query=None))
+    try:
+        body = response.json()
+    except ValueError:
+        raise MalformedResponseError(
+            f"a save was answered {response.status_code} with a body that is not JSON", url=url
+        ) from None
+    ids = body.get("Ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or len(ids) != count or not all(_is_uuid(i) for i in ids):
+        raise MalformedResponseError(f"expected {count} ids, got {str(body)[:200]}", url=url)
+    return [str(i) for i in ids]
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        UUID(str(value))
+    except ValueError:
+        return False
+    return True

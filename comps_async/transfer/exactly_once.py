@@ -1,0 +1,246 @@
+"""Exactly-once creates over a protocol that has no idempotency keys (issue 13).
+
+A create whose answer is lost (reset after commit, timeout, 5xx, a 2xx whose body cannot be
+read) may or may not have happened. COMPS offers no idempotency key, so the key travels as two
+reserved tags that every new entity carries from its first attempt on:
+
+- ``comps_async.key = <call key>/<position>`` -- the entity's own key;
+- ``comps_async.batch = <call key>/<position // 100>`` -- its lookup group.
+
+A lookup lists one group with an exact-match tag filter (``tagfilters=comps_async.batch=<group>``)
+and matches ``comps_async.key`` client-side. Exact match only: COMPS documents no meaning for
+``~`` on tags and no OR between filters, so one equality per request is the query certain to
+work on a real server (protocol §5; inferred: tag values compare case-insensitively there, as
+SQL Server's default collation does, so keys are matched case-insensitively here too).
+
+The key is kept on the entity object (a private attribute, never in ``tags``, so copying tags to
+a new entity never copies its identity). An entity that already has a key, or whose key was
+derived from a caller's ``key=``, may exist on the server: it is looked up before it is sent. So
+re-running the same call (same objects, or a re-started script that rebuilds the same list with
+the same ``key=``) returns the entities that landed and creates only the rest.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from ..errors import (
+    ApiError,
+    KeyConflictError,
+    MalformedResponseError,
+    RateLimitedError,
+    ServerError,
+    TransferError,
+)
+from ..models import Entity
+
+__all__ = [
+    "BATCH_TAG",
+    "KEY_BLOCK",
+    "KEY_TAG",
+    "CreateFailed",
+    "KeyAssigner",
+    "RetrySchedule",
+    "create_once",
+    "is_ambiguous",
+    "keyed_wire",
+]
+
+KEY_TAG = "comps_async.key"
+"""Reserved tag: the idempotency key of an entity created by the SDK (``<call key>/<n>``)."""
+BATCH_TAG = "comps_async.batch"
+"""Reserved tag: the lookup group of that key (``<call key>/<n // 100>``)."""
+# A lookup lists one group: at most this many entities, one page (pyCOMPS's batch size, §8.2).
+KEY_BLOCK = 100
+# Caller keys end up inside a tag filter, which COMPS splits on commas and operators with no
+# escaping (§5): only characters that cannot be read as syntax are allowed.
+_CALLER_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+
+@dataclass(frozen=True)
+class RetrySchedule:
+    """How often and how patiently a create is re-tried after an ambiguous failure."""
+
+    max_attempts: int = 8
+    backoff_base_s: float = 0.2
+    backoff_max_s: float = 10.0
+
+    def delay_s(self, attempt: int, error: BaseException | None) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (Retry-After wins, capped)."""
+        asked = error.retry_after_s if isinstance(error, ApiError) else None
+        if asked is not None:
+            return min(asked, self.backoff_max_s)
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
+        return random.uniform(ceiling / 2, ceiling)
+
+
+def check_caller_key(key: str) -> str:
+    """``key`` if it can travel inside a tag filter, else ``ValueError`` (before any request)."""
+    if not isinstance(key, str) or not _CALLER_KEY.match(key):
+        raise ValueError(
+            f"key {key!r} must be 1-100 characters of letters, digits and . _ - : "
+            "(it travels in a COMPS tag filter, which has no escaping)"
+        )
+    return key
+
+
+class KeyAssigner:
+    """Gives the entities of one call their keys. An entity that already has one keeps it."""
+
+    def __init__(self, caller_key: str | None) -> None:
+        self._explicit = caller_key is not None
+        self._call = check_caller_key(caller_key) if caller_key is not None else uuid.uuid4().hex
+        self._fresh: set[int] = set()  # entities given a new random key by this call
+
+    def assign(self, entity: Entity, position: int) -> bool:
+        """Key ``entity`` (new entities only); True when it may already exist on the server."""
+        if entity.id is None and entity._idempotency is None:
+            entity._idempotency = (
+                f"{self._call}/{position // KEY_BLOCK}",
+                f"{self._call}/{position}",
+            )
+            if not self._explicit:
+                self._fresh.add(id(entity))
+        return self.may_exist(entity)
+
+    def may_exist(self, entity: Entity) -> bool:
+        """Whether ``entity`` (not sent by this call) may have been created by an earlier call:
+        it came with a key, or its key derives from the caller's ``key=``."""
+        if entity.id is not None or id(entity) in self._fresh:
+            return False
+        return entity._idempotency is not None or self._explicit
+
+
+def keyed_wire(entity: Entity, wire: dict[str, Any]) -> dict[str, Any]:
+    """The save JSON of ``entity`` with its reserved tags (any copied ones overwritten)."""
+    if entity.id is not None or entity._idempotency is None:
+        return wire
+    group, key = entity._idempotency
+    return {**wire, "Tags": {**wire.get("Tags", {}), BATCH_TAG: group, KEY_TAG: key}}
+
+
+def groups_of(entities: Sequence[Entity]) -> list[str]:
+    """The lookup groups of the keyed new entities among ``entities``."""
+    return sorted({e._idempotency[0] for e in entities if e.id is None and e._idempotency})
+
+
+def group_query_tag(group: str) -> str:
+    """The exact-match tag filter that lists one lookup group."""
+    return f"{BATCH_TAG}={group}"
+
+
+def match_keys(candidates: Sequence[Entity], wanted: Sequence[Entity]) -> dict[int, Entity]:
+    """{index in ``wanted``: the server entity carrying its key}. The oldest wins if a key was
+    created twice (by a version without keys, or two processes at once); a different name under
+    the same key means the key was reused for other work: ``KeyConflictError``."""
+    by_key: dict[str, Entity] = {}
+    for candidate in candidates:
+        tag = str((candidate.tags or {}).get(KEY_TAG) or "").casefold()
+        if tag and candidate.id is not None:
+            by_key.setdefault(tag, candidate)
+    found: dict[int, Entity] = {}
+    for index, entity in enumerate(wanted):
+        key = entity.idempotency_key
+        hit = by_key.get(key.casefold()) if key else None
+        if key is None or hit is None:
+            continue
+        ours, theirs = getattr(entity, "name", None), getattr(hit, "name", None)
+        if ours is not None and theirs is not None and ours != theirs:
+            raise KeyConflictError(key, existing_id=str(hit.id), existing=theirs, ours=ours)
+        found[index] = hit
+    return found
+
+
+def is_ambiguous(error: BaseException) -> bool:
+    """Whether a create that failed this way may have been committed: lost or cut answers,
+    timeouts, 5xx, 429 and 408, and 2xx answers that cannot be read."""
+    if isinstance(error, TransferError | ServerError | RateLimitedError | MalformedResponseError):
+        return True
+    return isinstance(error, ApiError) and error.status == 408
+
+
+class CreateFailed(Exception):
+    """Internal: a create ended without success. ``unknown`` tells whether the pending entities
+    may exist on the server; ``ids`` holds those known to exist (found or created)."""
+
+    def __init__(self, error: BaseException, *, unknown: bool, ids: dict[int, str]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.unknown = unknown
+        self.ids = ids
+
+
+Post = Callable[[list[int]], Awaitable[list[str]]]
+Lookup = Callable[[list[int]], Awaitable[dict[int, str]]]
+Recover = Callable[[ApiError], Awaitable[bool]]
+
+
+async def create_once(
+    pending: list[int],
+    *,
+    post: Post,
+    lookup: Lookup | None,
+    maybe_sent: bool,
+    schedule: RetrySchedule,
+    recover: Recover | None = None,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> dict[int, str]:
+    """Create the entities at ``pending`` (indexes into the caller's list); returns {index: id}.
+
+    ``post(indexes)`` sends them and returns their ids; ``lookup(indexes)`` returns those that
+    exist. Before every send of entities that may already exist, they are looked up, so a lost
+    answer is never followed by a second create. Without ``lookup`` (no reserved tags) an
+    ambiguous failure is re-sent blindly: at least once, not exactly once. ``recover(error)``
+    may fix a definite 4xx (e.g. upload missing content) and ask for another attempt. Waits
+    between attempts go through ``sleep`` (the session's, so tests never really wait).
+    Raises ``CreateFailed`` when attempts run out or the failure is definite.
+    """
+    ids: dict[int, str] = {}
+    error: BaseException | None = None
+    wait = False
+    for attempt in range(1, schedule.max_attempts + 1):
+        if wait:
+            await sleep(schedule.delay_s(attempt - 1, error))
+        wait = True
+        if maybe_sent and lookup is not None:
+            try:
+                found = await lookup(pending)
+            except Exception as exc:
+                if isinstance(exc, KeyConflictError):
+                    raise CreateFailed(exc, unknown=False, ids=ids) from exc
+                if not is_ambiguous(exc):
+                    raise CreateFailed(exc, unknown=True, ids=ids) from exc
+                error = exc
+                continue
+            ids.update(found)
+            pending = [i for i in pending if i not in found]
+            maybe_sent = False  # what is still pending is known not to exist
+            if not pending:
+                return ids
+        try:
+            created = await post(pending)
+        except Exception as exc:
+            error = exc
+            if is_ambiguous(exc):
+                maybe_sent = True
+                continue
+            if recover is not None and isinstance(exc, ApiError):
+                try:
+                    again = await recover(exc)
+                except Exception as failure:
+                    raise CreateFailed(failure, unknown=maybe_sent, ids=ids) from failure
+                if again:
+                    wait = False
+                    continue
+            raise CreateFailed(exc, unknown=maybe_sent, ids=ids) from exc
+        ids.update(zip(pending, created, strict=True))
+        return ids
+    assert error is not None
+    raise CreateFailed(error, unknown=maybe_sent, ids=ids) from error
