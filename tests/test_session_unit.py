@@ -627,20 +627,14 @@ async def test_json_saves_and_upload_shapes(mock: respx.MockRouter, session: ca.
     exp.name = "renamed"
     await session.experiments.save(exp)
     assert json.loads(saves.calls.last.request.content) == {
-        "Experiments": [
-            {
-                "Id": str(SIM),
-                "Name": "renamed",
-                "Description": "d",
-                "Configuration": {
-                    "EnvironmentName": "Calculon",
-                    "Priority": "Lowest",
-                    "MinCores": 1,
-                    "MaxCores": 1,
-                },
-            }
-        ]
-    }  # tags are never sent on update (§6.1)
+        "Experiments": [{"Id": str(SIM), "Name": "renamed", "Description": "d"}]
+    }  # tags are never sent on update (§6.1), Configuration only when changed (§8.5)
+    exp.configuration = ca.Configuration(environment_name="Calculon", max_cores=2)
+    await session.experiments.save(exp)
+    assert json.loads(saves.calls.last.request.content)["Experiments"][0]["Configuration"] == {
+        "EnvironmentName": "Calculon",
+        "MaxCores": 2,
+    }
     related = mock.post(url__regex=r"/api/WorkItems/.+/Related/.+").respond(json={})
     await session.work_items.add_related(SIM, exp, ca.RelationType.Created)
     assert (

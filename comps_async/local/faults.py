@@ -3,7 +3,8 @@
 A pure ASGI middleware. A "reset" drops the connection: the response starts with a declared
 Content-Length and then the app raises, so uvicorn closes the socket mid-response and the client
 sees a broken connection, exactly as when a proxy resets it. ``reset_after_rate`` lets the
-request commit first, which is what makes a retried POST dangerous.
+request commit first, which is what makes a retried POST dangerous; ``garble_rate`` lets it
+commit and answers 200 with a body that is not the app's (a proxy's error page).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class FaultConfig:
     error_429_rate: float = 0.0
     reset_before_rate: float = 0.0
     reset_after_rate: float = 0.0
+    garble_rate: float = 0.0
     truncate_rate: float = 0.0
     routes: str = ".*"
     seed: int | None = None
@@ -100,6 +102,11 @@ class FaultInjector:
             self.injected["reset_after"] += 1
             await self.app(scope, receive, _swallow)  # commits, answer lost
             await _drop(send)
+        if self._roll(cfg.garble_rate):
+            self.injected["garble"] += 1
+            await self.app(scope, receive, _swallow)  # commits, answer replaced
+            await _garbled(send)
+            return
         truncate = self._roll(cfg.truncate_rate)
         if truncate:
             self.injected["truncate"] += 1
@@ -123,6 +130,13 @@ async def _drop(send: Send) -> None:
     )
     await send({"type": "http.response.body", "body": b"{", "more_body": True})
     raise _InjectedReset("injected connection reset")
+
+
+async def _garbled(send: Send) -> None:
+    body = b"<html><body>502 Bad Gateway (but the request went through)</body></html>"
+    headers = [(b"content-type", b"text/html"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _swallow(message: Message) -> None:

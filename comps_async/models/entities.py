@@ -92,6 +92,9 @@ class Entity(WireModel):
     # (lookup group, key), set by the SDK before the entity's first create and never
     # serialised: see transfer/exactly_once.py.
     _idempotency: tuple[str, str] | None = PrivateAttr(default=None)
+    # What the SDK last saved (the save JSON without Id): a re-save of an unchanged entity is
+    # skipped and an update sends only what changed, as pyCOMPS's dirty tracking does (§8.2).
+    _saved_wire: dict[str, Any] | None = PrivateAttr(default=None)
 
     @property
     def idempotency_key(self) -> str | None:

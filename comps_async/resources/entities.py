@@ -47,19 +47,27 @@ class _JsonSaved(StatefulResource[J]):
         if entity.id is not None:
             if key is not None:
                 raise ValueError("key= names a create; this entity already has an id")
-            wire = {k: v for k, v in entity.to_save_wire().items() if k in _UPDATE_KEYS}
+            full = entity.to_save_wire()
+            wire = {k: v for k, v in full.items() if k in _UPDATE_KEYS}
+            saved = entity._saved_wire
+            if saved is not None and saved.get("Configuration") == wire.get("Configuration"):
+                wire.pop("Configuration", None)  # sent only when changed (§8.5, as pyCOMPS)
             response = await self._session.request(
                 "POST", self._plural, json={self._plural: [wire]}
             )
             entity.id = UUID(parse_ids(response, 1)[0])
+            entity._saved_wire = {k: v for k, v in full.items() if k != "Id"}
             return entity
+        wire = entity.to_save_wire()
 
         async def post() -> str:
-            body = {self._plural: [keyed_wire(entity, entity.to_save_wire())]}
+            body = {self._plural: [keyed_wire(entity, wire)]}
             response = await self._session.request("POST", self._plural, json=body)
             return parse_ids(response, 1)[0]
 
-        return await self._create_one(entity, key, post)
+        await self._create_one(entity, key, post)
+        entity._saved_wire = wire
+        return entity
 
     async def create(self, entity: J, *, key: str | None = None) -> J:
         """Create a new entity exactly once (see ``save``); refuses one that has an id."""

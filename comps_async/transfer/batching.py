@@ -161,6 +161,10 @@ class BatchSaver(Generic[E]):
                     index += 1
                     self._not_sent([entity])
                     continue
+                if _unchanged_since_saved(entity):  # e.g. a re-run after a cancellation
+                    index += 1
+                    self._saved.append(entity)
+                    continue
                 try:
                     self._validate(entity, index)
                     wire, parts = await self._prepare(entity)
@@ -307,7 +311,7 @@ class BatchSaver(Generic[E]):
         self._assign(batch, ids)
 
     async def _post(self, batch: _Batch[E], indexes: list[int]) -> list[str]:
-        wire = [keyed_wire(batch.entities[i], batch.wire[i]) for i in indexes]
+        wire = [_sent_wire(batch.entities[i], batch.wire[i]) for i in indexes]
         files: list[tuple[str, tuple[str, bytes, str]]] = [
             ("not_a_file", (self._model.plural, json.dumps(wire).encode(), "application/json"))
         ]
@@ -328,6 +332,7 @@ class BatchSaver(Generic[E]):
             if entity.id is None and hasattr(entity, "state"):
                 entity.state = state
             entity.id = UUID(entity_id)
+            entity._saved_wire = _without_id(batch.wire[index])
 
     async def _upload_missing(self, batch: _Batch[E], md5s: list[UUID]) -> None:
         unknown = [m for m in md5s if m not in self._sources]
@@ -364,6 +369,38 @@ def _label(entity: Entity, file: _AssetFile) -> str:
 def _files_of(entity: Entity) -> list[_AssetFile]:
     files = getattr(entity, "files", None) or getattr(entity, "assets", None) or []
     return list(files)
+
+
+def _without_id(wire: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in wire.items() if k != "Id"} if "Id" in wire else wire
+
+
+def _unchanged_since_saved(entity: Entity) -> bool:
+    saved = entity._saved_wire
+    return (
+        entity.id is not None and saved is not None and _without_id(entity.to_save_wire()) == saved
+    )
+
+
+# Sent on every update of a Simulation or WorkItem (§8.2); the rest only when it changed.
+_UPDATE_ALWAYS = frozenset({"Id", "Name", "ExperimentId", "Description"})
+
+
+def _sent_wire(entity: Entity, wire: dict[str, Any]) -> dict[str, Any]:
+    """What a save sends: a new entity with its reserved tags; an update of an entity the SDK
+    saved before with only what pyCOMPS sends (§8.2): the identifying fields, Configuration if
+    it changed and the files added since (COMPS appends Files, so re-sending them duplicates)."""
+    saved = entity._saved_wire
+    if entity.id is None or saved is None:
+        return keyed_wire(entity, wire)
+    update = {k: v for k, v in wire.items() if k in _UPDATE_ALWAYS}
+    if wire.get("Configuration") != saved.get("Configuration") and "Configuration" in wire:
+        update["Configuration"] = wire["Configuration"]
+    files_key = "Assets" if "Assets" in wire else "Files"
+    added = [f for f in wire.get(files_key, []) if f not in saved.get(files_key, [])]
+    if added:
+        update[files_key] = added
+    return update
 
 
 def parse_ids(response: httpx.Response, count: int) -> list[str]:
