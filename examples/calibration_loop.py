@@ -1,6 +1,7 @@
 """A calibration loop: submit N simulations, wait, harvest one file each, pick the next
-parameters; 3 iterations. Resumable: run it again with the same --name and finished iterations
-are reused (found by tag), an unfinished one is waited for instead of resubmitted.
+parameters; 3 iterations. Resumable for real: kill it at any point and run it again with the
+same --name; every create carries a key derived from the name and the iteration, so what landed
+is found again, only the rest is created, and each iteration ends with all of its results.
 
     python examples/calibration_loop.py --server URL --token TOKEN [--name calib-1] [--sims 20]
     python examples/calibration_loop.py --local      # on an embedded local server
@@ -41,45 +42,43 @@ async def run_iteration(
     collection: ca.AssetCollection,
     out: Path,
 ) -> dict[float, float]:
-    """Peak infected fraction for each beta, reusing a previous run of this iteration."""
-    tags = {"calibration": name, "iteration": str(iteration)}
-    found = await s.experiments.list(ca.Query().where_tag([f"{k}={v}" for k, v in tags.items()]))
-    if found:
-        experiment = found[0]
-    else:
-        experiment = await s.experiments.create(
-            ca.Experiment(
-                name=f"{name} iteration {iteration}",
-                tags=tags,
-                configuration=ca.Configuration(
-                    environment_name="Local",
-                    executable_path="python3",
-                    simulation_input_args="Assets/sir.py --config config.json "
-                    "--campaign Assets/campaign.json",
-                    asset_collection_id=collection.id,
-                ),
-            )
+    """Peak infected fraction for each beta. Safe to re-run after a crash at any point: the
+    experiment and the simulations are created with keys derived from the calibration's name
+    and the iteration, so a re-run gets back what landed and creates only the rest."""
+    key = f"{name}.iteration-{iteration}"
+    experiment = await s.experiments.create(
+        ca.Experiment(
+            name=f"{name} iteration {iteration}",
+            tags={"calibration": name, "iteration": str(iteration)},
+            configuration=ca.Configuration(
+                environment_name="Local",
+                executable_path="python3",
+                simulation_input_args="Assets/sir.py --config config.json "
+                "--campaign Assets/campaign.json",
+                asset_collection_id=collection.id,
+            ),
+        ),
+        key=key,
+    )
+    sims = [
+        ca.Simulation(
+            name=f"b{beta:.4f}",
+            experiment_id=experiment.id,
+            tags={"beta": beta},
+            files=[ca.SimulationFile.from_bytes("config.json", config_for(beta, i))],
         )
-        sims = [
-            ca.Simulation(
-                name=f"b{beta:.4f}",
-                experiment_id=experiment.id,
-                tags={"beta": beta},
-                files=[ca.SimulationFile.from_bytes("config.json", config_for(beta, i))],
-            )
-            for i, beta in enumerate(betas)
-        ]
-        await s.simulations.save_all(sims, commission=True)
-    await s.wait(experiment_id=experiment, timeout=600)
-    by_id = {
-        sim.id: float((sim.tags or {})["beta"] or 0)
-        for sim in await s.experiments.simulations(experiment, ca.Query().select_children(["tags"]))
-    }
+        for i, beta in enumerate(betas)
+    ]
+    await s.simulations.save_all(sims, key=key, commission=True)
+    await s.wait(simulation_ids=sims, timeout=600)
+    beta_of = {sim.id: beta for sim, beta in zip(sims, betas, strict=True)}
     peaks: dict[float, float] = {}
-    async for got in s.outputs.harvest(experiment, ["output/InsetChart.json"], out):
+    async for got in s.outputs.harvest(sims, ["output/InsetChart.json"], out):
         if got.ok and got.local_path is not None:
             chart = json.loads(await anyio.Path(got.local_path).read_text())
-            peaks[by_id[got.simulation_id]] = max(chart["Channels"]["Infected"]["Data"])
+            peaks[beta_of[got.simulation_id]] = max(chart["Channels"]["Infected"]["Data"])
+    if len(peaks) != len(betas):  # never decide on part of the evidence
+        raise RuntimeError(f"iteration {iteration}: {len(peaks)} of {len(betas)} results")
     return peaks
 
 
@@ -92,7 +91,9 @@ def next_betas(peaks: dict[float, float], count: int) -> list[float]:
     return [round(centre - spread + 2 * spread * i / max(count - 1, 1), 4) for i in range(count)]
 
 
-async def calibrate(s: ca.Session, name: str, sims: int, out: Path) -> dict[str, Any]:
+async def calibrate(
+    s: ca.Session, name: str, sims: int, out: Path, iterations: int = 3, quiet: bool = False
+) -> dict[str, Any]:
     sir = resources.files("comps_async.local").joinpath("sir.py").read_bytes()
     campaign = json.loads(
         resources.files("comps_async.local").joinpath("examples", "campaign.json").read_text()
@@ -102,11 +103,12 @@ async def calibrate(s: ca.Session, name: str, sims: int, out: Path) -> dict[str,
         [
             ca.AssetCollectionFile.from_bytes("sir.py", sir),
             ca.AssetCollectionFile.from_bytes("campaign.json", json.dumps(campaign).encode()),
-        ]
+        ],
+        key=f"{name}.assets",
     )
     betas = [round(0.1 + 1.4 * i / (sims - 1), 4) for i in range(sims)]
     history = []
-    for iteration in range(3):
+    for iteration in range(iterations):
         peaks = await run_iteration(s, name, iteration, betas, collection, out / str(iteration))
         best = min(peaks, key=lambda b: abs(peaks[b] - TARGET_PEAK))
         history.append(
@@ -117,7 +119,8 @@ async def calibrate(s: ca.Session, name: str, sims: int, out: Path) -> dict[str,
                 "simulations": len(peaks),
             }
         )
-        print(f"iteration {iteration}: best Base_Infectivity {best} -> peak {peaks[best]:.3f}")
+        if not quiet:
+            print(f"iteration {iteration}: best Base_Infectivity {best} -> peak {peaks[best]:.3f}")
         betas = next_betas(peaks, sims)
     return {"name": name, "history": history}
 
@@ -129,14 +132,19 @@ async def main() -> None:
     parser.add_argument("--local", action="store_true")
     parser.add_argument("--name", default="calibration")
     parser.add_argument("--sims", type=int, default=20)
+    parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("calibration-output"))
+    parser.add_argument("--json", action="store_true", help="print the history as JSON")
     args = parser.parse_args()
+    run = dict(sims=args.sims, out=args.out, iterations=args.iterations, quiet=args.json)
     if args.local:
         async with LocalComps() as server, ca.Session(server.url, token=server.token) as s:
-            await calibrate(s, args.name, args.sims, args.out)
-        return
-    async with ca.Session(args.server, token=args.token) as s:
-        await calibrate(s, args.name, args.sims, args.out)
+            result = await calibrate(s, args.name, **run)
+    else:
+        async with ca.Session(args.server, token=args.token) as s:
+            result = await calibrate(s, args.name, **run)
+    if args.json:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

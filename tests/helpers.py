@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import select
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,15 +84,15 @@ class ServerProcess:
             text=True,
         )
         assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.process.stdout], [], [], 0.5)
-            line = self.process.stdout.readline() if ready else ""
-            if line.startswith("token: "):
-                self.token = line.removeprefix("token: ").strip()
-                return self
-            if self.process.poll() is not None:
-                break
+        watchdog = threading.Timer(timeout_s, self.kill)  # a hung start ends readline with EOF
+        watchdog.start()
+        try:
+            for line in self.process.stdout:
+                if line.startswith("token: "):
+                    self.token = line.removeprefix("token: ").strip()
+                    return self
+        finally:
+            watchdog.cancel()
         self.kill()
         raise RuntimeError(f"comps-async serve did not start on port {self.port}")
 

@@ -1,0 +1,227 @@
+"""Exactly once across cancellations, lost answers, dead servers and re-started processes.
+
+Every test counts what the server's database holds (``rows_by_key``), never what the SDK says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from uuid import UUID
+
+import anyio
+import anyio.lowlevel
+import httpx
+import pytest
+
+import comps_async as ca
+from comps_async.local import FaultConfig, LocalComps
+
+from helpers import CONFIG, ServerProcess, poll_until, rows_by_key
+
+pytestmark = pytest.mark.anyio
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "calibration_loop.py"
+# Quick retries: these tests exhaust attempts on purpose.
+FAST_RETRY = ca.RetryPolicy(max_attempts=2, backoff_base_s=0.005, backoff_max_s=0.01)
+FAST_BATCHES = ca.BatchLimits(max_attempts=3, backoff_base_s=0.005, backoff_max_s=0.01)
+
+
+def make_sims(experiment: ca.Experiment, count: int) -> list[ca.Simulation]:
+    shared = ca.SimulationFile.from_bytes("config.json", CONFIG)
+    return [
+        ca.Simulation(name=f"s{i}", experiment_id=experiment.id, tags={"i": i}, files=[shared])
+        for i in range(count)
+    ]
+
+
+async def ids_on_server(s: ca.Session, experiment: ca.Experiment) -> set[UUID | None]:
+    query = ca.Query().select(["id"]).where([f"experiment_id={experiment.id}"])
+    return {sim.id async for sim in s.simulations.iterate(query)}
+
+
+class CancelAfterCommit:
+    """A policy that cancels ``scope`` right after the ``nth`` batch POST was answered, so that
+    the server has committed a batch whose ids the caller never sees (Ctrl-C, ``fail_after``,
+    a cancelled request handler)."""
+
+    def __init__(self, nth: int) -> None:
+        self.nth = nth
+        self.posts = 0
+        self.scope: anyio.CancelScope | None = None
+
+    async def send(self, request: httpx.Request, call_next: ca.CallNext) -> httpx.Response:
+        response = await call_next(request)
+        if request.method == "POST" and request.url.path == "/api/Simulations":
+            self.posts += 1
+            if self.posts == self.nth and self.scope is not None:
+                self.scope.cancel()
+                await anyio.lowlevel.checkpoint()  # the answer is lost here
+        return response
+
+
+async def test_a_cancelled_save_all_run_again_creates_each_once(tmp_path: Path) -> None:
+    canceller = CancelAfterCommit(nth=3)
+    faults = FaultConfig(latency_s=0.02, routes="POST /api/Simulations")  # batches overlap
+    async with (
+        LocalComps(tmp_path / "server", faults=faults) as server,
+        ca.Session(
+            server.url, token=server.token, token_cache_dir=tmp_path, policies=[canceller]
+        ) as s,
+    ):
+        experiment = await s.experiments.create(ca.Experiment(name="cancelled"))
+        sims = make_sims(experiment, 1000)
+        with anyio.CancelScope() as scope:
+            canceller.scope = scope
+            await s.simulations.save_all(sims, concurrency=4)
+        assert scope.cancelled_caught
+        rows, _ = rows_by_key(server.data_dir)
+        known = sum(sim.id is not None for sim in sims)
+        assert rows >= known + 100  # the third batch landed but its answer was lost
+        assert await s.simulations.save_all(sims) == 1000  # the same call again
+        assert rows_by_key(server.data_dir) == (1000, 1000)
+        assert await ids_on_server(s, experiment) == {sim.id for sim in sims}
+
+
+async def test_answers_lost_on_every_post_and_every_lookup(tmp_path: Path) -> None:
+    lose_all = FaultConfig(reset_after_rate=1.0, routes=r"/api/Simulations$")
+    async with (
+        LocalComps(tmp_path / "server") as server,
+        ca.Session(server.url, token=server.token, token_cache_dir=tmp_path, retry=FAST_RETRY) as s,
+    ):
+        experiment = await s.experiments.create(ca.Experiment(name="lossy"))
+        sims = make_sims(experiment, 150)
+        server.faults.configure(lose_all)
+        with pytest.raises(ca.BatchSaveError) as caught:
+            await s.simulations.save_all(sims, limits=FAST_BATCHES)
+        error = caught.value
+        # The truth: every batch committed, and the SDK could not learn it, so nothing is
+        # reported as failed (which would invite a duplicating retry); all are unknown.
+        assert error.failed == [] and error.saved == []
+        assert len(error.unknown) == 150 and len(set(error.unknown_keys)) == 150
+        assert rows_by_key(server.data_dir) == (150, 150)  # each POST committed once
+        server.faults.configure(FaultConfig())
+        assert await s.simulations.save_all(error.failed + error.unknown) == 150
+        assert rows_by_key(server.data_dir) == (150, 150)
+        assert await ids_on_server(s, experiment) == {sim.id for sim in sims}
+
+
+async def test_a_garbled_2xx_is_looked_up_not_repeated(tmp_path: Path) -> None:
+    garble = FaultConfig(garble_rate=0.3, reset_after_rate=0.1, routes="POST /api/", seed=7)
+    async with (
+        LocalComps(tmp_path / "server", faults=garble) as server,
+        ca.Session(server.url, token=server.token, token_cache_dir=tmp_path) as s,
+    ):
+        experiments = [await s.experiments.create(ca.Experiment(name=f"e{i}")) for i in range(8)]
+        sims = make_sims(experiments[0], 600)
+        assert await s.simulations.save_all(sims, concurrency=3) == 600
+        suite = await s.suites.create(ca.Suite(name="suite"))
+        item = await s.work_items.create(
+            ca.WorkItem(
+                name="wi",
+                worker=ca.WorkerType(name="GenericWorker", version="1.0.0.0_RELEASE"),
+                environment_name="Local",
+            )
+        )
+        collection = await s.asset_collections.create(
+            [ca.AssetCollectionFile.from_bytes("a.txt", b"abc")]
+        )
+        injected = dict(server.faults.injected)
+    assert injected.get("garble", 0) > 0 and injected.get("reset_after", 0) > 0
+    assert rows_by_key(server.data_dir) == (600, 600)
+    assert rows_by_key(server.data_dir, "Experiment") == (8, 8)
+    assert rows_by_key(server.data_dir, "Suite") == (1, 1)
+    assert rows_by_key(server.data_dir, "WorkItem") == (1, 1)
+    assert rows_by_key(server.data_dir, "AssetCollection") == (1, 1)
+    assert None not in {suite.id, item.id, collection.id, *(e.id for e in experiments)}
+
+
+async def test_a_caller_key_survives_the_process(tmp_path: Path) -> None:
+    """Two sessions stand for two runs of one script: the second rebuilds the same objects."""
+    async with LocalComps(tmp_path / "server") as server:
+
+        async def run(count: int) -> list[ca.Simulation]:
+            async with ca.Session(server.url, token=server.token, token_cache_dir=tmp_path) as s:
+                experiment = await s.experiments.create(ca.Experiment(name="it"), key="calib-0")
+                sims = make_sims(experiment, count)
+                await s.simulations.save_all(sims, key="calib-0")
+                return sims
+
+        first = await run(130)
+        second = await run(250)  # the earlier run saved 130 of these, then "crashed"
+        assert [s.id for s in second[:130]] == [s.id for s in first]
+        assert rows_by_key(server.data_dir) == (250, 250)
+        assert rows_by_key(server.data_dir, "Experiment") == (1, 1)
+
+
+async def test_server_killed_mid_save_then_restarted(tmp_path: Path) -> None:
+    total = 1200
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        async with ca.Session(server.url, token=server.token, token_cache_dir=tmp_path) as s:
+            experiment = await s.experiments.create(ca.Experiment(name="killed"))
+            sims = make_sims(experiment, total)
+            outcome: list[BaseException | int] = []
+
+            async def save() -> None:
+                try:
+                    outcome.append(await s.simulations.save_all(sims, concurrency=4))
+                except ca.BatchSaveError as error:
+                    outcome.append(error)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(save)
+                await poll_until(
+                    lambda: rows_by_key(server.data_dir)[0] >= 200, 60, "200 rows saved"
+                )
+                server.kill()  # SIGKILL mid-save, while batches are in flight
+                await anyio.to_thread.run_sync(server.start)  # same data directory, same port
+            if isinstance(outcome[0], ca.BatchSaveError):  # the documented recovery
+                assert await s.simulations.save_all(sims) == total
+            assert rows_by_key(server.data_dir) == (total, total)
+            assert await ids_on_server(s, experiment) == {sim.id for sim in sims}
+    finally:
+        server.kill()
+
+
+async def test_calibration_script_killed_mid_iteration_then_rerun(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    if anyio_backend == "trio":
+        pytest.skip("the script and the server run in their own processes: one backend is enough")
+    sims = 120  # two batches per iteration
+    with ServerProcess(tmp_path / "data") as server:
+        command = [
+            *(sys.executable, str(EXAMPLE), "--server", server.url, "--token", server.token),
+            *("--sims", str(sims), "--iterations", "3", "--out", str(tmp_path / "out")),
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        script = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)  # noqa: ASYNC220
+        try:
+            # Kill the script once the second iteration's simulations start to land.
+            await poll_until(
+                lambda: rows_by_key(server.data_dir)[0] > sims or script.poll() is not None,
+                120,
+                "the second iteration to start saving",
+            )
+            assert script.poll() is None, "the script finished before it could be killed"
+            script.send_signal(signal.SIGKILL)
+            script.wait(30)
+        finally:
+            if script.poll() is None:
+                script.kill()
+        done = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [*command, "--json"], capture_output=True, text=True, env=env, timeout=300
+            )
+        )
+        assert done.returncode == 0, done.stderr
+        history = json.loads(done.stdout.splitlines()[-1])["history"]
+        assert [h["simulations"] for h in history] == [sims] * 3  # every result harvested
+        assert rows_by_key(server.data_dir) == (3 * sims, 3 * sims)
+        assert rows_by_key(server.data_dir, "Experiment") == (3, 3)
+        assert rows_by_key(server.data_dir, "AssetCollection") == (1, 1)
