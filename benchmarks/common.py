@@ -4,63 +4,25 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass
-class ServerProcess:
-    url: str
-    token: str
-    process: subprocess.Popen[str]
-    data_dir: str
+from comps_async.local import LocalCompsProcess
 
 
 @contextmanager
-def server_process(*extra: str) -> Iterator[ServerProcess]:
-    """``comps-async serve`` in a child process (so it does not share our GIL)."""
-    with tempfile.TemporaryDirectory(prefix="comps-bench-") as data_dir:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "comps_async.cli",
-                "serve",
-                "--data-dir",
-                data_dir,
-                "--port",
-                "0",
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert process.stdout is not None
-        url = token = None
-        deadline = time.monotonic() + 30
-        while (url is None or token is None) and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if match := re.search(r"server at (\S+)", line):
-                url = match.group(1)
-            if line.startswith("token: "):
-                token = line.split(" ", 1)[1].strip()
-        if url is None or token is None:
-            process.kill()
-            raise RuntimeError("the benchmark server did not start")
-        try:
-            yield ServerProcess(url, token, process, data_dir)
-        finally:
-            process.terminate()
-            process.wait(10)
+def server_process(*extra: str) -> Iterator[LocalCompsProcess]:
+    """``comps-async serve`` in a child process (so it does not share our GIL), on a fresh
+    data directory that is removed afterwards."""
+    with (
+        tempfile.TemporaryDirectory(prefix="comps-bench-") as data_dir,
+        LocalCompsProcess(data_dir, extra_args=extra) as server,
+    ):
+        yield server
 
 
 def peak_rss_mb() -> float:

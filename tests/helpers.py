@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import socket
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,57 +52,6 @@ def rows_by_key(data_dir: Path, kind: str = "Simulation") -> tuple[int, int]:
     finally:
         db.close()
     return int(rows), int(keys)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerProcess:
-    """``comps-async serve`` in its own process, so that a test can SIGKILL it and start it
-    again on the same data directory and port."""
-
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.data_dir = data_dir
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.token = ""
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self, timeout_s: float = 30.0) -> ServerProcess:
-        command = [sys.executable, "-m", "comps_async.cli", "serve"]
-        self.process = subprocess.Popen(
-            [*command, "--data-dir", str(self.data_dir), "--port", str(self.port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        watchdog = threading.Timer(timeout_s, self.kill)  # a hung start ends readline with EOF
-        watchdog.start()
-        try:
-            for line in self.process.stdout:
-                if line.startswith("token: "):
-                    self.token = line.removeprefix("token: ").strip()
-                    return self
-        finally:
-            watchdog.cancel()
-        self.kill()
-        raise RuntimeError(f"comps-async serve did not start on port {self.port}")
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up, exactly like a crash."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(30)
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()
 
 
 POLL_S = 0.02

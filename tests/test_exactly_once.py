@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 import comps_async as ca
-from comps_async.local import FaultConfig, LocalComps
+from comps_async.local import FaultConfig, LocalComps, LocalCompsProcess
 
-from helpers import CONFIG, ServerProcess, poll_until, rows_by_key
+from helpers import CONFIG, poll_until, rows_by_key
 
 pytestmark = pytest.mark.anyio
 
@@ -112,32 +112,36 @@ async def test_answers_lost_on_every_post_and_every_lookup(tmp_path: Path) -> No
 
 async def test_a_garbled_2xx_is_looked_up_not_repeated(tmp_path: Path) -> None:
     garble = FaultConfig(garble_rate=0.3, reset_after_rate=0.1, routes="POST /api/", seed=7)
+    worker = ca.WorkerType(name="GenericWorker", version="1.0.0.0_RELEASE")
     async with (
         LocalComps(tmp_path / "server", faults=garble) as server,
         ca.Session(server.url, token=server.token, token_cache_dir=tmp_path) as s,
     ):
-        experiments = [await s.experiments.create(ca.Experiment(name=f"e{i}")) for i in range(8)]
+        experiments = [ca.Experiment(name=f"e{i}") for i in range(6)]
+        suites = [ca.Suite(name=f"suite{i}") for i in range(3)]
+        items = [
+            ca.WorkItem(name=f"wi{i}", worker=worker, environment_name="Local") for i in range(3)
+        ]
+        files = [[ca.AssetCollectionFile.from_bytes("a.txt", f"{i}".encode())] for i in range(3)]
+        async with anyio.create_task_group() as tg:  # each create waits out its own retries
+            for experiment in experiments:
+                tg.start_soon(s.experiments.create, experiment)
+            for suite in suites:
+                tg.start_soon(s.suites.create, suite)
+            for item in items:
+                tg.start_soon(s.work_items.create, item)
+            for group in files:
+                tg.start_soon(s.asset_collections.create, group)
         sims = make_sims(experiments[0], 600)
         assert await s.simulations.save_all(sims, concurrency=3) == 600
-        suite = await s.suites.create(ca.Suite(name="suite"))
-        item = await s.work_items.create(
-            ca.WorkItem(
-                name="wi",
-                worker=ca.WorkerType(name="GenericWorker", version="1.0.0.0_RELEASE"),
-                environment_name="Local",
-            )
-        )
-        collection = await s.asset_collections.create(
-            [ca.AssetCollectionFile.from_bytes("a.txt", b"abc")]
-        )
         injected = dict(server.faults.injected)
     assert injected.get("garble", 0) > 0 and injected.get("reset_after", 0) > 0
     assert rows_by_key(server.data_dir) == (600, 600)
-    assert rows_by_key(server.data_dir, "Experiment") == (8, 8)
-    assert rows_by_key(server.data_dir, "Suite") == (1, 1)
-    assert rows_by_key(server.data_dir, "WorkItem") == (1, 1)
-    assert rows_by_key(server.data_dir, "AssetCollection") == (1, 1)
-    assert None not in {suite.id, item.id, collection.id, *(e.id for e in experiments)}
+    assert rows_by_key(server.data_dir, "Experiment") == (6, 6)
+    assert rows_by_key(server.data_dir, "Suite") == (3, 3)
+    assert rows_by_key(server.data_dir, "WorkItem") == (3, 3)
+    assert rows_by_key(server.data_dir, "AssetCollection") == (3, 3)
+    assert None not in {e.id for e in [*experiments, *suites, *items]}
 
 
 async def test_a_caller_key_survives_the_process(tmp_path: Path) -> None:
@@ -160,7 +164,7 @@ async def test_a_caller_key_survives_the_process(tmp_path: Path) -> None:
 
 async def test_server_killed_mid_save_then_restarted(tmp_path: Path) -> None:
     total = 1200
-    server = ServerProcess(tmp_path / "data").start()
+    server = LocalCompsProcess(tmp_path / "data").start()
     try:
         async with ca.Session(server.url, token=server.token, token_cache_dir=tmp_path) as s:
             experiment = await s.experiments.create(ca.Experiment(name="killed"))
@@ -194,7 +198,7 @@ async def test_calibration_script_killed_mid_iteration_then_rerun(
     if anyio_backend == "trio":
         pytest.skip("the script and the server run in their own processes: one backend is enough")
     sims = 120  # two batches per iteration
-    with ServerProcess(tmp_path / "data") as server:
+    with LocalCompsProcess(tmp_path / "data") as server:
         command = [
             *(sys.executable, str(EXAMPLE), "--server", server.url, "--token", server.token),
             *("--sims", str(sims), "--iterations", "3", "--out", str(tmp_path / "out")),

@@ -255,6 +255,24 @@ async def test_a_create_whose_answer_is_lost_is_looked_up_not_repeated(
     assert key == exp.idempotency_key and fake.lookups == [f"{ca.BATCH_TAG}={group}"]
 
 
+@pytest.mark.parametrize(
+    ("lost", "settles"),
+    [(httpx.ReadError("reset"), True), (httpx.Response(504), True), (httpx.Response(503), False)],
+    ids=["no-answer", "gateway-timeout", "server-answered"],
+)
+async def test_a_lookup_waits_for_a_request_the_server_may_still_hold(
+    mock: respx.MockRouter, tmp_path: Path, lost: object, settles: bool
+) -> None:
+    sleep = NoSleep()
+    async with Session(
+        HOST, token=make_token(), token_cache_dir=tmp_path, retry=ca.RetryPolicy(sleep=sleep)
+    ) as s:
+        FakeExperiments(mock, [lost])
+        await s.experiments.create(ca.Experiment(name="e"))
+    # Backoff waits are at most 0.4 s here; only a settle waits about SETTLE_S (2 s).
+    assert any(w > 1.0 for w in sleep.waits) == settles
+
+
 async def test_a_create_that_did_not_land_is_sent_again_with_the_same_key(
     mock: respx.MockRouter, session: ca.Session
 ) -> None:

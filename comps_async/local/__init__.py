@@ -2,6 +2,7 @@
 
 from .app import ServerLimits
 from .faults import FaultConfig
+from .process import LocalCompsProcess
 from .server import LocalComps, sir_configuration
 
-__all__ = ["FaultConfig", "LocalComps", "ServerLimits", "sir_configuration"]
+__all__ = ["FaultConfig", "LocalComps", "LocalCompsProcess", "ServerLimits", "sir_configuration"]

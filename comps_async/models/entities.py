@@ -95,6 +95,8 @@ class Entity(WireModel):
     # What the SDK last saved (the save JSON without Id): a re-save of an unchanged entity is
     # skipped and an update sends only what changed, as pyCOMPS's dirty tracking does (§8.2).
     _saved_wire: dict[str, Any] | None = PrivateAttr(default=None)
+    # When a create of this entity last left without an answer (time.monotonic()).
+    _sent_at: float | None = PrivateAttr(default=None)
 
     @property
     def idempotency_key(self) -> str | None:

@@ -20,7 +20,9 @@ from ..transfer.exactly_once import (
     create_once,
     group_query_tag,
     groups_of,
+    mark_sent,
     match_keys,
+    settle,
 )
 
 if TYPE_CHECKING:
@@ -226,9 +228,14 @@ class EntityResource(Generic[E]):
             keys = KeyAssigner(key)
 
         async def send(_: list[int]) -> list[str]:
-            return [await post()]
+            try:
+                return [await post()]
+            except BaseException as exc:  # lost or cancelled: a look-up must let it settle
+                mark_sent([entity], exc)
+                raise
 
         async def lookup(_: list[int]) -> dict[int, str]:
+            await settle([entity], self._session.retry.sleep)
             return {i: str(e.id) for i, e in (await self.find_by_keys([entity])).items()}
 
         try:

@@ -43,6 +43,8 @@ from .exactly_once import (
     RetrySchedule,
     create_once,
     keyed_wire,
+    mark_sent,
+    settle,
 )
 from .upload import LARGE_FILE_BYTES
 
@@ -285,7 +287,9 @@ class BatchSaver(Generic[E]):
         async def lookup(indexes: list[int]) -> dict[int, str]:
             assert self._find_by_key is not None
             new = [i for i in indexes if batch.entities[i].id is None]
-            found = await self._find_by_key([batch.entities[i] for i in new])
+            wanted = [batch.entities[i] for i in new]
+            await settle(wanted, self._session.retry.sleep)
+            found = await self._find_by_key(wanted)
             return {new[i]: str(entity.id) for i, entity in found.items()}
 
         async def recover(error: ApiError) -> bool:
@@ -318,8 +322,13 @@ class BatchSaver(Generic[E]):
         files += [
             (str(md5), (name, data, media_type(name))) for md5, (name, data) in batch.parts.items()
         ]
-        response = await self._session.request("POST", self._model.plural, files=files)
-        return parse_ids(response, len(indexes))
+        sent = [batch.entities[i] for i in indexes]
+        try:
+            response = await self._session.request("POST", self._model.plural, files=files)
+            return parse_ids(response, len(indexes))
+        except BaseException as exc:  # lost or cancelled: a look-up must let it settle
+            mark_sent(sent, exc)
+            raise
 
     def _assign(self, batch: _Batch[E], ids: dict[int, str]) -> None:
         state: Any = (

@@ -13,6 +13,12 @@ and matches ``comps_async.key`` client-side. Exact match only: COMPS documents n
 work on a real server (protocol §5; inferred: tag values compare case-insensitively there, as
 SQL Server's default collation does, so keys are matched case-insensitively here too).
 
+A look-up can only see what the server has committed. A request that left just before its
+answer was lost (a reset, a cancelled call) may still be in the server's hands, so entities are
+looked up no sooner than ``SETTLE_S`` after they were last sent; a server that takes longer than
+that to commit a request it has fully received can still be raced by a re-send (COMPS gives no
+way to rule it out).
+
 The key is kept on the entity object (a private attribute, never in ``tags``, so copying tags to
 a new entity never copies its identity). An entity that already has a key, or whose key was
 derived from a caller's ``key=``, may exist on the server: it is looked up before it is sent. So
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -59,6 +66,10 @@ BATCH_TAG = "comps_async.batch"
 """Reserved tag: the lookup group of that key (``<call key>/<n // 100>``)."""
 # A lookup lists one group: at most this many entities, one page (pyCOMPS's batch size, §8.2).
 KEY_BLOCK = 100
+# How long after a create left its entities are looked up at the earliest: time for a server to
+# commit a request it had fully received when its answer was lost (a batch commits in
+# milliseconds on the local server; seconds leave room for a busy real one).
+SETTLE_S = 2.0
 # Caller keys end up inside a tag filter, which COMPS splits on commas and operators with no
 # escaping (§5): only characters that cannot be read as syntax are allowed.
 _CALLER_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
@@ -129,6 +140,29 @@ def keyed_wire(entity: Entity, wire: dict[str, Any]) -> dict[str, Any]:
 def groups_of(entities: Sequence[Entity]) -> list[str]:
     """The lookup groups of the keyed new entities among ``entities``."""
     return sorted({e._idempotency[0] for e in entities if e.id is None and e._idempotency})
+
+
+def mark_sent(entities: Sequence[Entity], error: BaseException) -> None:
+    """Record that a create of ``entities`` left and ended in ``error``, if the server may still
+    be working on it: no answer (lost, timed out, cancelled) or a gateway's 408/502/504. A
+    server that answered itself (500, 503, 429, any 2xx) is done with the request."""
+    if isinstance(error, ApiError | MalformedResponseError) and not (
+        isinstance(error, ApiError) and error.status in (408, 502, 504)
+    ):
+        return
+    now = time.monotonic()
+    for entity in entities:
+        if entity.id is None:
+            entity._sent_at = now
+
+
+async def settle(
+    entities: Sequence[Entity], sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+) -> None:
+    """Wait until ``SETTLE_S`` has passed since any of ``entities`` was last sent."""
+    last = max((e._sent_at for e in entities if e._sent_at is not None), default=None)
+    if last is not None and (wait := last + SETTLE_S - time.monotonic()) > 0:
+        await sleep(wait)
 
 
 def group_query_tag(group: str) -> str:
