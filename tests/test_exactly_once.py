@@ -144,6 +144,22 @@ async def test_a_garbled_2xx_is_looked_up_not_repeated(tmp_path: Path) -> None:
     assert None not in {e.id for e in [*experiments, *suites, *items]}
 
 
+async def test_without_idempotency_tags_nothing_reserved_is_stored(tmp_path: Path) -> None:
+    async with (
+        LocalComps(tmp_path / "server") as server,
+        ca.Session(
+            server.url, token=server.token, token_cache_dir=tmp_path, idempotency_tags=False
+        ) as s,
+    ):
+        experiment = await s.experiments.create(ca.Experiment(name="plain"))
+        assert await s.simulations.save_all(make_sims(experiment, 150)) == 150
+        stored = await s.simulations.list(
+            ca.Query().select(["id"]).select_children(["tags"]).where_tag([ca.KEY_TAG])
+        )
+    assert rows_by_key(server.data_dir) == (150, 0) and stored == []  # no reserved tag at all
+    assert rows_by_key(server.data_dir, "Experiment") == (1, 0)
+
+
 async def test_a_caller_key_survives_the_process(tmp_path: Path) -> None:
     """Two sessions stand for two runs of one script: the second rebuilds the same objects."""
     async with LocalComps(tmp_path / "server") as server:
@@ -229,3 +245,16 @@ async def test_calibration_script_killed_mid_iteration_then_rerun(
         assert rows_by_key(server.data_dir) == (3 * sims, 3 * sims)
         assert rows_by_key(server.data_dir, "Experiment") == (3, 3)
         assert rows_by_key(server.data_dir, "AssetCollection") == (1, 1)
+
+
+async def test_the_soak_benchmark_at_ci_size(anyio_backend: str) -> None:
+    """benchmarks/soak_exactly_once.py, small: faults, one server kill, one client kill."""
+    if anyio_backend == "trio":
+        pytest.skip("the benchmark runs its own processes: one backend is enough")
+    script = Path(__file__).parents[1] / "benchmarks" / "soak_exactly_once.py"
+    command = [sys.executable, str(script), "--iterations", "2", "--sims", "60", "--seed", "3"]
+    done = await anyio.run_process(command, check=False)
+    figures = json.loads(done.stdout)
+    assert done.returncode == 0 and figures["ok"], figures
+    assert (figures["rows"], figures["duplicates"]) == (120, 0)
+    assert figures["results_harvested_and_verified"] == 120 and figures["client_runs"] == 2

@@ -41,8 +41,8 @@ def should_retry(
 ) -> bool:
     """Retry idempotent calls on transport errors, timeouts and 408/429/5xx; retry any call
     whose request provably never reached the server (connect errors) or was refused unprocessed
-    (429). A POST that may have been processed is never repeated here: the batch save reconciles
-    first (see transfer/batching.py)."""
+    (429). A POST that may have been processed is never repeated here: creates look up their
+    idempotency key first (see transfer/exactly_once.py)."""
     if error is not None:
         if isinstance(error, NEVER_SENT_ERRORS):
             return True
