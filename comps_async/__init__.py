@@ -48,7 +48,7 @@ from .models import (
 from .pipeline import CallNext, Pipeline, Policy
 from .policies import AuthPolicy, ConcurrencyPolicy, LoggingPolicy, RetryPolicy
 from .query import Query
-from .resources.outputs import Harvested
+from .resources.outputs import Harvest, Harvested
 from .session import Session
 from .transfer.batching import BatchLimits
 from .transfer.download import DownloadSettings, UnsafePathError
@@ -77,6 +77,7 @@ __all__ = [
     "ConflictError",
     "DownloadSettings",
     "Experiment",
+    "Harvest",
     "Harvested",
     "HpcJob",
     "HpcState",

@@ -14,6 +14,7 @@
     - OutcomeUnknownError(key) — a create may or may not have happened; re-run it to find out
     - KeyConflictError(key) — an idempotency key already names a different entity
     - TransferError — the connection failed (after retries) or a transfer could not finish
+        - DeadlineExceededError — a call did not finish within its deadline (retries included)
 
 Caller mistakes (bad ids, unknown field names, wrong argument types) raise ``ValueError`` or
 ``TypeError``, or a pydantic ``ValidationError`` for models, before anything is sent: they stay
@@ -33,6 +34,7 @@ __all__ = [
     "ChecksumMismatchError",
     "CompsError",
     "ConflictError",
+    "DeadlineExceededError",
     "KeyConflictError",
     "MalformedResponseError",
     "MissingAssetsError",
@@ -244,3 +246,9 @@ class TransferError(CompsError):
             f"{message}{f' ({url})' if url else ''}. Check that the server is reachable; "
             "a retry resumes where this stopped."
         )
+
+
+class DeadlineExceededError(TransferError):
+    """A call did not finish within its deadline, retries and waits included (a server that
+    drips bytes, stalls, or keeps answering 429/503). What was transferred is kept for a
+    retry to resume."""

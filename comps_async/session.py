@@ -18,7 +18,7 @@ from anyio.abc import TaskGroup
 from pydantic import SecretStr
 
 from .auth import CredentialPrompt, Credentials, TokenManager
-from .errors import ApiError, TransferError, error_for_status
+from .errors import ApiError, MalformedResponseError, TransferError, error_for_status
 from .hosts import Host
 from .models import Entity, entity_type
 from .pipeline import (
@@ -42,6 +42,7 @@ from .resources import (
     WorkItems,
 )
 from .resources.outputs import Outputs
+from .responses import json_list
 from .transfer.download import Downloader, DownloadSettings
 from .transfer.fingerprints import FingerprintCache, Hasher, default_cache_path
 from .transfer.upload import Uploader, UploadSettings
@@ -145,6 +146,15 @@ class Session:
     def __repr__(self) -> str:
         return f"Session({self.host.base!r})"
 
+    @property
+    def timeout(self) -> httpx.Timeout:
+        """The timeouts of one request attempt (connect, read, write, pool)."""
+        return (
+            self._timeout
+            if isinstance(self._timeout, httpx.Timeout)
+            else httpx.Timeout(self._timeout)
+        )
+
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
@@ -230,7 +240,7 @@ class Session:
         content: bytes | None = None,
         files: Any = None,
         headers: Mapping[str, str] | None = None,
-        timeout: float | None = None,
+        timeout: float | httpx.Timeout | None = None,
         max_attempts: int | None = None,
         idempotent: bool | None = None,
     ) -> httpx.Request:
@@ -263,7 +273,9 @@ class Session:
         """Send a built request through the pipeline, with error translation."""
         response = await self._send_raw(request)
         _release_body(request)
-        if response.status_code >= 400:
+        # Redirects are not followed (a custom token header would follow them to any host):
+        # a 3xx is as unexpected as a 4xx, and typed the same way.
+        if response.status_code >= 300:
             await response.aread()
             raise api_error(response)
         return response
@@ -371,16 +383,16 @@ class Session:
     async def environments(self) -> list[str]:
         """Names of the environments visible to the user."""
         response = await self.request("GET", "environments")
-        return [e["EnvironmentName"] for e in response.json().get("Environments", [])]
+        return [str(e.get("EnvironmentName")) for e in json_list(response, "Environments")]
 
     async def environment(self, name: str) -> dict[str, Any]:
         """One environment: ``{"EnvironmentName", "GroupName", "Macros": {...}}``."""
         if not name or "/" in name:
             raise ValueError(f"invalid environment name {name!r}")
         response = await self.request("GET", f"Environments/{name}")
-        items = response.json().get("Environments", [])
+        items = json_list(response, "Environments")
         if len(items) != 1:
-            raise ApiError(response.status_code, f"malformed environment response for {name!r}")
+            raise MalformedResponseError(f"expected one environment {name!r}, got {len(items)}")
         return dict(items[0])
 
     async def environment_macros(self, name: str) -> dict[str, str]:
@@ -407,6 +419,8 @@ def api_error(response: httpx.Response) -> ApiError:
         text = response.text[:200].strip() if response.content else ""
         body = {"ResponseMessage": text or response.reason_phrase}
     message = str(body.get("ResponseMessage") or response.reason_phrase)
+    if 300 <= response.status_code < 400:
+        message = f"unexpected redirect to {response.headers.get('location', '?')}"
     return error_for_status(response.status_code)(
         response.status_code,
         message,

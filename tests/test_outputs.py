@@ -134,12 +134,13 @@ async def test_download_skips_resumes_and_splits(
     await session.outputs.download(sim, ["stdout.txt"], dest, overwrite=True)
     assert [c for c in recorder.calls if c[1].endswith("stdout.txt")]
 
-    # An interrupted sequential download keeps its .part and the next call resumes it.
+    # An interrupted sequential download keeps its scratch file and the next call resumes it.
     server.faults.configure(FaultConfig(truncate_rate=1.0, routes=r"GET /asset/download/"))
-    part = dest / "output" / "InsetChart.json.part"
+    scratch = dest / ".comps-partial"
     for _ in range(10):  # aiohttp drops bytes that arrive together with the reset: try again
         with pytest.raises(ca.TransferError):
             await session.outputs.download(sim, ["output/InsetChart.json"], dest)
+        (part,) = scratch.glob("*.part")
         if (have := part.stat().st_size) > 0:
             break
     assert have > 0
@@ -268,7 +269,8 @@ async def test_checksum_mismatch_and_case_collisions(
         await session.outputs.info(SIM, ["OUT.TXT"])
     with pytest.raises(ca.ChecksumMismatchError, match="md5"):
         await session.outputs.download(SIM, ["Out.txt"], tmp_path)
-    assert not (tmp_path / "Out.txt").exists() and not (tmp_path / "Out.txt.part").exists()
+    assert not (tmp_path / "Out.txt").exists()
+    assert not list((tmp_path / ".comps-partial").iterdir())  # bad bytes are not kept
 
 
 async def test_zip_limit_is_checked_before_asking(
@@ -295,11 +297,12 @@ def test_zip_bytes_helper_roundtrip(tmp_path: Path) -> None:
 async def test_stopping_a_harvest_early_cancels_its_work(
     finished: dict[str, object], server: LocalComps, session: ca.Session, tmp_path: Path
 ) -> None:
-    from contextlib import aclosing
-
     experiment = finished["experiment"]
-    async with aclosing(
-        session.outputs.harvest(experiment, ["output/*", "*.txt"], tmp_path, concurrency=1)  # type: ignore[arg-type]
+    async with session.outputs.harvest(
+        experiment,  # type: ignore[arg-type]
+        ["output/*", "*.txt"],
+        tmp_path,
+        concurrency=1,
     ) as results:
         async for first in results:
             assert first.ok

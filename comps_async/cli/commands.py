@@ -26,6 +26,7 @@ from ..models import (
 )
 from ..query import Query
 from ..resources.asset_collections import DEFAULT_EXCLUDE, files_from_dir
+from ..responses import json_list
 from ..session import Session
 from ..waiting import WaitStatus
 from .chart import read_channel, write_multichart
@@ -540,7 +541,7 @@ async def whoami(
     async with open_session(server, token, username) as session:
         user = await _current_user(session)
         response = await session.request("GET", "users", params={"format": "json"})
-        users = [u for u in response.json().get("Users") or [] if u.get("UserName") == user]
+        users = [u for u in json_list(response, "Users") if u.get("UserName") == user]
         environments = await session.environments()
     info = {"user": user, "details": users[0] if users else None, "environments": environments}
     emit(info, as_json, f"{user} (environments: {', '.join(environments) or 'none'})")

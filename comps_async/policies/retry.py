@@ -6,6 +6,7 @@ awaits and sleeps, through an injectable ``sleep``.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -60,16 +61,21 @@ def retry_after_s(response: httpx.Response | None, *, now: datetime | None = Non
     millis = response.headers.get("retry-after-ms")
     if millis:
         try:
-            return max(float(millis) / 1000, 0.0)
+            seconds = float(millis) / 1000
         except ValueError:
             pass
+        else:
+            if math.isfinite(seconds):
+                return max(seconds, 0.0)
     value = response.headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None  # "nan", "inf": ignored
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -89,13 +95,18 @@ class RetryPolicy:
     sleep: Callable[[float], Awaitable[None]] = field(default=anyio.sleep, repr=False)
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
-    def backoff_s(self, attempt: int, response: httpx.Response | None) -> float:
-        """How long to wait before attempt ``attempt + 1``."""
-        asked = retry_after_s(response)
-        if asked is not None:
-            return min(asked, self.max_retry_after_s)
+    def delay_s(self, attempt: int, retry_after: float | None = None) -> float:
+        """How long to wait after failed attempt ``attempt`` (1-based): the server's
+        ``retry_after`` (capped), else exponential backoff with full jitter. Every retry loop
+        of the SDK waits this long, through ``sleep``."""
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after_s)
         ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
         return self.rng.uniform(0, ceiling)
+
+    def backoff_s(self, attempt: int, response: httpx.Response | None) -> float:
+        """How long to wait before attempt ``attempt + 1`` after ``response``."""
+        return self.delay_s(attempt, retry_after_s(response))
 
     async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
         """Send ``request``, retrying what is safe to retry (see ``should_retry``)."""

@@ -18,6 +18,7 @@ from ..concurrency import first_error, gather_bounded
 from ..errors import MissingAssetsError
 from ..models import AssetCollection, AssetCollectionFile
 from ..models._base import Tags
+from ..responses import json_body
 from ..transfer.batching import BatchLimits, BatchSaver
 from ..transfer.content import check_readable_file, ensure_md5s, read_source
 from ..transfer.download import safe_join
@@ -241,7 +242,9 @@ class AssetCollections(EntityResource[AssetCollection]):
             ],
         }
         response = await self._session.request("POST", "ZipAssets", json=body, idempotent=True)
-        return await self._session.outputs.fetch_zip(response.json(), Path(dest_file), extract_to)
+        return await self._session.outputs.fetch_zip(
+            json_body(response), Path(dest_file), extract_to
+        )
 
     async def _assets(self, collection: IdLike) -> list[AssetCollectionFile]:
         fetched = await self.get(as_id(collection), children=["assets"])

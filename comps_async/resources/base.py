@@ -9,10 +9,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
+import httpx
+from pydantic import ValidationError
+
 from ..concurrency import gather_bounded
-from ..errors import OutcomeUnknownError
+from ..errors import MalformedResponseError, OutcomeUnknownError
 from ..models import Entity, RelationType, TagOperationMode, WorkItem
 from ..query import Query
+from ..responses import json_body, json_list, response_uuid
 from ..transfer.exactly_once import (
     CreateFailed,
     KeyAssigner,
@@ -93,13 +97,20 @@ class EntityResource(Generic[E]):
         return self.model.plural
 
     def _parse(self, data: Any) -> E:
-        return self.model.from_wire(data)  # type: ignore[return-value]
+        try:
+            return self.model.from_wire(data)  # type: ignore[return-value]
+        except ValidationError as exc:
+            raise MalformedResponseError(
+                f"a {self.model.__name__} the SDK cannot read: {exc.error_count()} problem(s), "
+                f"first: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}"
+            ) from exc
 
-    def _items(self, payload: Any) -> list[Any]:
-        items = payload.get(self._plural) if isinstance(payload, dict) else None
-        if not isinstance(items, list):
-            raise ValueError(f"malformed response: expected {{{self._plural!r}: [...]}}")
-        return items
+    def _items(self, response: httpx.Response) -> list[Any]:
+        if self._plural not in json_body(response):
+            raise MalformedResponseError(
+                f"expected {{{self._plural!r}: [...]}}", url=str(response.request.url)
+            )
+        return json_list(response, self._plural)
 
     async def get(
         self,
@@ -116,7 +127,7 @@ class EntityResource(Generic[E]):
         response = await self._session.request(
             "GET", f"{self._plural}/{as_id(entity_id)}", params=params
         )
-        items = self._items(response.json())
+        items = self._items(response)
         if len(items) != 1:
             raise ValueError(f"expected exactly one {self.model.__name__}, got {len(items)}")
         return self._parse(items[0])
@@ -141,7 +152,7 @@ class EntityResource(Generic[E]):
                 self._plural,
                 params={**base, IDS_PARAM: ",".join(map(str, chunk)), "count": str(len(chunk))},
             )
-            items = [self._parse(i) for i in self._items(response.json())]
+            items = [self._parse(i) for i in self._items(response)]
             if any(item.id not in chunk for item in items):  # parameter ignored: fall back
                 items = await self._gather(chunk, lambda i: self.get(i, children=children))
             found.update({item.id: item for item in items if item.id is not None})
@@ -171,7 +182,7 @@ class EntityResource(Generic[E]):
                 return
             params = {**base, "offset": str(offset), "count": str(want)}
             response = await self._session.request("GET", self._plural, params=params)
-            items = self._items(response.json())
+            items = self._items(response)
             for item in items:
                 yield self._parse(item)
             fetched += len(items)
@@ -187,7 +198,7 @@ class EntityResource(Generic[E]):
         params = {**q.to_params(self.model), "count": "1", "offset": "0"}
         response = await self._session.request("GET", self._plural, params=params)
         total = parse_content_range(response.headers.get("content-range"))
-        return total if total is not None else len(self._items(response.json()))
+        return total if total is not None else len(self._items(response))
 
     async def refresh(self, entity: E) -> E:
         """Re-read ``entity`` from the server in place (children it already has included)."""
@@ -265,7 +276,7 @@ class EntityResource(Generic[E]):
         if relation is not None:
             path += f"/Relation/{relation.value}"
         response = await self._session.request("GET", path)
-        ids = [UUID(str(p["Id"])) for p in response.json().get("Parents") or []]
+        ids = [response_uuid(p.get("Id"), response) for p in json_list(response, "Parents")]
         return await self._session.work_items.get_many(ids)
 
     # --- tags (§9) -----------------------------------------------------------------------------

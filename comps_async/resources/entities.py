@@ -17,7 +17,8 @@ from ..models import (
     entity_type,
 )
 from ..query import Query
-from ..transfer.batching import BatchLimits, BatchSaver, ProgressCallback, parse_ids
+from ..responses import json_body, json_list, parse_ids, response_uuid
+from ..transfer.batching import BatchLimits, BatchSaver, ProgressCallback
 from ..transfer.exactly_once import keyed_wire
 from .base import EntityResource, IdLike, StatefulResource, as_id
 
@@ -83,7 +84,7 @@ class _JsonSaved(StatefulResource[J]):
             f"{self._plural}/{entity_id}/Stats",
             params={"statsoperations": "simulationcount,simulationstatecount"},
         )
-        stats = (response.json().get("Stats") or {}).get(str(entity_id)) or {}
+        stats = (json_body(response).get("Stats") or {}).get(str(entity_id)) or {}
         return {str(k): int(v) for k, v in (stats.get("SimulationStateCount") or {}).items()}
 
 
@@ -237,8 +238,10 @@ class WorkItems(_BatchSaved[WorkItem]):
             "GET", f"WorkItems/{as_id(work_item)}/Related", params=params
         )
         by_type: dict[str, list[UUID]] = {}
-        for item in response.json().get("Related") or []:
-            by_type.setdefault(str(item["ObjectType"]), []).append(UUID(str(item["Id"])))
+        for item in json_list(response, "Related"):
+            by_type.setdefault(str(item.get("ObjectType")), []).append(
+                response_uuid(item.get("Id"), response)
+            )
         result: dict[str, list[Entity]] = {}
         for type_name, ids in by_type.items():
             resource: EntityResource[Any] = self._session.resource(type_name)

@@ -4,8 +4,9 @@ simulations and work items (protocol §10)."""
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -14,18 +15,21 @@ from uuid import UUID
 
 import anyio
 import anyio.to_thread
+import httpx
+from pydantic import ValidationError
 
 from ..concurrency import aiter_any, first_error, gather_bounded
-from ..errors import CompsError, NotFoundError
+from ..errors import ChecksumMismatchError, CompsError, MalformedResponseError, NotFoundError
 from ..models import Entity, Experiment, OutputFileMetadata, Simulation, SimulationState, WorkItem
 from ..query import Query
+from ..responses import json_body, json_list
 from ..transfer.download import Downloader, extract_zip_safely, safe_join
 from .base import as_id
 
 if TYPE_CHECKING:
     from ..session import Session
 
-__all__ = ["MAX_ZIP_BYTES", "Harvested", "Outputs"]
+__all__ = ["MAX_ZIP_BYTES", "Harvest", "Harvested", "Outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +60,30 @@ class Harvested:
     def ok(self) -> bool:
         """True when the file is on disk."""
         return self.error is None
+
+
+class Harvest:
+    """The results of ``harvest``: an async iterator of ``Harvested`` and an async context
+    manager that closes it (stopping the remaining downloads) when the block is left."""
+
+    def __init__(self, results: AsyncGenerator[Harvested, None]) -> None:
+        self._results = results
+
+    def __aiter__(self) -> Harvest:
+        return self
+
+    async def __anext__(self) -> Harvested:
+        return await self._results.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the remaining work (idempotent)."""
+        await self._results.aclose()
+
+    async def __aenter__(self) -> Harvest:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 @dataclass(frozen=True)
@@ -103,19 +131,48 @@ class Outputs:
         response = await self._session.request(
             "GET", f"asset/{plural}/{entity_id}/Output", params=params
         )
-        files = [OutputFileMetadata.from_wire(r) for r in response.json().get("Resources") or []]
+        files = [_output_meta(r, response) for r in json_list(response, "Resources")]
         listing = {f.path: f for f in files}
         if paths is None:
             return listing
         return {path: _lookup(listing, path, entity_id) for path in paths}
 
     async def read(self, entity: Target, path: str) -> bytes:
-        """The whole content of a small output file."""
+        """The whole content of a small output file, verified like a download: never more than
+        its listed length is read (a longer body is an error), and its listed MD5 must match."""
         meta = (await self.info(entity, [path]))[path]
-        if (meta.length or 0) > MAX_READ_BYTES:
+        limit = meta.length if meta.length is not None else MAX_READ_BYTES
+        if limit > MAX_READ_BYTES:
             raise ValueError(f"{path} is {meta.length} bytes; use download() for big files")
-        response = await self._session.request("GET", _url(meta))
-        return response.content
+        if meta.length == 0:
+            data = b""
+        else:
+            data = await self._read_at_most(_url(meta), limit)
+        if meta.length is not None and len(data) != meta.length:
+            raise ChecksumMismatchError(
+                f"{path}: length", expected=str(meta.length), actual=f"{len(data)} or more"
+            )
+        if (
+            meta.md5
+            and hashlib.md5(data, usedforsecurity=False).hexdigest()
+            != meta.md5.replace("-", "").lower()
+        ):
+            raise ChecksumMismatchError(
+                f"{path}: md5", expected=meta.md5, actual=hashlib.md5(data).hexdigest()
+            )
+        return data
+
+    async def _read_at_most(self, url: str, limit: int) -> bytes:
+        """The body of ``url``, or its first ``limit + 1`` bytes if it is longer."""
+        pieces: list[bytes] = []
+        size = 0
+        async with self._session.stream("GET", url) as response:
+            async for chunk in response.aiter_bytes():
+                pieces.append(chunk[: limit + 1 - size])
+                size += len(pieces[-1])
+                if size > limit:
+                    break
+        return b"".join(pieces)
 
     async def read_range(
         self, entity: Target, path: str, start: int, end: int | None = None
@@ -193,7 +250,7 @@ class Outputs:
         )
         return target, fetched
 
-    async def harvest(
+    def harvest(
         self,
         source: Experiment | UUID | str | Query | Iterable[Simulation] | AsyncIterable[Simulation],
         patterns: Sequence[str],
@@ -202,18 +259,34 @@ class Outputs:
         concurrency: int = 32,
         overwrite: bool = False,
         case_sensitive: bool = False,
-    ) -> AsyncIterator[Harvested]:
+    ) -> Harvest:
         """Fetch the outputs matching glob ``patterns`` of many simulations to
         ``dest/<sim-id>/<path>``, yielding each file as it lands so analysis can start at once.
         One listing per simulation; a simulation that fails is reported as a ``Harvested``
-        with ``error`` and never stops the others; re-running skips complete files."""
+        with ``error`` and never stops the others; re-running skips complete files.
+
+        Use it as ``async with s.outputs.harvest(...) as results: async for got in results``:
+        leaving the block (a ``break``, an error) stops the remaining work at once and cleanly
+        on every event loop. A bare ``async for`` works too when it runs to the end."""
         if isinstance(patterns, str):
             patterns = [patterns]
         if not patterns:
             raise ValueError("give at least one glob pattern, e.g. 'output/*.json'")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        root = Path(dest)
+        return Harvest(
+            self._harvest(source, patterns, Path(dest), concurrency, overwrite, case_sensitive)
+        )
+
+    async def _harvest(
+        self,
+        source: Experiment | UUID | str | Query | Iterable[Simulation] | AsyncIterable[Simulation],
+        patterns: Sequence[str],
+        root: Path,
+        concurrency: int,
+        overwrite: bool,
+        case_sensitive: bool,
+    ) -> AsyncGenerator[Harvested, None]:
         send, receive = anyio.create_memory_object_stream[Harvested | _Failed](concurrency * 4)
         sims = _simulations(self._session, source)
         scope = anyio.CancelScope()
@@ -298,16 +371,19 @@ class Outputs:
             idempotent=True,
             json={"ContainerType": "CompressedZip", "Ids": [str(m.id) for m in listing.values()]},
         )
-        return await self.fetch_zip(response.json(), Path(dest_file), extract_to)
+        return await self.fetch_zip(json_body(response), Path(dest_file), extract_to)
 
     async def fetch_zip(
         self, answer: dict[str, Any], dest_file: Path, extract_to: str | PathLike[str] | None
     ) -> Path:
         """Download the one zip resource of a zip answer (and extract it safely)."""
         resources = answer.get("Resources") or []
-        if len(resources) != 1:
-            raise ValueError(f"expected one zip resource, got {len(resources)}")
-        meta = OutputFileMetadata.from_wire(resources[0])
+        if not isinstance(resources, list) or len(resources) != 1:
+            raise MalformedResponseError(f"expected one zip resource, got {str(resources)[:200]}")
+        try:
+            meta = OutputFileMetadata.from_wire(resources[0])
+        except ValidationError as exc:
+            raise MalformedResponseError(f"a zip resource the SDK cannot read: {exc}") from exc
         await self.downloader.fetch(_url(meta), dest_file, length=meta.length, overwrite=True)
         if extract_to is not None:
             await anyio.to_thread.run_sync(extract_zip_safely, dest_file, Path(extract_to))
@@ -316,7 +392,7 @@ class Outputs:
 
 def _url(meta: OutputFileMetadata) -> str:
     if not meta.url:
-        raise ValueError(f"the server gave no Url for {meta.path}")
+        raise MalformedResponseError(f"the server gave no Url for {meta.path}")
     return meta.url
 
 
@@ -362,3 +438,13 @@ async def _simulations(
     else:
         async for sim in aiter_any(source):
             yield sim
+
+
+def _output_meta(row: dict[str, Any], response: httpx.Response) -> OutputFileMetadata:
+    try:
+        return OutputFileMetadata.from_wire(row)
+    except ValidationError as exc:
+        raise MalformedResponseError(
+            f"an output file the SDK cannot read ({exc.errors()[0]['msg']}): {str(row)[:200]}",
+            url=str(response.request.url),
+        ) from exc

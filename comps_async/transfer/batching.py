@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
 
 import anyio
-import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..concurrency import aiter_any
-from ..errors import ApiError, BatchSaveError, MalformedResponseError, MissingAssetsError
+from ..errors import ApiError, BatchSaveError, MissingAssetsError
 from ..models import (
     ContentSource,
     Entity,
@@ -35,6 +34,7 @@ from ..models import (
     WorkItemState,
 )
 from ..models.files import _AssetFile
+from ..responses import parse_ids
 from .content import check_readable_file, ensure_md5s, media_type, read_source
 from .exactly_once import (
     BATCH_TAG,
@@ -51,7 +51,7 @@ from .upload import LARGE_FILE_BYTES
 if TYPE_CHECKING:
     from ..session import Session
 
-__all__ = ["BATCH_TAG", "BatchLimits", "BatchSaver", "FindByKey", "parse_ids"]
+__all__ = ["BATCH_TAG", "BatchLimits", "BatchSaver", "FindByKey"]
 
 logger = logging.getLogger(__name__)
 
@@ -410,27 +410,3 @@ def _sent_wire(entity: Entity, wire: dict[str, Any]) -> dict[str, Any]:
     if added:
         update[files_key] = added
     return update
-
-
-def parse_ids(response: httpx.Response, count: int) -> list[str]:
-    """The ``{"Ids": [...]}`` answer of a save of ``count`` entities (§8.1). Anything else is a
-    ``MalformedResponseError``: the save may have happened, so callers look before re-sending."""
-    url = str(response.request.url.copy_with(query=None))
-    try:
-        body = response.json()
-    except ValueError:
-        raise MalformedResponseError(
-            f"a save was answered {response.status_code} with a body that is not JSON", url=url
-        ) from None
-    ids = body.get("Ids") if isinstance(body, dict) else None
-    if not isinstance(ids, list) or len(ids) != count or not all(_is_uuid(i) for i in ids):
-        raise MalformedResponseError(f"expected {count} ids, got {str(body)[:200]}", url=url)
-    return [str(i) for i in ids]
-
-
-def _is_uuid(value: Any) -> bool:
-    try:
-        UUID(str(value))
-    except ValueError:
-        return False
-    return True

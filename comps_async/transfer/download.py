@@ -1,6 +1,14 @@
 """Downloads to disk: streamed in large blocks, resumable, split into concurrent ranges when big,
 verified by length and md5, published by rename; and the path rules that keep server-provided
-names inside the destination directory."""
+names inside the destination directory.
+
+Scratch files never share a folder with outputs: they live in ``<dest>/.comps-partial/``, named by
+a hash of the target's path, length and md5, so no output name (``X.part`` included) can collide
+with one and a resumed transfer only ever continues the same listed file. They are created
+exclusively and opened without following links, so a link planted in the destination cannot
+redirect a write, and a publish re-checks what it replaces. No output may be written into the
+scratch folder itself.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ import os
 import re
 import stat
 import zipfile
+from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
@@ -18,7 +27,15 @@ import anyio.to_thread
 import httpx
 
 from ..concurrency import first_error
-from ..errors import ChecksumMismatchError, TransferError
+from ..errors import (
+    ApiError,
+    ChecksumMismatchError,
+    CompsError,
+    DeadlineExceededError,
+    RateLimitedError,
+    ServerError,
+    TransferError,
+)
 from .fileio import pwrite_all
 
 if TYPE_CHECKING:
@@ -31,13 +48,17 @@ __all__ = [
     "ensure_inside",
     "extract_zip_safely",
     "safe_join",
+    "scratch_path",
 ]
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+SCRATCH_DIR = ".comps-partial"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # POSIX; Windows has no symlink writes to follow
 
 
-class UnsafePathError(ValueError):
-    """A server-provided path would land outside the destination directory."""
+class UnsafePathError(CompsError, ValueError):
+    """A server-provided path would land outside the destination directory (or onto the SDK's
+    scratch space in it); nothing was written there."""
 
 
 def safe_join(root: Path, relative: str) -> Path:
@@ -48,6 +69,8 @@ def safe_join(root: Path, relative: str) -> Path:
     parts = [p for p in PurePosixPath(text).parts if p not in ("", ".")]
     if not parts or text.startswith("/") or _DRIVE.match(text) or ".." in parts or "\x00" in text:
         raise UnsafePathError(f"refusing to write {relative!r}: it leaves the destination")
+    if parts[0].casefold() == SCRATCH_DIR:
+        raise UnsafePathError(f"refusing to write {relative!r}: {SCRATCH_DIR} is the SDK's")
     return root.joinpath(*parts)
 
 
@@ -94,7 +117,9 @@ class DownloadSettings:
     parallel_threshold_bytes: int = 64 << 20  # ... when they are at least 64 MiB
     streams: int = 32  # session-wide streams in flight: memory <= streams x block_bytes
     ranges_per_file: int = 4  # one big file never takes every stream
-    max_attempts: int = 6
+    max_attempts: int = 6  # per file or range; each resumes from the bytes already on disk
+    stall_timeout_s: float = 60.0  # no byte for this long: the attempt fails (and resumes)
+    deadline_s: float | None = None  # one file, every attempt included; None: no deadline
 
 
 @dataclass
@@ -120,21 +145,44 @@ class Downloader:
         md5_hex: str | None = None,
         overwrite: bool = False,
         inside: Path | None = None,
+        deadline_s: float | None = None,
     ) -> bool:
         """Download ``url`` to ``target``; returns False when a complete file was already
-        there. Interrupted transfers leave ``<name>.part`` for the next call to resume. The md5
-        is computed while the bytes arrive (in order), so verifying costs no second pass. With
-        ``inside``, a target that symlinks already on disk would lead out of it is refused."""
-        part = target.with_name(target.name + ".part")
+        there. An interrupted transfer leaves its scratch file for the next call to resume.
+        The md5 is computed while the bytes arrive, so verifying costs no second pass; nothing
+        past the listed ``length`` is read. ``inside`` (default: the target's folder) is the
+        destination root: nothing is written outside it, whatever links are on disk. The whole
+        call ends within ``deadline_s`` (default ``settings.deadline_s``) with
+        ``DeadlineExceededError``."""
+        root = inside if inside is not None else target.parent
+        deadline = deadline_s if deadline_s is not None else self.settings.deadline_s
+        try:
+            with anyio.fail_after(deadline):
+                return await self._fetch(url, target, root, length, md5_hex, overwrite)
+        except TimeoutError:
+            raise DeadlineExceededError(
+                f"{target.name}: not complete after {deadline} s", url=url
+            ) from None
+
+    async def _fetch(
+        self,
+        url: str,
+        target: Path,
+        root: Path,
+        length: int | None,
+        md5_hex: str | None,
+        overwrite: bool,
+    ) -> bool:
+        part = scratch_path(root, target, length, md5_hex)
         # File-system bookkeeping is batched into one worker-thread call before and one after
         # the transfer: for small files the hops, not the bytes, would be the cost.
-        have = await anyio.to_thread.run_sync(_prepare, target, part, length, overwrite, inside)
+        have = await anyio.to_thread.run_sync(_prepare, target, part, length, overwrite, root)
         if have is None:
             return False
         digest = _InOrderDigest(part)
         if length is not None and length >= self.settings.parallel_threshold_bytes:
             await self._ranges(url, part, length, digest)
-        else:
+        elif length != 0:  # an empty file (most stderr.txt) needs no request at all
             await self._sequential(url, part, length, digest, have)
         size = await anyio.to_thread.run_sync(_size, part)
         if length is not None and size != length:
@@ -150,28 +198,51 @@ class Downloader:
         await anyio.to_thread.run_sync(_publish, part, target)
         return True
 
+    def _get(
+        self, url: str, headers: dict[str, str] | None
+    ) -> AbstractAsyncContextManager[httpx.Response]:
+        # The engine retries (and resumes) itself: one attempt per call through the pipeline,
+        # so retries never stack; a stall ends the attempt, not the download.
+        base = self.session.timeout
+        timeout = httpx.Timeout(
+            connect=base.connect,
+            read=self.settings.stall_timeout_s,
+            write=base.write,
+            pool=base.pool,
+        )
+        return self.session.stream("GET", url, headers=headers, timeout=timeout, max_attempts=1)
+
+    async def _pause(self, attempt: int, error: BaseException) -> None:
+        asked = error.retry_after_s if isinstance(error, ApiError) else None
+        await self.session.retry.sleep(self.session.retry.delay_s(attempt, asked))
+
     async def _sequential(
         self, url: str, part: Path, length: int | None, digest: _InOrderDigest, have: int
     ) -> None:
-        last: Exception | None = None
-        for attempt in range(self.settings.max_attempts):
-            if attempt:
+        last: BaseException | None = None
+        for attempt in range(1, self.settings.max_attempts + 1):
+            if last is not None:
+                await self._pause(attempt - 1, last)
                 have = await anyio.to_thread.run_sync(_size, part)
             if length is not None and have >= length:
                 return
             headers = {"Range": f"bytes={have}-"} if have else None
             try:
-                async with self.slots, self.session.stream("GET", url, headers=headers) as resp:
+                async with self.slots, self._get(url, headers) as resp:
                     if have and resp.status_code != 206:  # range ignored: start again
                         have = 0
                     digest.restart_at(have)
                     await self._write_stream(
-                        resp, part, mode="ab" if have else "wb", offset=have, digest=digest
+                        resp,
+                        part,
+                        mode="ab" if have else "wb",
+                        offset=have,
+                        digest=digest,
+                        limit=length,
                     )
                 return
-            except (TransferError, httpx.TransportError) as exc:
+            except _RETRYABLE as exc:
                 last = exc
-                await anyio.sleep(min(2.0, 0.05 * 2**attempt))
         raise TransferError(
             f"download failed after {self.settings.max_attempts} attempts: {last}", url=url
         )
@@ -184,9 +255,11 @@ class Downloader:
         mode: Literal["wb", "ab", "r+b"],
         offset: int = 0,
         digest: _InOrderDigest | None = None,
+        limit: int | None = None,
     ) -> None:
         """Copy the body into ``part`` (``wb`` fresh, ``ab`` resume, ``r+b`` a range at
-        ``offset``), one block per thread hop; with ``digest``, the bytes are hashed in that
+        ``offset``), one block per thread hop, never past byte ``limit`` (a server that sends
+        more, or drips for ever, is cut there); with ``digest``, the bytes are hashed in that
         same hop."""
         block = self.settings.range_block_bytes if mode == "r+b" else self.settings.block_bytes
         pieces: list[bytes] = []
@@ -203,6 +276,10 @@ class Downloader:
 
         try:
             async for chunk in response.aiter_bytes():
+                if limit is not None and position + pending + len(chunk) >= limit:
+                    pieces.append(chunk[: limit - position - pending])
+                    pending = limit - position
+                    break  # what follows is not the listed file
                 pieces.append(chunk)
                 pending += len(chunk)
                 if pending >= block:
@@ -225,13 +302,7 @@ class Downloader:
     async def _ranges(self, url: str, part: Path, length: int, digest: _InOrderDigest) -> None:
         size = self.settings.range_bytes
         spans = [(start, min(start + size, length) - 1) for start in range(0, length, size)]
-        done_file = _done_file(part)
-        done = set()
-        if await anyio.Path(part).exists() and await anyio.Path(done_file).exists():
-            done = {int(x) for x in (await anyio.Path(done_file).read_text()).split()}
-        else:
-            await anyio.to_thread.run_sync(_preallocate, part, length)
-            await anyio.Path(done_file).write_text("")
+        done = await anyio.to_thread.run_sync(_start_ranges, part, length)
         for index in done:
             digest.written(spans[index][0], spans[index][1] + 1)
         lock = anyio.Lock()
@@ -239,31 +310,32 @@ class Downloader:
 
         async def fetch_span(index: int) -> None:
             start, end = spans[index]
-            last: Exception | None = None
-            for attempt in range(self.settings.max_attempts):
+            last: BaseException | None = None
+            for attempt in range(1, self.settings.max_attempts + 1):
+                if last is not None:
+                    await self._pause(attempt - 1, last)
                 try:
                     async with (
                         per_file,
                         self.slots,
-                        self.session.stream(
-                            "GET", url, headers={"Range": f"bytes={start}-{end}"}
-                        ) as resp,
+                        self._get(url, {"Range": f"bytes={start}-{end}"}) as resp,
                     ):
                         if resp.status_code != 206:
                             raise TransferError(
                                 "the server does not answer Range requests", url=url
                             )
-                        await self._write_stream(resp, part, mode="r+b", offset=start)
+                        await self._write_stream(
+                            resp, part, mode="r+b", offset=start, limit=end + 1
+                        )
                     # Record progress so that an interrupted download can resume, and hash
                     # whatever is now contiguous from the start while other ranges arrive.
-                    async with lock, await anyio.open_file(done_file, "a") as handle:
-                        await handle.write(f"{index}\n")
+                    async with lock:
+                        await anyio.to_thread.run_sync(_record_range, part, index)
                     digest.written(start, end + 1)
                     await digest.catch_up()
                     return
-                except (TransferError, httpx.TransportError) as exc:
+                except _RETRYABLE as exc:
                     last = exc
-                    await anyio.sleep(min(2.0, 0.05 * 2**attempt))
             raise TransferError(f"range {start}-{end} failed: {last}", url=url)
 
         try:
@@ -273,6 +345,10 @@ class Downloader:
                         tg.start_soon(fetch_span, index)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
+
+
+# Failures after which a download attempt is repeated (resuming from what is on disk).
+_RETRYABLE = (TransferError, httpx.TransportError, ServerError, RateLimitedError)
 
 
 class _InOrderDigest:
@@ -335,55 +411,119 @@ class _InOrderDigest:
         return self._md5.hexdigest()
 
 
+def scratch_path(root: Path, target: Path, length: int | None, md5_hex: str | None) -> Path:
+    """Where the bytes of ``target`` gather until they are verified: in the destination's
+    scratch folder, named by the target's path, length and md5 (a changed listing never resumes
+    the old bytes)."""
+    relative = target.relative_to(root).as_posix() if target.is_relative_to(root) else str(target)
+    name = hashlib.sha256(f"{relative}\0{length}\0{md5_hex}".encode()).hexdigest()[:40]
+    return root / SCRATCH_DIR / f"{name}.part"
+
+
 def _done_file(part: Path) -> Path:
     return part.with_name(part.name + ".ranges")
 
 
 def _prepare(
-    target: Path, part: Path, length: int | None, overwrite: bool, inside: Path | None
+    target: Path, part: Path, length: int | None, overwrite: bool, root: Path
 ) -> int | None:
     """Blocking: None when a complete ``target`` is already there; otherwise make its folder
-    and return how many bytes of ``part`` a resumed transfer can keep (0 to start afresh)."""
-    if inside is not None:
-        ensure_inside(inside, target)
+    and the scratch folder, and return how many bytes of ``part`` a resumed transfer can keep
+    (0 to start afresh)."""
+    ensure_inside(root, target)
     if not overwrite and length is not None:
         try:
-            info = target.stat()
+            info = target.lstat()
         except FileNotFoundError:
             pass
         else:
             if stat.S_ISREG(info.st_mode) and info.st_size == length:
                 return None
     target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = part.parent
+    with suppress(FileExistsError):
+        scratch.mkdir(mode=0o700)
+    if not stat.S_ISDIR(scratch.lstat().st_mode):  # a link or a file planted in its place
+        raise UnsafePathError(f"refusing to write: {str(scratch)!r} is not a plain directory")
     if overwrite:
         _discard(part)
-    return _size(part)
+    try:
+        info = part.lstat()
+    except FileNotFoundError:
+        return 0
+    if not stat.S_ISREG(info.st_mode) or (length is not None and info.st_size > length):
+        _discard(part)  # not ours, or longer than the file: nothing in it can be kept
+        return 0
+    return info.st_size
 
 
 def _size(path: Path) -> int:
     try:
-        return path.stat().st_size
+        return path.lstat().st_size
     except FileNotFoundError:
         return 0
 
 
 def _discard(part: Path) -> None:
-    part.unlink(missing_ok=True)
+    part.unlink(missing_ok=True)  # unlink never follows a link
     _done_file(part).unlink(missing_ok=True)
 
 
 def _publish(part: Path, target: Path) -> None:
+    """Move the verified scratch file into place. A directory at the target is refused; a link
+    there is replaced, never followed."""
+    try:
+        if stat.S_ISDIR(target.lstat().st_mode):
+            raise UnsafePathError(f"refusing to replace the directory {str(target)!r}")
+    except FileNotFoundError:
+        pass
     os.replace(part, target)
     _done_file(part).unlink(missing_ok=True)
 
 
 def _open_for(path: Path, mode: str) -> int:
-    """A raw file descriptor for ``wb`` (truncate), ``ab`` or ``r+b`` (keep) writes at explicit
-    offsets."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if mode == "wb" else 0)
-    return os.open(path, flags, 0o644)
+    """A raw file descriptor for ``wb`` (a new file, created exclusively), ``ab`` or ``r+b``
+    (the existing scratch file) writes at explicit offsets; never through a link."""
+    flags = os.O_WRONLY | _NOFOLLOW
+    if mode == "wb":
+        path.unlink(missing_ok=True)
+        flags |= os.O_CREAT | os.O_EXCL
+    fd = os.open(path, flags, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePathError(f"refusing to write {str(path)!r}: not a regular file")
+    return fd
 
 
-def _preallocate(path: Path, length: int) -> None:
-    with open(path, "wb") as handle:
-        handle.truncate(length)
+def _start_ranges(part: Path, length: int) -> set[int]:
+    """Blocking: the ranges already on disk of an interrupted ranged download, or a fresh
+    preallocated scratch file and an empty record."""
+    done_file = _done_file(part)
+    try:
+        fd = os.open(done_file, os.O_RDONLY | _NOFOLLOW)
+    except FileNotFoundError:
+        pass
+    else:
+        with os.fdopen(fd) as handle:
+            if _size(part) == length:
+                return {int(x) for x in handle.read().split()}
+    fd = _open_for(part, "wb")
+    try:
+        os.ftruncate(fd, length)
+    finally:
+        os.close(fd)
+    _record_range(part, None)
+    return set()
+
+
+def _record_range(part: Path, index: int | None) -> None:
+    """Blocking: append ``index`` to the record of ranges on disk (None: start it empty)."""
+    flags = (
+        os.O_WRONLY | os.O_CREAT | _NOFOLLOW | (os.O_APPEND if index is not None else os.O_TRUNC)
+    )
+    fd = os.open(_done_file(part), flags, 0o644)
+    try:
+        if index is not None:
+            os.write(fd, f"{index}\n".encode())
+    finally:
+        os.close(fd)

@@ -18,8 +18,9 @@ import anyio
 import anyio.to_thread
 
 from ..concurrency import gather_bounded
-from ..errors import ApiError, ChecksumMismatchError, NotFoundError
+from ..errors import ApiError, ChecksumMismatchError, MalformedResponseError, NotFoundError
 from ..models import ContentSource
+from ..responses import json_body
 from .budget import ByteBudget
 
 if TYPE_CHECKING:
@@ -65,10 +66,15 @@ class Uploader:
             response = await self.session.request("GET", f"upload/check/{md5}")
         except NotFoundError:
             return None
-        size = response.json().get("Size") if response.content else None
+        # pyCOMPS (upload_large_asset, §8.4): 200 complete, 206 partial, anything else: start.
+        if response.status_code not in (200, 206):
+            return None
+        size = json_body(response).get("Size") if response.content else None
+        if size is not None and not isinstance(size, int):
+            raise MalformedResponseError(f"upload check answered Size {size!r}")
         if response.status_code == 206:
-            return int(size or 0)
-        return int(size) if size is not None else -1
+            return size or 0
+        return size if size is not None else -1
 
     async def upload(
         self,

@@ -1,0 +1,77 @@
+"""Reading answers: every 2xx body the SDK parses goes through here, so a body that is not what
+the protocol says (empty, HTML, not JSON, an array for an object, a null item) is one typed
+``MalformedResponseError``, never a raw ``ValueError``, ``KeyError`` or ``TypeError``."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from .errors import MalformedResponseError
+
+__all__ = ["json_body", "json_list", "parse_ids", "response_uuid"]
+
+
+def _where(response: httpx.Response) -> str:
+    return f"{response.request.method} {response.request.url.copy_with(query=None)}"
+
+
+def json_body(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of ``response``; ``MalformedResponseError`` for anything else."""
+    try:
+        body = response.json()
+    except ValueError:
+        kind = response.headers.get("content-type") or "no content type"
+        raise MalformedResponseError(
+            f"{response.status_code} with a body that is not JSON ({kind}, "
+            f"{len(response.content)} bytes)",
+            url=_where(response),
+        ) from None
+    if not isinstance(body, dict):
+        raise MalformedResponseError(
+            f"expected a JSON object, got {type(body).__name__}", url=_where(response)
+        )
+    return body
+
+
+def json_list(response: httpx.Response, key: str) -> list[dict[str, Any]]:
+    """``body[key]`` as a list of objects (missing or null: empty); anything else is a
+    ``MalformedResponseError``."""
+    value = json_body(response).get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise MalformedResponseError(
+            f"expected {{{key!r}: [objects]}}, got {str(value)[:200]}", url=_where(response)
+        )
+    return value
+
+
+def parse_ids(response: httpx.Response, count: int) -> list[str]:
+    """The ``{"Ids": [...]}`` answer of a save of ``count`` entities (§8.1). Anything else is a
+    ``MalformedResponseError``: the save may have happened, so callers look before re-sending."""
+    body = json_body(response)
+    ids = body.get("Ids")
+    if not isinstance(ids, list) or len(ids) != count or not all(_is_uuid(i) for i in ids):
+        raise MalformedResponseError(
+            f"expected {count} ids, got {str(body)[:200]}", url=_where(response)
+        )
+    return [str(i) for i in ids]
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def response_uuid(value: Any, response: httpx.Response) -> UUID:
+    """An id read from ``response``; ``MalformedResponseError`` if it is not one."""
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise MalformedResponseError(f"{value!r} is not an id", url=_where(response)) from None
