@@ -11,6 +11,7 @@ import base64
 import getpass
 import logging
 import os
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -82,11 +83,26 @@ class TokenInfo:
 
 def token_cache_dir() -> Path:
     """Per-user directory of token cache files: ``$XDG_RUNTIME_DIR`` (shared with pyCOMPS) when
-    it exists, else ``~/.cache/comps_async`` — never a world-readable /tmp."""
+    it is private to this user, else ``~/.cache/comps_async`` — never a shared directory (CI
+    machines often have a world-writable ``XDG_RUNTIME_DIR``, mode 1777)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and Path(runtime).is_dir():
+    if runtime and _is_private_dir(Path(runtime)):
         return Path(runtime)
     return Path.home() / ".cache" / "comps_async"
+
+
+def _is_private_dir(path: Path) -> bool:
+    """A real directory (not a link) owned by this user that nobody else can write to."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    owner_ok = not hasattr(os, "getuid") or info.st_uid == os.getuid()
+    return stat.S_ISDIR(info.st_mode) and owner_ok and not info.st_mode & 0o022
+
+
+def _is_own_file(info: os.stat_result) -> bool:
+    return stat.S_ISREG(info.st_mode) and (not hasattr(os, "getuid") or info.st_uid == os.getuid())
 
 
 class TokenManager:
@@ -251,6 +267,8 @@ class TokenManager:
     async def _read_cache(self) -> str | None:
         path = anyio.Path(self.cache_file)
         try:
+            if not _is_own_file(await path.lstat()):  # a token planted by someone else
+                return None
             token = (await path.read_text()).splitlines()[0].strip()
             info = TokenInfo.parse(token)
         except (OSError, IndexError, ValueError):
@@ -265,8 +283,14 @@ class TokenManager:
         def write() -> None:
             path = self.cache_file
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not _is_private_dir(path.parent):
+                raise OSError(f"{path.parent} is not private to this user; not caching there")
             tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            tmp.unlink(missing_ok=True)  # a stale one keeps its old mode: never reuse it
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            fd = os.open(tmp, flags, 0o600)
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o600)  # whatever the umask
             with os.fdopen(fd, "w") as handle:
                 handle.write(token)
             os.replace(tmp, path)

@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 
 __all__ = [
+    "OPTION_DEADLINE",
     "OPTION_IDEMPOTENT",
     "OPTION_MAX_ATTEMPTS",
     "OPTION_NO_AUTH",
@@ -35,6 +36,7 @@ OPTION_MAX_ATTEMPTS = "comps_async.max_attempts"  # RetryPolicy: attempts for th
 OPTION_IDEMPOTENT = "comps_async.idempotent"  # RetryPolicy: safe to repeat (overrides method)
 OPTION_NO_AUTH = "comps_async.no_auth"  # AuthPolicy: send without a token (the /tokens calls)
 OPTION_STREAM = "comps_async.stream"  # transport: leave the body unread for streaming
+OPTION_DEADLINE = "comps_async.deadline"  # RetryPolicy: time.monotonic() the call must end by
 
 
 def option(request: httpx.Request, key: str, default: Any = None) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,10 +19,17 @@ from anyio.abc import TaskGroup
 from pydantic import SecretStr
 
 from .auth import CredentialPrompt, Credentials, TokenManager
-from .errors import ApiError, MalformedResponseError, TransferError, error_for_status
+from .errors import (
+    ApiError,
+    DeadlineExceededError,
+    MalformedResponseError,
+    TransferError,
+    error_for_status,
+)
 from .hosts import Host
 from .models import Entity, entity_type
 from .pipeline import (
+    OPTION_DEADLINE,
     OPTION_IDEMPOTENT,
     OPTION_MAX_ATTEMPTS,
     OPTION_NO_AUTH,
@@ -31,6 +39,7 @@ from .pipeline import (
     option,
 )
 from .policies import AuthPolicy, ConcurrencyPolicy, LoggingPolicy, RetryPolicy
+from .policies.redaction import install_redaction
 from .policies.retry import retry_after_s
 from .resources import (
     AssetCollections,
@@ -101,6 +110,7 @@ class Session:
         wait: WaitSettings | None = None,
         idempotency_tags: bool = True,
     ) -> None:
+        install_redaction()  # no secret in any log, whatever the transport logs below us
         url = url or os.environ.get("COMPS_SERVER")
         if not url:
             raise ValueError("no COMPS host: pass Session(url) or set COMPS_SERVER")
@@ -258,6 +268,8 @@ class Session:
             headers=headers,
             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
+        if isinstance(timeout, int | float):  # the whole call, retries included
+            request.extensions[OPTION_DEADLINE] = time.monotonic() + timeout
         if max_attempts is not None:
             request.extensions[OPTION_MAX_ATTEMPTS] = max_attempts
         if idempotent is not None:
@@ -294,8 +306,15 @@ class Session:
     async def _send_raw(self, request: httpx.Request) -> httpx.Response:
         if self._pipeline is None:
             raise RuntimeError("use the Session inside 'async with Session(...) as s:'")
+        deadline = option(request, OPTION_DEADLINE)
         try:
-            return await self._pipeline.send(request)
+            with anyio.fail_after(None if deadline is None else deadline - time.monotonic()):
+                return await self._pipeline.send(request)
+        except TimeoutError:
+            raise DeadlineExceededError(
+                f"{request.method} did not finish within its timeout, retries included",
+                url=str(request.url),
+            ) from None
         except httpx.TimeoutException as exc:
             raise TransferError(
                 f"{request.method} timed out ({type(exc).__name__})", url=str(request.url)

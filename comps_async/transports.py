@@ -10,6 +10,10 @@ module re-maps from the original aiohttp exception, in one place.
 
 from __future__ import annotations
 
+import math
+from collections.abc import AsyncIterator
+
+import anyio
 import httpx
 import sniffio
 
@@ -33,10 +37,42 @@ def _make_aiohttp_transport(verify: bool | str, limits: httpx.Limits) -> httpx.A
     from httpx_aiohttp import AiohttpTransport
     from httpx_aiohttp.transport import AiohttpResponseStream
 
+    class SafeStream(AiohttpResponseStream):
+        """A body whose every failure is an httpx error (a Content-Length that does not match
+        the body raises aiohttp's own exceptions, which httpx_aiohttp leaves unmapped)."""
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            try:
+                async for chunk in super().__aiter__():
+                    yield chunk
+            except httpx.HTTPError:
+                raise
+            except (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError) as exc:
+                raise httpx.RemoteProtocolError(str(exc)) from exc
+
     class SafeAiohttpTransport(AiohttpTransport):
-        """AiohttpTransport with errors mapped by whether the request could have been sent."""
+        """AiohttpTransport with errors mapped by whether the request could have been sent,
+        and httpx's write timeout enforced (aiohttp has none: a server that stops reading a
+        request body would hang the call for ever)."""
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            write_s = (request.extensions.get("timeout") or {}).get("write")
+            if write_s is None or not _has_body(request):
+                return await self._send(request)
+            with anyio.CancelScope() as scope:
+                scope.deadline = anyio.current_time() + write_s
+                request.stream = _Paced(request.stream, scope, write_s)
+                # httpx_aiohttp sends a read body as one bytes object, out of our sight:
+                # forget the copy so that it takes the paced stream (same bytes, same length).
+                vars(request).pop("_content", None)
+                response = await self._send(request)
+            if scope.cancelled_caught:
+                raise httpx.WriteTimeout(
+                    f"no progress sending the request for {write_s} s", request=request
+                )
+            return response
+
+        async def _send(self, request: httpx.Request) -> httpx.Response:
             try:
                 response: httpx.Response = await super().handle_async_request(request)
             except httpx.TransportError as exc:
@@ -51,10 +87,53 @@ def _make_aiohttp_transport(verify: bool | str, limits: httpx.Limits) -> httpx.A
                     # Sent, then the connection broke: the server may have processed it.
                     raise httpx.RemoteProtocolError(str(cause), request=request) from cause
                 raise
+            except (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError) as exc:
+                raise httpx.RemoteProtocolError(str(exc), request=request) from exc
             if isinstance(response.stream, AiohttpResponseStream):
+                stream = SafeStream(response.stream._aiohttp_response)
                 # 16 KiB pieces cost a Python iteration each; big downloads go faster in larger
                 # ones (aiohttp hands over what it has, up to this size).
-                response.stream.CHUNK_SIZE = STREAM_CHUNK_BYTES
+                stream.CHUNK_SIZE = STREAM_CHUNK_BYTES
+                response.stream = stream
             return response
 
     return SafeAiohttpTransport(verify=verify, limits=limits)
+
+
+def _has_body(request: httpx.Request) -> bool:
+    try:
+        return bool(request.content)
+    except httpx.RequestNotRead:
+        return True  # a streamed body
+
+
+class _Paced(httpx.AsyncByteStream):
+    """A request body that pushes its scope's deadline ``write_s`` ahead each time the
+    transport takes another piece (aiohttp takes the next piece once the previous one is
+    written), so a server that stops reading fails the call after ``write_s``. Bytes bodies are
+    handed over in pieces so that the same holds for them. Once the body is sent, the deadline
+    is lifted: waiting for the answer is the read timeout's business."""
+
+    _PIECE = 256 * 1024
+
+    def __init__(self, inner: object, scope: anyio.CancelScope, write_s: float) -> None:
+        self._inner = inner
+        self._scope = scope
+        self._write_s = write_s
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in _pieces(self._inner, self._PIECE):
+            self._scope.deadline = anyio.current_time() + self._write_s
+            yield chunk
+        # aiohttp asks for more only after writing the last piece: the body is out.
+        self._scope.deadline = math.inf
+
+
+async def _pieces(inner: object, size: int) -> AsyncIterator[bytes]:
+    if isinstance(inner, httpx.ByteStream):
+        data = b"".join(list(inner))
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+        return
+    async for chunk in inner:  # type: ignore[attr-defined]
+        yield chunk

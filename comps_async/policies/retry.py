@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,9 +16,16 @@ from email.utils import parsedate_to_datetime
 
 import anyio
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_result,
+    stop_after_attempt,
+    stop_before_delay,
+)
+from tenacity.stop import stop_base
 
-from ..pipeline import OPTION_IDEMPOTENT, OPTION_MAX_ATTEMPTS, CallNext, option
+from ..pipeline import OPTION_DEADLINE, OPTION_IDEMPOTENT, OPTION_MAX_ATTEMPTS, CallNext, option
 
 __all__ = ["RetryPolicy", "is_idempotent", "retry_after_s", "should_retry"]
 
@@ -86,7 +94,8 @@ def retry_after_s(response: httpx.Response | None, *, now: datetime | None = Non
 @dataclass
 class RetryPolicy:
     """Retries what is safe to retry, with exponential backoff and full jitter, or the server's
-    Retry-After (capped at ``max_retry_after_s``). ``max_attempts`` counts the first try."""
+    Retry-After (capped at ``max_retry_after_s``). ``max_attempts`` counts the first try; a
+    call's deadline (``timeout=`` of a request) stops the retries before a wait would pass it."""
 
     max_attempts: int = 5
     backoff_base_s: float = 0.25
@@ -131,8 +140,12 @@ class RetryPolicy:
             response = None if outcome is None or outcome.failed else outcome.result()
             return self.backoff_s(state.attempt_number, response)
 
+        stop: stop_base = stop_after_attempt(max(1, attempts))
+        deadline = option(request, OPTION_DEADLINE)
+        if deadline is not None:  # no wait that would end past the call's deadline
+            stop = stop | stop_before_delay(max(0.0, deadline - time.monotonic()))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(max(1, attempts)),
+            stop=stop,
             wait=wait,
             retry=(
                 retry_if_result(lambda r: should_retry(request, r, None))

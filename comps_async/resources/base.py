@@ -176,6 +176,8 @@ class EntityResource(Generic[E]):
             raise ValueError("page_size must be positive")
         limit = q.count_value or None
         offset, fetched = q.offset_value, 0
+        previous: list[Any] = []
+        promised: int | None = None  # the first total the server gave
         while True:
             want = page if limit is None else min(page, limit - fetched)
             if want <= 0:
@@ -183,11 +185,24 @@ class EntityResource(Generic[E]):
             params = {**base, "offset": str(offset), "count": str(want)}
             response = await self._session.request("GET", self._plural, params=params)
             items = self._items(response)
+            if items and items == previous:  # offset ignored: the same page for ever
+                raise MalformedResponseError(
+                    f"the server answered offset {offset} with the page it gave for the "
+                    f"previous offset: it does not page {self._plural}",
+                    url=str(response.request.url),
+                )
+            previous = items
             for item in items:
                 yield self._parse(item)
             fetched += len(items)
             offset += len(items)
             total = parse_content_range(response.headers.get("content-range"))
+            promised = total if promised is None else promised
+            if promised is not None and fetched > 2 * promised + page:
+                raise MalformedResponseError(  # a total that runs away as we page
+                    f"{fetched} {self._plural} fetched, the server first said {promised}",
+                    url=str(response.request.url),
+                )
             # No Content-Range means the server returned every match (§5.1).
             if total is None or not items or offset >= total:
                 return
