@@ -28,7 +28,7 @@ pytestmark = pytest.mark.anyio
 EXAMPLE = Path(__file__).parents[1] / "examples" / "calibration_loop.py"
 # Quick retries: these tests exhaust attempts on purpose.
 FAST_RETRY = ca.RetryPolicy(max_attempts=2, backoff_base_s=0.005, backoff_max_s=0.01)
-FAST_BATCHES = ca.BatchLimits(max_attempts=3, backoff_base_s=0.005, backoff_max_s=0.01)
+FAST_BATCHES = ca.BatchLimits(max_attempts=3)
 
 
 def make_sims(experiment: ca.Experiment, count: int) -> list[ca.Simulation]:

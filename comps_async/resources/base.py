@@ -20,7 +20,6 @@ from ..responses import json_body, json_list, response_uuid
 from ..transfer.exactly_once import (
     CreateFailed,
     KeyAssigner,
-    RetrySchedule,
     create_once,
     group_query_tag,
     groups_of,
@@ -270,7 +269,7 @@ class EntityResource(Generic[E]):
                 post=send,
                 lookup=lookup if keys is not None else None,
                 maybe_sent=keys is not None and keys.assign(entity, 0),
-                schedule=RetrySchedule(),
+                delay=self._session.retry.delay_s,
                 sleep=self._session.retry.sleep,
             )
         except CreateFailed as failure:

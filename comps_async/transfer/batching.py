@@ -38,9 +38,9 @@ from ..responses import parse_ids
 from .content import check_readable_file, ensure_md5s, media_type, read_source
 from .exactly_once import (
     BATCH_TAG,
+    CREATE_ATTEMPTS,
     CreateFailed,
     KeyAssigner,
-    RetrySchedule,
     create_once,
     keyed_wire,
     mark_sent,
@@ -68,14 +68,7 @@ class BatchLimits:
     max_entities: int = 100
     max_bytes: int = 38912 * 1024
     large_file_bytes: int = LARGE_FILE_BYTES
-    max_attempts: int = 8
-    backoff_base_s: float = 0.2
-    backoff_max_s: float = 10.0
-
-    @property
-    def schedule(self) -> RetrySchedule:
-        """The retry knobs, for the exactly-once loop."""
-        return RetrySchedule(self.max_attempts, self.backoff_base_s, self.backoff_max_s)
+    max_attempts: int = CREATE_ATTEMPTS  # per batch; the waits are the session RetryPolicy's
 
 
 # Size estimate of pyCOMPS (§8.2): request overhead, per-entity separator, per-part headers.
@@ -305,9 +298,10 @@ class BatchSaver(Generic[E]):
                 post=post,
                 lookup=lookup if self._find_by_key is not None else None,
                 maybe_sent=batch.maybe_sent,
-                schedule=self._limits.schedule,
-                recover=recover,
+                delay=self._session.retry.delay_s,
                 sleep=self._session.retry.sleep,
+                max_attempts=self._limits.max_attempts,
+                recover=recover,
             )
         except CreateFailed as failure:
             self._assign(batch, failure.ids)

@@ -28,12 +28,10 @@ the same ``key=``) returns the entities that landed and creates only the rest.
 
 from __future__ import annotations
 
-import random
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -50,11 +48,11 @@ from ..models import Entity
 
 __all__ = [
     "BATCH_TAG",
+    "CREATE_ATTEMPTS",
     "KEY_BLOCK",
     "KEY_TAG",
     "CreateFailed",
     "KeyAssigner",
-    "RetrySchedule",
     "create_once",
     "is_ambiguous",
     "keyed_wire",
@@ -75,21 +73,9 @@ SETTLE_S = 2.0
 _CALLER_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
-@dataclass(frozen=True)
-class RetrySchedule:
-    """How often and how patiently a create is re-tried after an ambiguous failure."""
-
-    max_attempts: int = 8
-    backoff_base_s: float = 0.2
-    backoff_max_s: float = 10.0
-
-    def delay_s(self, attempt: int, error: BaseException | None) -> float:
-        """Seconds to wait after failed attempt ``attempt`` (Retry-After wins, capped)."""
-        asked = error.retry_after_s if isinstance(error, ApiError) else None
-        if asked is not None:
-            return min(asked, self.backoff_max_s)
-        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
-        return random.uniform(ceiling / 2, ceiling)
+# Attempts of one create (each after an ambiguous failure looks up before re-sending); the
+# waits between them are the session's RetryPolicy.delay_s, like every retry loop of the SDK.
+CREATE_ATTEMPTS = 8
 
 
 def check_caller_key(key: str) -> str:
@@ -222,9 +208,10 @@ async def create_once(
     post: Post,
     lookup: Lookup | None,
     maybe_sent: bool,
-    schedule: RetrySchedule,
+    delay: Callable[[int, float | None], float],
+    sleep: Callable[[float], Awaitable[None]],
+    max_attempts: int = CREATE_ATTEMPTS,
     recover: Recover | None = None,
-    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> dict[int, str]:
     """Create the entities at ``pending`` (indexes into the caller's list); returns {index: id}.
 
@@ -233,15 +220,17 @@ async def create_once(
     answer is never followed by a second create. Without ``lookup`` (no reserved tags) an
     ambiguous failure is re-sent blindly: at least once, not exactly once. ``recover(error)``
     may fix a definite 4xx (e.g. upload missing content) and ask for another attempt. Waits
-    between attempts go through ``sleep`` (the session's, so tests never really wait).
+    between attempts are ``delay(attempt, retry_after)`` through ``sleep`` (the session's
+    RetryPolicy's, so every loop shares one backoff and tests never really wait).
     Raises ``CreateFailed`` when attempts run out or the failure is definite.
     """
     ids: dict[int, str] = {}
     error: BaseException | None = None
     wait = False
-    for attempt in range(1, schedule.max_attempts + 1):
+    for attempt in range(1, max_attempts + 1):
         if wait:
-            await sleep(schedule.delay_s(attempt - 1, error))
+            asked = error.retry_after_s if isinstance(error, ApiError) else None
+            await sleep(delay(attempt - 1, asked))
         wait = True
         if maybe_sent and lookup is not None:
             try:
