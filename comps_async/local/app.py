@@ -122,12 +122,27 @@ def _safe_relative(path: Any) -> str:
     parts = PurePosixPath(text).parts
     if text.startswith("/") or re.match(r"^[A-Za-z]:", text) or ".." in parts:
         raise BadRequest(f"RelativePath {path!r} must stay inside the collection")
+    if "\x00" in text:  # no file system can hold it: every simulation using it would fail
+        raise BadRequest(f"RelativePath {path!r} contains a NUL character")
     return "/".join(p for p in parts if p not in ("", "."))
 
 
 def output_file_id(job_id: str, path: str) -> str:
     """Stable id of an output file (used by zip requests)."""
     return str(uuid.uuid5(_OUTPUT_NAMESPACE, f"{job_id}/{path}"))
+
+
+def _output_files(root: Path) -> list[tuple[str, Path]]:
+    """Blocking: the outputs of a working directory, ``(relative path, path)``: regular files
+    reached without a link and resolving inside it (links to assets, or planted by a model to
+    point elsewhere, are not outputs)."""
+    inside = root.resolve()
+    files = []
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() or not path.is_file() or not path.resolve().is_relative_to(inside):
+            continue
+        files.append((path.relative_to(root).as_posix(), path))
+    return files
 
 
 def _inside(root: Path, relative: str) -> Path:
@@ -1015,10 +1030,7 @@ class LocalApp:
         owner, root = found
         indexed = self.store.output_md5s(owner)
         resources = []
-        for path in sorted(root.rglob("*")):
-            if not path.is_file() or path.is_symlink():
-                continue
-            rel = path.relative_to(root).as_posix()
+        for rel, path in _output_files(root):
             size = path.stat().st_size
             parent = str(PurePosixPath(rel).parent)
             known = indexed.get(rel)
@@ -1062,11 +1074,8 @@ class LocalApp:
         if found is None:
             raise NotFound(f"{entity_id} has no outputs yet")
         owner, root = found
-        members = [
-            (path.relative_to(root).as_posix(), path)
-            for path in root.rglob("*")
-            if path.is_file() and output_file_id(owner, path.relative_to(root).as_posix()) in wanted
-        ]
+        files = await anyio.to_thread.run_sync(_output_files, root)
+        members = [(rel, path) for rel, path in files if output_file_id(owner, rel) in wanted]
         if len(members) != len(wanted):
             raise NotFound("some output ids are unknown")
         return await self._zip_response(request, members)

@@ -182,7 +182,9 @@ class Downloader:
         digest = _InOrderDigest(part)
         if length is not None and length >= self.settings.parallel_threshold_bytes:
             await self._ranges(url, part, length, digest)
-        elif length != 0:  # an empty file (most stderr.txt) needs no request at all
+        elif length == 0:  # an empty file (most stderr.txt) needs no request at all
+            await anyio.to_thread.run_sync(_create_empty, part)
+        else:
             await self._sequential(url, part, length, digest, have)
         size = await anyio.to_thread.run_sync(_size, part)
         if length is not None and size != length:
@@ -493,6 +495,10 @@ def _open_for(path: Path, mode: str) -> int:
         os.close(fd)
         raise UnsafePathError(f"refusing to write {str(path)!r}: not a regular file")
     return fd
+
+
+def _create_empty(part: Path) -> None:
+    os.close(_open_for(part, "wb"))
 
 
 def _start_ranges(part: Path, length: int) -> set[int]:
