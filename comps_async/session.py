@@ -300,6 +300,8 @@ class Session:
         response = await self.send(request)
         try:
             yield response
+        except httpx.TransportError as exc:  # reading the body: the same boundary as sending
+            raise _transfer_error(request, exc) from exc
         finally:
             await response.aclose()
 
@@ -315,14 +317,8 @@ class Session:
                 f"{request.method} did not finish within its timeout, retries included",
                 url=str(request.url),
             ) from None
-        except httpx.TimeoutException as exc:
-            raise TransferError(
-                f"{request.method} timed out ({type(exc).__name__})", url=str(request.url)
-            ) from exc
         except httpx.TransportError as exc:
-            raise TransferError(
-                f"{request.method} failed: {type(exc).__name__}: {exc}", url=str(request.url)
-            ) from exc
+            raise _transfer_error(request, exc) from exc
 
     async def _send_without_auth(self, request: httpx.Request) -> httpx.Response:
         # The /tokens calls go through retry and logging but not through AuthPolicy.
@@ -417,6 +413,17 @@ class Session:
     async def environment_macros(self, name: str) -> dict[str, str]:
         """The macros of an environment (e.g. ``DOCKER_MOUNTS``)."""
         return dict((await self.environment(name)).get("Macros") or {})
+
+
+def _transfer_error(request: httpx.Request, exc: httpx.TransportError) -> TransferError:
+    """The typed error for a connection that failed (httpx errors are translated here only)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return TransferError(
+            f"{request.method} timed out ({type(exc).__name__})", url=str(request.url)
+        )
+    return TransferError(
+        f"{request.method} failed: {type(exc).__name__}: {exc}", url=str(request.url)
+    )
 
 
 def _release_body(request: httpx.Request) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -64,3 +65,32 @@ async def poll_until(check: Callable[[], bool], timeout_s: float, what: str) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await anyio.sleep(POLL_S)
+
+
+def make_token(
+    user: str = "jdoe",
+    lifetime: timedelta = timedelta(hours=4),
+    tag: str = "sig",
+    created_ago: timedelta = timedelta(0),
+) -> str:
+    now = datetime.now(UTC)
+    fmt = "%Y-%m-%d-%H-%M-%S"
+    created = (now - created_ago).strftime(fmt)
+    fields = [
+        "1",
+        "Auth",
+        user,
+        "h",
+        "",
+        "h",
+        (now + lifetime).strftime(fmt),
+        created,
+        "",
+        "",
+        "",
+        "",
+        "g",
+        "Local",
+        tag,
+    ]
+    return ",".join(fields)

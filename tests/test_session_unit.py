@@ -12,7 +12,7 @@ import stat
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -23,39 +23,12 @@ import respx
 import comps_async as ca
 from comps_async.pipeline import CallNext
 
+from helpers import make_token
+
 pytestmark = pytest.mark.anyio
 
 HOST = "http://comps.test"
 SIM = UUID("dfc932fb-6c79-ec11-a9f2-9440c9be2c51")
-
-
-def make_token(
-    user: str = "jdoe",
-    lifetime: timedelta = timedelta(hours=4),
-    tag: str = "sig",
-    created_ago: timedelta = timedelta(0),
-) -> str:
-    now = datetime.now(UTC)
-    fmt = "%Y-%m-%d-%H-%M-%S"
-    created = (now - created_ago).strftime(fmt)
-    fields = [
-        "1",
-        "Auth",
-        user,
-        "h",
-        "",
-        "h",
-        (now + lifetime).strftime(fmt),
-        created,
-        "",
-        "",
-        "",
-        "",
-        "g",
-        "Local",
-        tag,
-    ]
-    return ",".join(fields)
 
 
 def Session(*args: object, **kwargs: object) -> ca.Session:

@@ -13,8 +13,20 @@ import re
 
 __all__ = ["RedactSecrets", "install_redaction"]
 
-# Loggers of the HTTP stack below the SDK that may print headers.
-_STACK_LOGGERS = ("httpcore", "httpx", "h11", "aiohttp", "hpack")
+# Loggers of the HTTP stack below the SDK that may print headers. A logger's filters see only
+# the records logged on it, not those of its children, so the children are named too.
+_STACK_PREFIXES = ("httpcore", "httpx", "h11", "aiohttp", "hpack")
+_STACK_LOGGERS = (
+    *_STACK_PREFIXES,
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.connection",
+    "httpcore.proxy",
+    "httpcore.socks",
+    "aiohttp.client",
+    "aiohttp.internal",
+    "hpack.hpack",
+)
 _HEADER = r"(x-comps-token|authorization|proxy-authorization|cookie|set-cookie|password)"
 # (b'X-COMPS-Token', b'...') as httpcore prints header tuples, and "Name: value" lines.
 _SECRET = re.compile(
@@ -41,7 +53,8 @@ class RedactSecrets(logging.Filter):
 
 def install_redaction() -> None:
     """Add ``RedactSecrets`` to the HTTP stack's loggers (idempotent)."""
-    for name in _STACK_LOGGERS:
+    existing = [n for n in logging.root.manager.loggerDict if n.startswith(_STACK_PREFIXES)]
+    for name in {*_STACK_LOGGERS, *existing}:
         target = logging.getLogger(name)
         if not any(isinstance(f, RedactSecrets) for f in target.filters):
             target.addFilter(RedactSecrets())

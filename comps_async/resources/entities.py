@@ -63,7 +63,8 @@ class _JsonSaved(StatefulResource[J]):
 
         async def post() -> str:
             body = {self._plural: [keyed_wire(entity, wire)]}
-            response = await self._session.request("POST", self._plural, json=body)
+            # One attempt: create_once retries (and looks up) itself, so retries never stack.
+            response = await self._session.request("POST", self._plural, json=body, max_attempts=1)
             return parse_ids(response, 1)[0]
 
         await self._create_one(entity, key, post)

@@ -131,6 +131,10 @@ class Outputs:
         response = await self._session.request(
             "GET", f"asset/{plural}/{entity_id}/Output", params=params
         )
+        if "Resources" not in json_body(response):
+            raise MalformedResponseError(
+                "an output listing without Resources", url=str(response.url)
+            )
         files = [_output_meta(r, response) for r in json_list(response, "Resources")]
         listing = {f.path: f for f in files}
         if paths is None:
@@ -138,19 +142,17 @@ class Outputs:
         return {path: _lookup(listing, path, entity_id) for path in paths}
 
     async def read(self, entity: Target, path: str) -> bytes:
-        """The whole content of a small output file, verified like a download: never more than
-        its listed length is read (a longer body is an error), and its listed MD5 must match."""
+        """The whole content of a small output file, verified like a download: nothing past its
+        listed length is read (a server that sends more is cut there), its length and listed
+        MD5 must match, and a file with no listed length may not exceed 256 MiB."""
         meta = (await self.info(entity, [path]))[path]
-        limit = meta.length if meta.length is not None else MAX_READ_BYTES
-        if limit > MAX_READ_BYTES:
+        limit = meta.length if meta.length is not None else MAX_READ_BYTES + 1
+        if limit > MAX_READ_BYTES + 1:
             raise ValueError(f"{path} is {meta.length} bytes; use download() for big files")
-        if meta.length == 0:
-            data = b""
-        else:
-            data = await self._read_at_most(_url(meta), limit)
-        if meta.length is not None and len(data) != meta.length:
+        data = b"" if limit == 0 else await self._read_at_most(_url(meta), limit)
+        if len(data) > MAX_READ_BYTES or (meta.length is not None and len(data) != meta.length):
             raise ChecksumMismatchError(
-                f"{path}: length", expected=str(meta.length), actual=f"{len(data)} or more"
+                f"{path}: length", expected=str(meta.length), actual=str(len(data))
             )
         if (
             meta.md5
@@ -163,14 +165,14 @@ class Outputs:
         return data
 
     async def _read_at_most(self, url: str, limit: int) -> bytes:
-        """The body of ``url``, or its first ``limit + 1`` bytes if it is longer."""
+        """The body of ``url``, or its first ``limit`` bytes if it is longer."""
         pieces: list[bytes] = []
         size = 0
         async with self._session.stream("GET", url) as response:
             async for chunk in response.aiter_bytes():
-                pieces.append(chunk[: limit + 1 - size])
+                pieces.append(chunk[: limit - size])
                 size += len(pieces[-1])
-                if size > limit:
+                if size >= limit:
                     break
         return b"".join(pieces)
 

@@ -318,7 +318,10 @@ class BatchSaver(Generic[E]):
         ]
         sent = [batch.entities[i] for i in indexes]
         try:
-            response = await self._session.request("POST", self._model.plural, files=files)
+            # One attempt: this loop retries (and looks up) itself, so retries never stack.
+            response = await self._session.request(
+                "POST", self._model.plural, files=files, max_attempts=1
+            )
             return parse_ids(response, len(indexes))
         except BaseException as exc:  # lost or cancelled: a look-up must let it settle
             mark_sent(sent, exc)

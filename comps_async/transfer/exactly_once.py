@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
+import httpx
 
 from ..errors import (
     ApiError,
@@ -178,10 +179,20 @@ def match_keys(candidates: Sequence[Entity], wanted: Sequence[Entity]) -> dict[i
     return found
 
 
+def never_sent(error: BaseException) -> bool:
+    """Whether a create was certainly not processed: it could not connect, or the server
+    refused it unprocessed (429, as the retry policy assumes too). It is simply sent again
+    (after the server's Retry-After), with no look-up."""
+    if isinstance(error, RateLimitedError):
+        return True
+    cause = error.__cause__ if isinstance(error, TransferError) else None
+    return isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
 def is_ambiguous(error: BaseException) -> bool:
     """Whether a create that failed this way may have been committed: lost or cut answers,
-    timeouts, 5xx, 429 and 408, and 2xx answers that cannot be read."""
-    if isinstance(error, TransferError | ServerError | RateLimitedError | MalformedResponseError):
+    timeouts, 5xx and 408, and 2xx answers that cannot be read."""
+    if isinstance(error, TransferError | ServerError | MalformedResponseError):
         return True
     return isinstance(error, ApiError) and error.status == 408
 
@@ -251,6 +262,8 @@ async def create_once(
             created = await post(pending)
         except Exception as exc:
             error = exc
+            if never_sent(exc):
+                continue
             if is_ambiguous(exc):
                 maybe_sent = True
                 continue
