@@ -1,13 +1,16 @@
-"""Bounded fan-out shared by resources and transfers."""
+"""Bounded fan-out and deadlines shared by resources and transfers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import anyio
 
-__all__ = ["aiter_any", "first_error", "gather_bounded"]
+from .errors import DeadlineExceededError
+
+__all__ = ["aiter_any", "deadline", "first_error", "gather_bounded"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -62,3 +65,14 @@ def first_error(group: BaseException) -> BaseException:
     while isinstance(group, BaseExceptionGroup) and group.exceptions:
         group = group.exceptions[0]
     return group
+
+
+@contextmanager
+def deadline(seconds: float | None, what: str, url: str | None = None) -> Iterator[None]:
+    """A scope that ends its block after ``seconds`` (None: never) with
+    ``DeadlineExceededError`` naming ``what``."""
+    try:
+        with anyio.fail_after(seconds):
+            yield
+    except TimeoutError:
+        raise DeadlineExceededError(f"{what} did not finish within {seconds} s", url=url) from None

@@ -19,9 +19,9 @@ from anyio.abc import TaskGroup
 from pydantic import SecretStr
 
 from .auth import CredentialPrompt, Credentials, TokenManager
+from .concurrency import deadline
 from .errors import (
     ApiError,
-    DeadlineExceededError,
     MalformedResponseError,
     TransferError,
     error_for_status,
@@ -308,15 +308,10 @@ class Session:
     async def _send_raw(self, request: httpx.Request) -> httpx.Response:
         if self._pipeline is None:
             raise RuntimeError("use the Session inside 'async with Session(...) as s:'")
-        deadline = option(request, OPTION_DEADLINE)
+        end = option(request, OPTION_DEADLINE)
         try:
-            with anyio.fail_after(None if deadline is None else deadline - time.monotonic()):
+            with deadline(None if end is None else end - time.monotonic(), request.method):
                 return await self._pipeline.send(request)
-        except TimeoutError:
-            raise DeadlineExceededError(
-                f"{request.method} did not finish within its timeout, retries included",
-                url=str(request.url),
-            ) from None
         except httpx.TransportError as exc:
             raise _transfer_error(request, exc) from exc
 

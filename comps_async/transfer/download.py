@@ -26,12 +26,11 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from ..concurrency import first_error
+from ..concurrency import deadline, first_error
 from ..errors import (
     ApiError,
     ChecksumMismatchError,
     CompsError,
-    DeadlineExceededError,
     RateLimitedError,
     ServerError,
     TransferError,
@@ -155,14 +154,9 @@ class Downloader:
         call ends within ``deadline_s`` (default ``settings.deadline_s``) with
         ``DeadlineExceededError``."""
         root = inside if inside is not None else target.parent
-        deadline = deadline_s if deadline_s is not None else self.settings.deadline_s
-        try:
-            with anyio.fail_after(deadline):
-                return await self._fetch(url, target, root, length, md5_hex, overwrite)
-        except TimeoutError:
-            raise DeadlineExceededError(
-                f"{target.name}: not complete after {deadline} s", url=url
-            ) from None
+        seconds = deadline_s if deadline_s is not None else self.settings.deadline_s
+        with deadline(seconds, f"the download of {target.name}", url):
+            return await self._fetch(url, target, root, length, md5_hex, overwrite)
 
     async def _fetch(
         self,
