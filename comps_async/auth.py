@@ -267,7 +267,9 @@ class TokenManager:
     async def _read_cache(self) -> str | None:
         path = anyio.Path(self.cache_file)
         try:
-            if not _is_own_file(await path.lstat()):  # a token planted by someone else
+            # A token planted by someone else, or in a directory others can write to: unused.
+            private = await anyio.to_thread.run_sync(_is_private_dir, self.cache_file.parent)
+            if not private or not _is_own_file(await path.lstat()):
                 return None
             token = (await path.read_text()).splitlines()[0].strip()
             info = TokenInfo.parse(token)

@@ -383,6 +383,35 @@ async def test_login_renew_and_relogin_on_401(mock: respx.MockRouter, tmp_path: 
     assert cache.read_text() == second
 
 
+async def test_the_token_cache_is_private_whatever_the_machine(
+    mock: respx.MockRouter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "run"  # a CI machine's XDG_RUNTIME_DIR, writable by everyone
+    shared.mkdir()
+    shared.chmod(0o1777)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert ca.auth.token_cache_dir() == tmp_path / "home" / ".cache" / "comps_async"
+    shared.chmod(0o700)
+    assert ca.auth.token_cache_dir() == shared
+    # A stale temporary file with a loose mode, and a planted cache file: neither is used.
+    mock.post("/api/tokens").respond(headers={"X-COMPS-Token": make_token(tag="fresh")})
+    mock.get("/api/Suites").respond(json={"Suites": []})
+    async with Session(HOST, username="jdoe", password="pw", token_cache_dir=shared) as s:
+        stale = s.tokens.cache_file.with_suffix(".tmp")
+        stale.write_text("old")
+        stale.chmod(0o644)
+        await s.suites.list()
+    cache = s.tokens.cache_file
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600 and "fresh" in cache.read_text()
+    shared.chmod(0o777)  # the directory became shared: nothing is read from or written there
+    cache.write_text(make_token(tag="planted"))
+    async with Session(HOST, username="jdoe", password="pw", token_cache_dir=shared) as s:
+        await s.suites.list()
+    assert "planted" in cache.read_text()  # not overwritten ...
+    assert mock.routes[0].call_count == 2  # ... and not used: a fresh login instead
+
+
 async def test_a_token_near_expiry_is_renewed(mock: respx.MockRouter, tmp_path: Path) -> None:
     # 10 minutes left of a 4-hour token: inside the 30-minute renewal window.
     old = make_token(
