@@ -288,17 +288,24 @@ MALFORMED: dict[str, Handler] = {
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 async def test_every_malformed_answer_is_a_typed_error(
-    hostile: HostileServer, session: ca.Session, case: str
+    hostile: HostileServer, session: ca.Session, case: str, tmp_path: Path
 ) -> None:
-    hostile.routes["/api/Suites"] = MALFORMED[case]
-    hostile.routes[f"/asset/Simulations/{SIM}/Output"] = MALFORMED[case]
-    calls = [
-        lambda: session.suites.get(SIM),
-        lambda: session.suites.list(),
-        lambda: session.outputs.info(SIM),
-    ]
+    for route in ("/api/", f"/asset/Simulations/{SIM}/Output"):
+        hostile.routes[route] = MALFORMED[case]
+    calls = [lambda: session.suites.get(SIM), lambda: session.suites.list()]
     if case != "bad-uuid":  # count() reads no row, so a bad id in one is none of its business
         calls.append(lambda: session.suites.count())
+    if case not in ("wrong-shape", "null-item", "bad-uuid"):  # answers no route should give
+        calls += [
+            lambda: session.outputs.info(SIM),
+            lambda: session.outputs.tail(SIM, "stdout.txt"),
+            lambda: session.outputs.read_range(SIM, "stdout.txt", 0, 9),
+            lambda: session.experiments.stats(SIM),
+            lambda: session.environments(),
+            lambda: session.simulations.get_many([SIM, uuid4()]),
+            lambda: session.asset_collections.download(SIM, tmp_path / "ac"),
+            lambda: session.wait(experiment_id=SIM, timeout=BOUND_S),
+        ]
     for call in calls:
         with anyio.fail_after(BOUND_S), pytest.raises(ca.CompsError):
             await call()
