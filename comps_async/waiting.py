@@ -18,7 +18,7 @@ from uuid import UUID
 
 import anyio
 
-from .errors import ApiError, NotFoundError
+from .errors import ApiError, MalformedResponseError, NotFoundError
 from .models import TERMINAL_SIMULATION_STATES, TERMINAL_WORK_ITEM_STATES
 from .query import Query
 from .resources.base import IdLike, as_id
@@ -140,13 +140,12 @@ class _ExperimentPoll:
         if self.use_stats:
             try:
                 return await self.session.experiments.stats(self.experiment_id)
-            except NotFoundError:
-                await self.session.experiments.get(self.experiment_id)  # unknown id: raise
-                self.use_stats = False  # the experiment exists: Stats is what is missing
-            except ApiError as exc:
-                if exc.status not in (400, 405, 501):
+            except (ApiError, MalformedResponseError) as exc:
+                if isinstance(exc, ApiError) and exc.status not in (400, 404, 405, 501):
                     raise
-                self.use_stats = False
+            # Stats are unavailable here. An unknown id must raise, never read as "finished".
+            await self.session.experiments.get(self.experiment_id)
+            self.use_stats = False
         query = Query().select(["id", "state"]).where([f"experiment_id={self.experiment_id}"])
         counts: Counter[str] = Counter()
         async for sim in self.session.simulations.iterate(query):

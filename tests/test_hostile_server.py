@@ -7,6 +7,7 @@ whole and verified). Each test is bounded in time.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -398,3 +399,124 @@ async def test_no_secret_in_any_log(
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "/api/tokens" in text  # the login was logged, at several levels
     assert "s3cr3t-signature" not in text and "hunter2-password" not in text
+
+
+# --- what real COMPS may do differently (inferred in the protocol notes) -----------------------
+
+
+async def test_listed_md5_in_any_form(
+    hostile: HostileServer, session: ca.Session, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    digest = hashlib.md5(GOOD).digest()
+    forms = {
+        "hex.txt": digest.hex(),
+        "uuid.txt": str(UUID(bytes=digest)),
+        "base64.txt": base64.b64encode(digest).decode(),
+        "unreadable.txt": "md5:???",
+    }
+    hostile.routes[f"/asset/Simulations/{SIM}/Output"] = lambda c: c.json(
+        listing(*({**output(n, "ok", 10), "MD5": m} for n, m in forms.items()))
+    )
+    hostile.routes["/asset/download/ok"] = lambda c: c.send("200 OK", GOOD)
+    with anyio.fail_after(BOUND_S):
+        paths = await session.outputs.download(SIM, None, tmp_path / "d")
+    assert sorted(p.name for p in paths) == sorted(forms)
+    assert [r for r in caplog.records if "cannot read" in r.getMessage()] != []
+    bad = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    hostile.routes[f"/asset/Simulations/{SIM}/Output"] = lambda c: c.json(
+        listing({**output("b.txt", "ok", 10), "MD5": bad})
+    )
+    with anyio.fail_after(BOUND_S), pytest.raises(ca.ChecksumMismatchError):
+        await session.outputs.download(SIM, None, tmp_path / "e")  # base64 is really checked
+
+
+async def test_a_big_file_from_a_server_that_ignores_range(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    body = bytes(range(256)) * 40  # 10 KiB, "big" under the settings below
+    hostile.routes[f"/asset/Simulations/{SIM}/Output"] = lambda c: c.json(
+        listing(output("big.bin", "big", len(body), body))
+    )
+    hostile.routes["/asset/download/big"] = lambda c: c.send("200 OK", body)  # Range ignored
+    settings = ca.DownloadSettings(parallel_threshold_bytes=4096, range_bytes=1024)
+    async with ca.Session(
+        hostile.url, token=make_token(), token_cache_dir=tmp_path, download=settings
+    ) as s:
+        with anyio.fail_after(BOUND_S):
+            (path,) = await s.outputs.download(SIM, None, tmp_path / "d")
+    assert path.read_bytes() == body
+
+
+async def test_lists_without_content_range_are_paged_to_a_short_page(
+    hostile: HostileServer, session: ca.Session
+) -> None:
+    rows = [{"Id": str(uuid4()), "Name": f"s{i}"} for i in range(5)]
+
+    def page(c: Conn) -> None:
+        params = httpx.URL(c.path).params
+        start, count = int(params.get("offset", 0)), int(params.get("count", 100))
+        c.json({"Suites": rows[start : start + count]})  # never a Content-Range
+
+    hostile.routes["/api/Suites"] = page
+    with anyio.fail_after(BOUND_S):
+        got = await session.suites.list(page_size=2)
+    assert [str(s.id) for s in got] == [r["Id"] for r in rows]
+
+
+async def test_a_server_that_refuses_ids_lists_is_asked_one_by_one(
+    hostile: HostileServer, session: ca.Session
+) -> None:
+    ids = [uuid4() for _ in range(3)]
+
+    def answer(c: Conn) -> None:
+        url = httpx.URL(c.path)
+        if "Ids" in url.params:
+            c.json({"ResponseMessage": "unknown parameter Ids"}, "400 Bad Request")
+            return
+        c.json({"Simulations": [{"Id": url.path.rsplit("/", 1)[-1], "Name": "s"}]})
+
+    hostile.routes["/api/Simulations"] = answer
+    with anyio.fail_after(BOUND_S):
+        got = await session.simulations.get_many(ids)
+    assert [s.id for s in got] == ids
+
+
+async def test_stats_in_either_form_and_never_read_as_nothing_to_wait_for(
+    hostile: HostileServer, session: ca.Session
+) -> None:
+    asked: list[str] = []
+    stats = {str(SIM): {"SimulationStateCount": {"Running": 2, "Succeeded": 1}}}
+
+    def experiments(c: Conn) -> None:
+        asked.append(c.path.split("?")[0])
+        if c.path.startswith(f"/api/Experiments/{SIM}/Stats"):
+            c.json({"ResponseMessage": "no such route"}, "404 Not Found")
+        elif "statsoperations" in c.path:
+            c.json({"Stats": stats})  # the newer form
+        else:
+            c.json({"Experiments": [{"Id": str(SIM), "Name": "e"}]})
+
+    hostile.routes["/api/Experiments"] = experiments
+    with anyio.fail_after(BOUND_S):
+        assert await session.experiments.stats(SIM) == {"Running": 2, "Succeeded": 1}
+        assert await session.experiments.stats(SIM) == {"Running": 2, "Succeeded": 1}
+    assert asked == [f"/api/Experiments/{SIM}/Stats", "/api/Experiments", "/api/Experiments"]
+    # A 200 without Stats for the id is "unavailable": wait counts by listing, it does not
+    # return at once as if there were nothing to wait for.
+    stats.clear()
+    listed = 0
+
+    def simulations(c: Conn) -> None:
+        nonlocal listed
+        listed += 1
+        state = "Running" if listed == 1 else "Succeeded"
+        c.json({"Simulations": [{"Id": str(uuid4()), "SimulationState": state}]})
+
+    hostile.routes["/api/Simulations"] = simulations
+    with pytest.raises(ca.MalformedResponseError):
+        await session.experiments.stats(SIM)
+    fast = ca.WaitSettings(initial_interval_s=0.01, max_interval_s=0.02)
+    session.wait_settings = fast
+    with anyio.fail_after(BOUND_S):
+        final = await session.wait(experiment_id=SIM)
+    assert final.succeeded == 1 and listed == 2

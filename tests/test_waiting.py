@@ -115,6 +115,7 @@ async def test_adaptive_interval_and_fallback_without_stats(tmp_path: Path) -> N
         stats = router.get(f"/api/Experiments/{EXP}/Stats").respond(
             404, json={"ResponseMessage": "?"}
         )
+        newer = router.get("/api/Experiments").respond(400, json={"ResponseMessage": "?"})
         router.get(f"/api/Experiments/{EXP}").respond(json={"Experiments": [{"Id": str(EXP)}]})
         listing = router.get("/api/Simulations").mock(
             side_effect=lambda r: httpx.Response(
@@ -134,7 +135,7 @@ async def test_adaptive_interval_and_fallback_without_stats(tmp_path: Path) -> N
             transport=httpx.AsyncHTTPTransport(),
         ) as s:
             final = await s.wait(experiment_id=EXP)
-    assert final.succeeded == 2
+    assert final.succeeded == 2 and stats.call_count == newer.call_count == 1  # neither form
     # Unchanged polls back off 1 -> 2 -> 4 (capped); a change snaps back to 1.
     assert slept == [1, 2, 4, 4, 1]
     params = listing.calls[0].request.url.params

@@ -353,6 +353,12 @@ class LocalApp:
 
     async def list_entities(self, request: Request) -> Response:
         kind = _kind(request.path_params["plural"])
+        params = _params(request)
+        if "statsoperations" in params and params.get("Id"):
+            # The dashboard's newer form (QueueView 2.6.0, §12): ?Id={id}&statsoperations=...
+            entity_id = parse_uuid(params["Id"])
+            ops = _csv(params["statsoperations"])
+            return JSONResponse({"Stats": {entity_id: await self._stats(kind, entity_id, ops)}})
         return await self._query(request, kind, None)
 
     async def get_entity(self, request: Request) -> Response:

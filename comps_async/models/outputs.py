@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from uuid import UUID
 
 from pydantic import Field
 
 from ._base import WireModel
 
-__all__ = ["OutputFileMetadata"]
+__all__ = ["OutputFileMetadata", "md5_hex"]
+
+_HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
+
+
+def md5_hex(value: str | None) -> str | None:
+    """An MD5 as 32 lower-case hex digits, from any form a server may list it in: hex, the
+    dashed UUID form COMPS uses elsewhere (§4.3), or base64 of the 16 bytes (Azure's
+    Content-MD5). None when there is none, or it is in no form we can read (inferred: pyCOMPS
+    never reads this field, so its form on real COMPS is unknown)."""
+    if not value:
+        return None
+    text = value.strip().replace("-", "")
+    if _HEX32.match(text):
+        return text.lower()
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw.hex() if len(raw) == 16 else None
 
 
 class OutputFileMetadata(WireModel):
@@ -23,6 +45,11 @@ class OutputFileMetadata(WireModel):
     # pyCOMPS ignores MD5; we keep it to verify downloads when the server gives it.
     md5: str | None = Field(default=None, alias="MD5")
     type: str | None = None
+
+    @property
+    def md5_hex(self) -> str | None:
+        """``md5`` as 32 hex digits, or None (absent, or in a form no one can read)."""
+        return md5_hex(self.md5)
 
     @property
     def path(self) -> str:

@@ -13,7 +13,7 @@ import httpx
 from pydantic import ValidationError
 
 from ..concurrency import gather_bounded
-from ..errors import MalformedResponseError, OutcomeUnknownError
+from ..errors import ApiError, MalformedResponseError, OutcomeUnknownError
 from ..models import Entity, RelationType, TagOperationMode, WorkItem
 from ..query import Query
 from ..responses import json_body, json_list, response_uuid
@@ -39,7 +39,8 @@ IdLike = Entity | UUID | str
 DEFAULT_OPERATION_CONCURRENCY = 16
 # Inferred (§14.18): fetch many entities by id in one list call. COMPS is a ServiceStack service
 # and AutoQuery's convention is ``Ids=a,b,c``; if a server ignores the parameter (it then returns
-# ids we did not ask for) we fall back to one GET per id. Chunked so URLs stay short.
+# ids we did not ask for) or refuses it (400), we fall back to one GET per id. Chunked so URLs
+# stay short.
 IDS_PARAM = "Ids"
 IDS_PER_REQUEST = 50
 
@@ -146,13 +147,18 @@ class EntityResource(Generic[E]):
         found: dict[UUID, E] = {}
         for start in range(0, len(wanted), IDS_PER_REQUEST):
             chunk = wanted[start : start + IDS_PER_REQUEST]
-            response = await self._session.request(
-                "GET",
-                self._plural,
-                params={**base, IDS_PARAM: ",".join(map(str, chunk)), "count": str(len(chunk))},
-            )
-            items = [self._parse(i) for i in self._items(response)]
-            if any(item.id not in chunk for item in items):  # parameter ignored: fall back
+            try:
+                response = await self._session.request(
+                    "GET",
+                    self._plural,
+                    params={**base, IDS_PARAM: ",".join(map(str, chunk)), "count": str(len(chunk))},
+                )
+                items: builtins.list[E] | None = [self._parse(i) for i in self._items(response)]
+            except ApiError as exc:
+                if exc.status != 400:
+                    raise
+                items = None  # parameter refused: fall back as when it is ignored
+            if items is None or any(item.id not in chunk for item in items):
                 items = await self._gather(chunk, lambda i: self.get(i, children=children))
             found.update({item.id: item for item in items if item.id is not None})
         return [found[i] for i in wanted if i in found]
@@ -202,8 +208,11 @@ class EntityResource(Generic[E]):
                     f"{fetched} {self._plural} fetched, the server first said {promised}",
                     url=str(response.request.url),
                 )
-            # No Content-Range means the server returned every match (§5.1).
-            if total is None or not items or offset >= total:
+            # Inferred (§5.1): without Content-Range a short page is the last one; a full page
+            # may have more behind it (a server that never sends the header), so ask again.
+            if not items or (total is None and len(items) < want):
+                return
+            if total is not None and offset >= total:
                 return
 
     async def count(self, query: Query | None = None) -> int:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from ..errors import BatchSaveError, OutcomeUnknownError
+from ..errors import ApiError, BatchSaveError, MalformedResponseError, OutcomeUnknownError
 from ..models import (
     Entity,
     Experiment,
@@ -35,6 +35,7 @@ class _JsonSaved(StatefulResource[J]):
     """Suites and Experiments are saved as plain JSON, one per request (§8.5)."""
 
     default_page_size: ClassVar[int] = 1000  # the server caps these lists at 1000 rows
+    _stats_form: StatsForm | None = None  # the Stats form this host answered (see stats)
 
     async def save(self, entity: J, *, key: str | None = None) -> J:
         """Create ``entity`` (its new id is set in place) or update it when it has an id.
@@ -78,15 +79,42 @@ class _JsonSaved(StatefulResource[J]):
         return await self.save(entity, key=key)
 
     async def stats(self, entity: IdLike) -> dict[str, int]:
-        """Simulation counts per state in one request (Stats endpoint, §12)."""
-        entity_id = as_id(entity)
-        response = await self._session.request(
-            "GET",
-            f"{self._plural}/{entity_id}/Stats",
-            params={"statsoperations": "simulationcount,simulationstatecount"},
-        )
-        stats = (json_body(response).get("Stats") or {}).get(str(entity_id)) or {}
-        return {str(k): int(v) for k, v in (stats.get("SimulationStateCount") or {}).items()}
+        """Simulation counts per state in one request (the dashboard's Stats, §12).
+
+        Inferred: the COMPS web dashboard has used two forms, ``GET /{Plural}/{id}/Stats`` and
+        ``GET /{Plural}?Id={id}&statsoperations=...``; the first that the server answers is
+        remembered. ``MalformedResponseError`` when the answer holds no Stats for the entity:
+        that means "stats unavailable", never "no simulations" (``wait`` then counts by
+        listing)."""
+        entity_id = str(as_id(entity))
+        forms = [self._stats_form] if self._stats_form is not None else [*_STATS_FORMS]
+        for index, form in enumerate(forms):
+            path, params = form(self._plural, entity_id)
+            try:
+                response = await self._session.request("GET", path, params=params)
+            except ApiError as exc:
+                if exc.status in (400, 404, 405, 501) and index + 1 < len(forms):
+                    continue  # this server knows the other form
+                raise
+            stats = (json_body(response).get("Stats") or {}).get(entity_id)
+            if not isinstance(stats, dict):
+                raise MalformedResponseError(
+                    f"no Stats for {entity_id} in the answer", url=str(response.request.url)
+                )
+            self._stats_form = form
+            counts = stats.get("SimulationStateCount") or {}
+            if not isinstance(counts, dict):
+                raise MalformedResponseError(f"SimulationStateCount is {counts!r}")
+            return {str(k): int(v) for k, v in counts.items()}
+        raise AssertionError("unreachable")
+
+
+_STATS_OPERATIONS = "simulationcount,simulationstatecount"
+StatsForm = Callable[[str, str], tuple[str, dict[str, str]]]
+_STATS_FORMS: tuple[StatsForm, ...] = (
+    lambda plural, i: (f"{plural}/{i}/Stats", {"statsoperations": _STATS_OPERATIONS}),
+    lambda plural, i: (plural, {"Id": i, "statsoperations": _STATS_OPERATIONS}),
+)
 
 
 class Suites(_JsonSaved[Suite]):

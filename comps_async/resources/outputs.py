@@ -112,6 +112,7 @@ class Outputs:
     def __init__(self, session: Session, downloader: Downloader) -> None:
         self._session = session
         self.downloader = downloader
+        self._warned_md5 = False
 
     async def info(
         self,
@@ -154,14 +155,10 @@ class Outputs:
             raise ChecksumMismatchError(
                 f"{path}: length", expected=str(meta.length), actual=str(len(data))
             )
-        if (
-            meta.md5
-            and hashlib.md5(data, usedforsecurity=False).hexdigest()
-            != meta.md5.replace("-", "").lower()
-        ):
-            raise ChecksumMismatchError(
-                f"{path}: md5", expected=meta.md5, actual=hashlib.md5(data).hexdigest()
-            )
+        expected = self._md5_of(meta)
+        actual = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        if expected and actual != expected:
+            raise ChecksumMismatchError(f"{path}: md5", expected=expected, actual=actual)
         return data
 
     async def _read_at_most(self, url: str, limit: int) -> bytes:
@@ -237,6 +234,19 @@ class Outputs:
 
         return await gather_bounded(list(listing.items()), one, self.downloader.settings.streams)
 
+    def _md5_of(self, meta: OutputFileMetadata) -> str | None:
+        """The listed MD5 to verify against; an MD5 in a form no one can read is not a reason
+        to fail a download (its length is still verified), said once per session."""
+        readable = meta.md5_hex
+        if meta.md5 and readable is None and not self._warned_md5:
+            self._warned_md5 = True
+            logger.warning(
+                "the server lists MD5s in a form comps_async cannot read (%r): downloads are "
+                "verified by length only",
+                meta.md5,
+            )
+        return readable
+
     async def _fetch(
         self, meta: OutputFileMetadata, root: Path, path: str, overwrite: bool
     ) -> tuple[Path, bool]:
@@ -246,7 +256,7 @@ class Outputs:
             _url(meta),
             target,
             length=meta.length,
-            md5_hex=meta.md5,
+            md5_hex=self._md5_of(meta),
             overwrite=overwrite,
             inside=root,
         )

@@ -13,6 +13,7 @@ scratch folder itself.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import stat
@@ -49,6 +50,8 @@ __all__ = [
     "safe_join",
     "scratch_path",
 ]
+
+logger = logging.getLogger(__name__)
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 SCRATCH_DIR = ".comps-partial"
@@ -175,7 +178,13 @@ class Downloader:
             return False
         digest = _InOrderDigest(part)
         if length is not None and length >= self.settings.parallel_threshold_bytes:
-            await self._ranges(url, part, length, digest)
+            try:
+                await self._ranges(url, part, length, digest)
+            except _RangeIgnored:  # a server or proxy that answers 200: one stream, verified
+                logger.info("%s: Range ignored by the server; fetching it as one stream", url)
+                await anyio.to_thread.run_sync(_discard, part)
+                digest = _InOrderDigest(part)
+                await self._sequential(url, part, length, digest, 0)
         elif length == 0:  # an empty file (most stderr.txt) needs no request at all
             await anyio.to_thread.run_sync(_create_empty, part)
         else:
@@ -317,9 +326,7 @@ class Downloader:
                         self._get(url, {"Range": f"bytes={start}-{end}"}) as resp,
                     ):
                         if resp.status_code != 206:
-                            raise TransferError(
-                                "the server does not answer Range requests", url=url
-                            )
+                            raise _RangeIgnored(url)
                         await self._write_stream(
                             resp, part, mode="r+b", offset=start, limit=end + 1
                         )
@@ -341,6 +348,10 @@ class Downloader:
                         tg.start_soon(fetch_span, index)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
+
+
+class _RangeIgnored(Exception):
+    """Internal: a ranged GET was answered with the whole file (200)."""
 
 
 # Failures after which a download attempt is repeated (resuming from what is on disk).
