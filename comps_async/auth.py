@@ -54,6 +54,7 @@ class TokenInfo:
     user: str
     expires: datetime
     created: datetime | None
+    system: bool = False  # field 1 "System": a service's token, never renewed (§2.4)
 
     @classmethod
     def parse(cls, token: str) -> TokenInfo:
@@ -71,7 +72,7 @@ class TokenInfo:
             )
         except ValueError:
             created = None
-        return cls(fields[2], expires, created)
+        return cls(fields[2], expires, created, system=fields[1] == "System")
 
     def renew_at(self) -> datetime:
         """When to renew: 30 minutes ahead, or half-way for shorter lifetimes."""
@@ -158,6 +159,13 @@ class TokenManager:
             assert self._token is not None
             return self._token.get_secret_value()
 
+    async def user(self) -> str | None:
+        """The user name the token belongs to (None for a token we cannot read)."""
+        try:
+            return TokenInfo.parse(await self.token()).user or None
+        except ValueError:
+            return None
+
     async def relogin(self, rejected: str) -> str | None:
         """After a 401 with ``rejected``: log in again once. ``None`` if there is no way to."""
         if not self.can_relogin:
@@ -174,12 +182,14 @@ class TokenManager:
             info = TokenInfo.parse(token)
         except ValueError:
             return False  # opaque to us: let the server judge it
+        if info.system:  # pyCOMPS's AuthManager: system tokens cannot be renewed (§2.4)
+            return datetime.now(UTC) >= info.expires and self.can_relogin
         return datetime.now(UTC) >= info.renew_at()
 
     async def _refresh(self) -> None:
         assert self._token is not None
         info = TokenInfo.parse(self._token.get_secret_value())
-        if datetime.now(UTC) < info.expires:
+        if datetime.now(UTC) < info.expires and not info.system:
             try:
                 await self._renew()
                 return

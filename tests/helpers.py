@@ -72,13 +72,14 @@ def make_token(
     lifetime: timedelta = timedelta(hours=4),
     tag: str = "sig",
     created_ago: timedelta = timedelta(0),
+    kind: str = "Auth",
 ) -> str:
     now = datetime.now(UTC)
     fmt = "%Y-%m-%d-%H-%M-%S"
     created = (now - created_ago).strftime(fmt)
     fields = [
         "1",
-        "Auth",
+        kind,
         user,
         "h",
         "",

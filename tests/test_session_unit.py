@@ -412,6 +412,22 @@ async def test_the_token_cache_is_private_whatever_the_machine(
     assert mock.routes[0].call_count == 2  # ... and not used: a fresh login instead
 
 
+async def test_a_system_token_is_never_renewed(mock: respx.MockRouter, tmp_path: Path) -> None:
+    # 10 minutes left: a user token would be renewed now; a system token cannot be (§2.4).
+    system = make_token(
+        kind="System", lifetime=timedelta(minutes=10), created_ago=timedelta(hours=3, minutes=50)
+    )
+    renew = mock.put("/api/tokens").respond(401)
+    suites = mock.get("/api/Suites").respond(json={"Suites": []})
+    async with Session(HOST, token=system, token_cache_dir=tmp_path) as s:
+        assert await s.suites.list() == []
+    assert not renew.called and suites.calls.last.request.headers["X-COMPS-Token"] == system
+    expired = make_token(kind="System", lifetime=timedelta(seconds=-1))
+    async with Session(HOST, token=expired, token_cache_dir=tmp_path) as s:
+        await s.suites.list()  # no credentials: the server judges it, the SDK does not raise
+    assert not renew.called
+
+
 async def test_a_token_near_expiry_is_renewed(mock: respx.MockRouter, tmp_path: Path) -> None:
     # 10 minutes left of a 4-hour token: inside the 30-minute renewal window.
     old = make_token(
@@ -609,6 +625,12 @@ async def test_batch_save_multipart_layout(mock: respx.MockRouter, session: ca.S
         {"FileName": "big.bin", "MD5Checksum": str(SIM), "FileType": "input", "Description": ""},
     ]
     assert entities[0]["Tags"]["i"] == 0 and ca.BATCH_TAG in entities[0]["Tags"]
+    assert [e["Owner"] for e in entities] == ["jdoe", "jdoe"]  # as pyCOMPS (§8.2)
+    bare = ca.Simulation(name="bare", experiment_id=SIM)
+    route.side_effect = lambda r: httpx.Response(200, json={"Ids": [str(uuid4())]})
+    await session.simulations.save(bare)
+    (entity,) = json.loads(_parts(route.calls.last.request)[0][3])
+    assert entity["Files"] == [] and "Files" not in bare.to_save_wire()  # "Files": [] (§4.5)
     # Shared content is attached once per batch, named by its md5; md5-only files get no part.
     assert [(p[0], p[1], p[2], p[3]) for p in parts[1:]] == [
         (str(shared.md5_checksum), "config.json", "application/json", config)
@@ -635,6 +657,7 @@ async def test_json_saves_and_upload_shapes(mock: respx.MockRouter, session: ca.
                 "Tags": {"t": "1", ca.BATCH_TAG: group, ca.KEY_TAG: exp.idempotency_key},
                 "Name": "e",
                 "Description": "d",
+                "Owner": "jdoe",  # the logged-in user, as pyCOMPS sends it (§6.1)
                 "Configuration": {
                     "EnvironmentName": "Calculon",
                     "Priority": "Lowest",

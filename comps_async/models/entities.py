@@ -111,6 +111,17 @@ class Entity(WireModel):
             mode="json", by_alias=True, exclude_none=True, exclude=_SERVER_SET_FIELDS
         )
 
+    def create_defaults(self, owner: str | None) -> dict[str, Any]:
+        """What pyCOMPS adds to the body that creates this entity (§6.1-6.4, §8.2): ``Owner``,
+        the logged-in user, unless set, and ``"Files": []`` when there are no files."""
+        fields = type(self).model_fields
+        defaults: dict[str, Any] = {}
+        if owner and "owner" in fields and getattr(self, "owner", None) is None:
+            defaults["Owner"] = owner
+        if "files" in fields and getattr(self, "files", None) is None:
+            defaults["Files"] = []
+        return defaults
+
 
 class _OwnedEntity(Entity):
     """Fields of every entity with a name and an owner (all but AssetCollection)."""

@@ -61,9 +61,10 @@ class _JsonSaved(StatefulResource[J]):
             entity._saved_wire = {k: v for k, v in full.items() if k != "Id"}
             return entity
         wire = entity.to_save_wire()
+        create = {**wire, **entity.create_defaults(await self._session.tokens.user())}
 
         async def post() -> str:
-            body = {self._plural: [keyed_wire(entity, wire)]}
+            body = {self._plural: [keyed_wire(entity, create)]}
             # One attempt: create_once retries (and looks up) itself, so retries never stack.
             response = await self._session.request("POST", self._plural, json=body, max_attempts=1)
             return parse_ids(response, 1)[0]

@@ -120,9 +120,11 @@ class BatchSaver(Generic[E]):
         self._unknown: list[E] = []
         self._errors: list[BaseException] = []
         self._total: int | None = None
+        self._owner: str | None = None  # the logged-in user, sent as Owner on creates
 
     async def run(self, entities: Iterable[E] | AsyncIterable[E]) -> int:
         """Save everything; returns how many were saved or raises BatchSaveError."""
+        self._owner = await self._session.tokens.user()
         if isinstance(entities, Sized) and isinstance(entities, Iterable):
             entities = list(entities)
             for index, entity in enumerate(entities):  # bad input fails before any request
@@ -309,7 +311,7 @@ class BatchSaver(Generic[E]):
         self._assign(batch, ids)
 
     async def _post(self, batch: _Batch[E], indexes: list[int]) -> list[str]:
-        wire = [_sent_wire(batch.entities[i], batch.wire[i]) for i in indexes]
+        wire = [_sent_wire(batch.entities[i], batch.wire[i], self._owner) for i in indexes]
         files: list[tuple[str, tuple[str, bytes, str]]] = [
             ("not_a_file", (self._model.plural, json.dumps(wire).encode(), "application/json"))
         ]
@@ -392,13 +394,16 @@ def _unchanged_since_saved(entity: Entity) -> bool:
 _UPDATE_ALWAYS = frozenset({"Id", "Name", "ExperimentId", "Description"})
 
 
-def _sent_wire(entity: Entity, wire: dict[str, Any]) -> dict[str, Any]:
-    """What a save sends: a new entity with its reserved tags; an update of an entity the SDK
-    saved before with only what pyCOMPS sends (§8.2): the identifying fields, Configuration if
-    it changed and the files added since (COMPS appends Files, so re-sending them duplicates)."""
+def _sent_wire(entity: Entity, wire: dict[str, Any], owner: str | None) -> dict[str, Any]:
+    """What a save sends: a new entity as pyCOMPS creates it, with its reserved tags; an update
+    of an entity the SDK saved before with only what pyCOMPS sends (§8.2): the identifying
+    fields, Configuration if it changed and the files added since (COMPS appends Files, so
+    re-sending them would duplicate them)."""
     saved = entity._saved_wire
-    if entity.id is None or saved is None:
-        return keyed_wire(entity, wire)
+    if entity.id is None:
+        return keyed_wire(entity, {**wire, **entity.create_defaults(owner)})
+    if saved is None:
+        return wire
     update = {k: v for k, v in wire.items() if k in _UPDATE_ALWAYS}
     if wire.get("Configuration") != saved.get("Configuration") and "Configuration" in wire:
         update["Configuration"] = wire["Configuration"]
