@@ -29,6 +29,8 @@ __all__ = ["CredentialPrompt", "Credentials", "TokenInfo", "TokenManager", "toke
 logger = logging.getLogger(__name__)
 
 CLIENT_VERSION = 12  # what pyCOMPS sends (§2.2)
+# pyCOMPS sends both on every call, /api/tokens included (§3.1).
+_JSON_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
 MAX_PROMPTS = 3  # a wrong password never loops forever (§14.5)
 # Renew ahead of expiry: the web UI renews 30 min before a 4-hour token expires (§2.4); for
 # short-lived tokens renew once half the lifetime has gone.
@@ -207,7 +209,7 @@ class TokenManager:
         request = httpx.Request(
             "PUT",
             self.host.url("tokens"),
-            headers={"X-COMPS-Token": self._token.get_secret_value()},
+            headers={**_JSON_HEADERS, "X-COMPS-Token": self._token.get_secret_value()},
             json={"ClientVersion": CLIENT_VERSION},
         )
         await self._accept(await self._send(request), "renew")
@@ -235,6 +237,7 @@ class TokenManager:
             request = httpx.Request(
                 "POST",
                 self.host.url("tokens"),
+                headers=_JSON_HEADERS,
                 json={
                     "Username": credentials.username,
                     "Password": password.decode(),

@@ -258,6 +258,10 @@ class Session:
         server URL (re-rooted on this host), with per-call options."""
         client = self._require_client()
         url = self.host.reroot(path) if "://" in path else self.host.url(path)
+        if method in ("PUT", "POST") and json is None and content is None and files is None:
+            # A body-less PUT/POST (commission, cancel) says JSON like every pyCOMPS call
+            # (§3.1, §9); aiohttp would otherwise label it application/octet-stream.
+            headers = {"Content-Type": "application/json", **(headers or {})}
         request = client.build_request(
             method,
             url,

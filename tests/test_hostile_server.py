@@ -520,3 +520,24 @@ async def test_stats_in_either_form_and_never_read_as_nothing_to_wait_for(
     with anyio.fail_after(BOUND_S):
         final = await session.wait(experiment_id=SIM)
     assert final.succeeded == 1 and listed == 2
+
+
+async def test_headers_as_pycomps_sends_them_on_the_wire(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """Captured at the socket, on both transports: JSON content type and Accept on body-less
+    PUTs and on the login, as pyCOMPS sends them (§3.1)."""
+    seen: dict[str, dict[str, str]] = {}
+
+    def record(c: Conn) -> None:
+        seen[f"{c.method} {c.path.split('?')[0]}"] = c.headers
+        c.json({}, **{"X-COMPS-Token": make_token()} if "tokens" in c.path else {})
+
+    hostile.routes["/api/"] = record
+    async with ca.Session(
+        hostile.url, username="jdoe", password="pw", token_cache_dir=tmp_path
+    ) as s:
+        await s.simulations.commission(SIM)
+    for call in ("POST /api/tokens", f"PUT /api/Simulations/{SIM}/State/CommissionRequested"):
+        assert seen[call].get("content-type") == "application/json", (call, seen[call])
+        assert seen[call].get("accept") == "application/json", (call, seen[call])
