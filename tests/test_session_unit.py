@@ -692,3 +692,31 @@ async def test_json_saves_and_upload_shapes(mock: respx.MockRouter, session: ca.
     assert request.headers["Content-Range"] == "bytes 3-7/8"
     assert request.headers["Content-Type"] == "application/octet-stream"
     assert request.content == b"defgh"
+
+
+async def test_asset_collections_as_pycomps_saves_them(
+    mock: respx.MockRouter, session: ca.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMPS_ENVIRONMENT", "Calculon")
+    mock.get("/api/Environments/Calculon").respond(
+        json={"Environments": [{"EnvironmentName": "Calculon", "GroupName": "idm-group"}]}
+    )
+    content = b'{"a": 1}'
+    md5 = str(ca.models.md5_uuid(content))
+    saves = mock.post("/api/AssetCollections").mock(
+        side_effect=[
+            httpx.Response(400, json={"ResponseMessage": "missing", "UntrackedIds": [md5]}),
+            httpx.Response(200, json={"Ids": []}),  # the file-only request
+            httpx.Response(200, json={"Ids": [str(SIM)]}),
+        ]
+    )
+    mock.get("/api/AssetCollections").respond(json={"AssetCollections": []})  # the look-up
+    collection = await session.asset_collections.create(
+        [ca.AssetCollectionFile.from_bytes("input.json", content)]
+    )
+    assert collection.id == SIM
+    file_only = _parts(saves.calls[1].request)
+    assert [(p[0], p[1], p[2]) for p in file_only[1:]] == [(md5, "input.json", "application/json")]
+    final = saves.calls[2].request
+    assert final.url.params["groupnames"] == "idm-group"  # visible to the environment's group
+    assert saves.calls[0].request.url.params["groupnames"] == "idm-group"

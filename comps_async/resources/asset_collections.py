@@ -20,7 +20,7 @@ from ..models import AssetCollection, AssetCollectionFile
 from ..models._base import Tags
 from ..responses import json_body
 from ..transfer.batching import BatchLimits, BatchSaver
-from ..transfer.content import check_readable_file, ensure_md5s, read_source
+from ..transfer.content import check_readable_file, ensure_md5s, media_type, read_source
 from ..transfer.download import safe_join
 from .base import EntityResource, IdLike, as_id
 
@@ -140,8 +140,18 @@ class AssetCollections(EntityResource[AssetCollection]):
             limits=BatchLimits(max_entities=1, max_bytes=407552 * 1024),
             key=key,
             find_by_key=self.find_by_keys if self._session.idempotency_tags else None,
+            params=await self._visibility(),
         )
         await saver.run([collection])
+
+    async def _visibility(self) -> dict[str, str] | None:
+        """pyCOMPS (AssetCollection.save, §6.5): with ``COMPS_ENVIRONMENT`` set, a collection
+        is saved with ``?groupnames=<that environment's GroupName>`` so its group can see it."""
+        name = os.environ.get("COMPS_ENVIRONMENT")
+        if not name:
+            return None
+        group = (await self._session.environment(name)).get("GroupName")
+        return {"groupnames": str(group)} if group else None
 
     async def _upload_small(
         self, files: list[AssetCollectionFile], missing: set[UUID], transfer: _Progress
@@ -164,7 +174,7 @@ class AssetCollections(EntityResource[AssetCollection]):
                 parts = [
                     (
                         str(f.md5_checksum),
-                        (f.file_name, await read_source(f.source), "application/octet-stream"),
+                        (f.file_name, await read_source(f.source), media_type(f.file_name)),
                     )
                     for f in batch
                     if f.source is not None

@@ -99,6 +99,7 @@ class BatchSaver(Generic[E]):
         after_batch: Callable[[list[E]], Awaitable[Any]] | None = None,
         key: str | None = None,
         find_by_key: FindByKey[E] | None = None,
+        params: dict[str, str] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -109,6 +110,7 @@ class BatchSaver(Generic[E]):
         # Without find_by_key (idempotency_tags=False) entities carry no key: at least once.
         self._keys = KeyAssigner(key) if find_by_key is not None else None
         self._find_by_key = find_by_key
+        self._params = params
         self._concurrency = concurrency
         self._limits = limits or BatchLimits()
         self._on_progress = on_progress
@@ -322,7 +324,7 @@ class BatchSaver(Generic[E]):
         try:
             # One attempt: this loop retries (and looks up) itself, so retries never stack.
             response = await self._session.request(
-                "POST", self._model.plural, files=files, max_attempts=1
+                "POST", self._model.plural, params=self._params, files=files, max_attempts=1
             )
             return parse_ids(response, len(indexes))
         except BaseException as exc:  # lost or cancelled: a look-up must let it settle
