@@ -720,3 +720,16 @@ async def test_asset_collections_as_pycomps_saves_them(
     final = saves.calls[2].request
     assert final.url.params["groupnames"] == "idm-group"  # visible to the environment's group
     assert saves.calls[0].request.url.params["groupnames"] == "idm-group"
+
+
+@pytest.mark.parametrize("status", [200, 204, 206])
+async def test_only_200_from_upload_check_means_complete(
+    mock: respx.MockRouter, session: ca.Session, status: int
+) -> None:
+    body = {"Size": 3} if status in (200, 206) else None
+    mock.get(f"/api/upload/check/{SIM}").respond(status, json=body)
+    chunk = mock.post(f"/api/upload/{SIM}").respond(json={})
+    sent = await session.uploader.upload(ca.models.ContentSource(data=b"abcdefgh"), SIM, 8)
+    expected = {200: None, 204: "bytes 0-7/8", 206: "bytes 3-7/8"}[status]  # pyCOMPS's reading
+    assert (chunk.calls.last.request.headers["Content-Range"] if chunk.called else None) == expected
+    assert sent == (0 if status == 200 else 8 - (3 if status == 206 else 0))

@@ -60,8 +60,8 @@ class Uploader:
         self.budget = ByteBudget(settings.budget_bytes)
 
     async def server_has(self, md5: UUID) -> int | None:
-        """Bytes of ``md5`` the server holds: the full size when complete (-1 if it does not
-        say), the partial size after an interrupted upload (HTTP 206), or None."""
+        """What the server holds of ``md5``: -1 when complete (HTTP 200), the partial size after
+        an interrupted upload (HTTP 206), or None (start at byte 0)."""
         try:
             response = await self.session.request("GET", f"upload/check/{md5}")
         except NotFoundError:
@@ -74,7 +74,7 @@ class Uploader:
             raise MalformedResponseError(f"upload check answered Size {size!r}")
         if response.status_code == 206:
             return size or 0
-        return size if size is not None else -1
+        return -1  # 200: complete, whatever Size says (pyCOMPS reads nothing more)
 
     async def upload(
         self,
