@@ -6,7 +6,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from pydantic import ValidationError
@@ -248,7 +248,7 @@ def test_file_sources_are_private_and_exclusive(tmp_path: Path) -> None:
         (lambda: ca.AssetCollectionFile.from_md5("a", EXP_ID, relative_path="../up"), "'..'"),
         (lambda: ca.AssetCollectionFile.from_md5("a", EXP_ID, relative_path="/abs"), "relative"),
         (lambda: ca.AssetCollectionFile.from_md5("a", EXP_ID, relative_path="C:\\x"), "relative"),
-        (lambda: ca.Configuration(max_cores=0), "greater than or equal to 1"),
+        (lambda: ca.Configuration(max_cores=0), "must be at least 1"),
     ],
 )
 def test_invalid_input_is_a_clear_validation_error(build: object, message: str) -> None:
@@ -277,3 +277,22 @@ def test_enum_values_match_names_on_the_wire() -> None:
     assert {r.value for r in ca.RelationType} == {"DependsOn", "Created"}
     assert {a.value for a in ca.AssetType} == {"Linked", "Output"}
     assert "Canceling" in {w.value for w in ca.WorkItemState}
+
+
+def test_what_a_server_holds_is_read_as_is() -> None:
+    """pyCOMPS passes server data through; one odd row must not break a page (issue 15 §7),
+    while the same values from a caller are refused before anything is sent."""
+    sim = ca.Simulation.from_wire(
+        {
+            "Id": str(uuid4()),
+            "Name": "",
+            "Configuration": {"MinCores": 0, "MaxCores": 0},
+            "Files": [{"FileName": "dir/config.json", "MD5Checksum": str(uuid4())}],
+        }
+    )
+    assert sim.name == "" and sim.configuration is not None
+    assert sim.configuration.min_cores == 0 and sim.files[0].file_name == "dir/config.json"  # type: ignore[index]
+    with pytest.raises(ValidationError):
+        ca.Simulation(name="")
+    with pytest.raises(ValidationError):
+        ca.SimulationFile.from_md5("dir/config.json", uuid4())

@@ -16,9 +16,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationInfo,
 )
 
 __all__ = [
+    "FROM_SERVER",
+    "AtLeastOne",
+    "AtLeastZero",
     "EnumOrName",
     "Md5",
     "NonEmptyStr",
@@ -27,6 +31,7 @@ __all__ = [
     "WireDatetime",
     "WireModel",
     "format_wire_datetime",
+    "from_server",
     "md5_uuid",
     "parse_wire_datetime",
     "to_wire_name",
@@ -77,13 +82,37 @@ Md5 = Annotated[UUID, BeforeValidator(_md5_from_any)]
 """An md5 checksum carried as a UUID (protocol §4.3)."""
 
 
-def _not_blank(value: str) -> str:
-    if not value.strip():
+FROM_SERVER = "comps_async.from_server"
+"""Validation context key set by ``from_wire``: checks that guard what a caller sends (names,
+cores, file names) do not reject what a server already holds (§7 of issue 15: pyCOMPS passes
+server data through, so one odd row must not break a page)."""
+
+
+def from_server(info: ValidationInfo) -> bool:
+    """Whether the model is being read from a server answer."""
+    return bool((info.context or {}).get(FROM_SERVER))
+
+
+def _not_blank(value: str, info: ValidationInfo) -> str:
+    if not value.strip() and not from_server(info):
         raise ValueError("must not be empty or blank")
     return value
 
 
 NonEmptyStr = Annotated[str, AfterValidator(_not_blank)]
+
+
+def _at_least(minimum: int) -> Any:
+    def check(value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value < minimum and not from_server(info):
+            raise ValueError(f"must be at least {minimum}")
+        return value
+
+    return AfterValidator(check)
+
+
+AtLeastOne = Annotated[int, _at_least(1)]
+AtLeastZero = Annotated[int, _at_least(0)]
 
 TagValue = str | int | float | bool | None
 Tags = dict[str, TagValue]
@@ -114,5 +143,5 @@ class WireModel(BaseModel):
 
     @classmethod
     def from_wire(cls, data: Any) -> Self:
-        """Build from a decoded JSON object of the server."""
-        return cls.model_validate(data)
+        """Build from a decoded JSON object of the server (what it holds is accepted as is)."""
+        return cls.model_validate(data, context={FROM_SERVER: True})

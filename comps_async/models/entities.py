@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, model_serializer
 
-from ._base import EnumOrName, NonEmptyStr, Tags, WireDatetime, WireModel
+from ._base import AtLeastOne, AtLeastZero, EnumOrName, NonEmptyStr, Tags, WireDatetime, WireModel
 from .enums import HpcState, Priority, SimulationState, WorkItemState
 from .files import AssetCollectionFile, SimulationFile, WorkItemFile
 
@@ -35,10 +35,10 @@ class Configuration(WireModel):
     working_directory_root: str | None = None
     executable_path: str | None = None
     node_group_name: str | None = None
-    maximum_number_of_retries: int | None = Field(default=None, ge=0)
+    maximum_number_of_retries: AtLeastZero | None = None
     priority: EnumOrName[Priority] | None = None
-    min_cores: int | None = Field(default=None, ge=1)
-    max_cores: int | None = Field(default=None, ge=1)
+    min_cores: AtLeastOne | None = None
+    max_cores: AtLeastOne | None = None
     exclusive: bool | None = None
     asset_collection_id: UUID | None = None
 

@@ -16,7 +16,7 @@ from uuid import UUID
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from ._base import Md5, Tags, WireModel, md5_uuid
+from ._base import Md5, Tags, WireModel, from_server, md5_uuid
 
 __all__ = [
     "AssetCollectionFile",
@@ -67,7 +67,9 @@ class _AssetFile(WireModel):
 
     @field_validator("file_name")
     @classmethod
-    def _base_name_only(cls, value: str) -> str:
+    def _base_name_only(cls, value: str, info: ValidationInfo) -> str:
+        if from_server(info):  # what a server holds is kept; paths are checked on download
+            return value
         if not value.strip() or value in (".", ".."):
             raise ValueError("file name must not be empty, '.' or '..'")
         if "/" in value or "\\" in value or "\x00" in value:
@@ -149,8 +151,10 @@ class AssetCollectionFile(_AssetFile):
 
     @field_validator("relative_path")
     @classmethod
-    def _inside_collection(cls, value: str | None) -> str | None:
-        return None if value is None else check_relative_path(value)
+    def _inside_collection(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or from_server(info):  # checked again before anything is written
+            return value
+        return check_relative_path(value)
 
     @property
     def path_in_collection(self) -> str:

@@ -4,8 +4,18 @@ and for stateful entities commission / cancel / delete over one id or many."""
 from __future__ import annotations
 
 import builtins
+import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
@@ -33,10 +43,14 @@ if TYPE_CHECKING:
 
 __all__ = ["EntityResource", "StatefulResource", "as_id", "parse_content_range"]
 
+logger = logging.getLogger(__name__)
+
 E = TypeVar("E", bound=Entity)
 IdLike = Entity | UUID | str
 
 DEFAULT_OPERATION_CONCURRENCY = 16
+UNREADABLE_ROWS_KEPT = 100  # raw rows kept for a look after a warning; bounded
+_MISSING = object()
 # Inferred (§14.18): fetch many entities by id in one list call. COMPS is a ServiceStack service
 # and AutoQuery's convention is ``Ids=a,b,c``; if a server ignores the parameter (it then returns
 # ids we did not ask for) or refuses it (400), we fall back to one GET per id. Chunked so URLs
@@ -91,6 +105,8 @@ class EntityResource(Generic[E]):
 
     def __init__(self, session: Session) -> None:
         self._session = session
+        self.unreadable_rows: deque[Any] = deque(maxlen=UNREADABLE_ROWS_KEPT)
+        """The last rows of list answers that could not be read (each was logged)."""
 
     @property
     def _plural(self) -> str:
@@ -106,11 +122,23 @@ class EntityResource(Generic[E]):
             ) from exc
 
     def _items(self, response: httpx.Response) -> list[Any]:
-        if self._plural not in json_body(response):
+        """The rows of a list answer, unparsed (a row is read, or reported, one by one)."""
+        rows = json_body(response).get(self._plural, _MISSING)
+        if not isinstance(rows, list):
             raise MalformedResponseError(
                 f"expected {{{self._plural!r}: [...]}}", url=str(response.request.url)
             )
-        return json_list(response, self._plural)
+        return rows
+
+    def _readable(self, rows: list[Any]) -> Iterator[E]:
+        """The rows that parse; one that cannot be read is reported and kept in
+        ``unreadable_rows``, never fatal to its page (pyCOMPS passes rows through)."""
+        for row in rows:
+            try:
+                yield self._parse(row)
+            except MalformedResponseError as exc:
+                logger.warning("skipped a %s row: %s; raw: %.300r", self.model.__name__, exc, row)
+                self.unreadable_rows.append(row)
 
     async def get(
         self,
@@ -129,7 +157,7 @@ class EntityResource(Generic[E]):
         )
         items = self._items(response)
         if len(items) != 1:
-            raise ValueError(f"expected exactly one {self.model.__name__}, got {len(items)}")
+            raise MalformedResponseError(f"expected one {self.model.__name__}, got {len(items)}")
         return self._parse(items[0])
 
     async def get_many(
@@ -153,7 +181,7 @@ class EntityResource(Generic[E]):
                     self._plural,
                     params={**base, IDS_PARAM: ",".join(map(str, chunk)), "count": str(len(chunk))},
                 )
-                items: builtins.list[E] | None = [self._parse(i) for i in self._items(response)]
+                items: builtins.list[E] | None = list(self._readable(self._items(response)))
             except ApiError as exc:
                 if exc.status != 400:
                     raise
@@ -197,8 +225,8 @@ class EntityResource(Generic[E]):
                     url=str(response.request.url),
                 )
             previous = items
-            for item in items:
-                yield self._parse(item)
+            for entity in self._readable(items):
+                yield entity
             fetched += len(items)
             offset += len(items)
             total = parse_content_range(response.headers.get("content-range"))
