@@ -733,3 +733,49 @@ async def test_only_200_from_upload_check_means_complete(
     expected = {200: None, 204: "bytes 0-7/8", 206: "bytes 3-7/8"}[status]  # pyCOMPS's reading
     assert (chunk.calls.last.request.headers["Content-Range"] if chunk.called else None) == expected
     assert sent == (0 if status == 200 else 8 - (3 if status == 206 else 0))
+
+
+async def test_updates_send_what_pycomps_sends(mock: respx.MockRouter, session: ca.Session) -> None:
+    """An entity read from the server and changed: only the identifying fields, Configuration
+    if it changed, Files only those added (§8.2); never Tags, Owner or unchanged parts."""
+    md5 = str(uuid4())
+    row = {
+        "Id": str(SIM),
+        "Name": "s0",
+        "ExperimentId": str(SIM),
+        "Owner": "jdoe",
+        "Tags": {"a": "1"},
+        "Configuration": {"MaxCores": 2},
+        "Files": [{"FileName": "config.json", "MD5Checksum": md5, "FileType": "input"}],
+    }
+    mock.get(f"/api/Simulations/{SIM}").respond(json={"Simulations": [row]})
+    saves = mock.post("/api/Simulations").respond(json={"Ids": [str(SIM)]})
+    sim = await session.simulations.get(SIM, children=["tags", "configuration", "files"])
+    assert await session.simulations.save_all([sim]) == 1 and not saves.called  # unchanged
+    sim.name = "renamed"
+    await session.simulations.save(sim)
+    sent = json.loads(_parts(saves.calls.last.request)[0][3])[0]
+    assert sent == {"Id": str(SIM), "Name": "renamed", "ExperimentId": str(SIM)}
+    added = ca.SimulationFile.from_bytes("more.txt", b"x")
+    sim.files = [*(sim.files or []), added]
+    sim.configuration = ca.Configuration(max_cores=4)
+    await session.simulations.save(sim)
+    sent = json.loads(_parts(saves.calls.last.request)[0][3])[0]
+    assert sent["Configuration"] == {"MaxCores": 4}
+    assert [f["FileName"] for f in sent["Files"]] == ["more.txt"]  # not config.json again
+    assert "Tags" not in sent and "Owner" not in sent
+    wi_row = {
+        "Id": str(SIM),
+        "Name": "w",
+        "Description": "d",
+        "Tags": {"t": "1"},
+        "Worker": {"Name": "GenericWorker", "Version": "1"},
+        "EnvironmentName": "Local",
+    }
+    mock.get(f"/api/WorkItems/{SIM}").respond(json={"WorkItems": [wi_row]})
+    wi_saves = mock.post("/api/WorkItems").respond(json={"Ids": [str(SIM)]})
+    item = await session.work_items.get(SIM, children=["tags"])
+    item.name = "w2"
+    await session.work_items.save(item)
+    sent = json.loads(_parts(wi_saves.calls.last.request)[0][3])[0]
+    assert sent == {"Id": str(SIM), "Name": "w2", "Description": "d"}  # §6.4

@@ -3,7 +3,7 @@ their children Configuration and HpcJob."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from uuid import UUID
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, model_serializer
@@ -86,6 +86,9 @@ class Entity(WireModel):
 
     plural: ClassVar[str]
     children_names: ClassVar[frozenset[str]] = frozenset({"tags"})
+    # What every update sends (§6.1-6.4); tags never: they go through /tags.
+    update_fields: ClassVar[frozenset[str]] = frozenset({"Id", "Name", "Description"})
+    update_sends_files: ClassVar[bool] = False
 
     id: UUID | None = None
     tags: Tags | None = None
@@ -95,8 +98,26 @@ class Entity(WireModel):
     # What the SDK last saved (the save JSON without Id): a re-save of an unchanged entity is
     # skipped and an update sends only what changed, as pyCOMPS's dirty tracking does (§8.2).
     _saved_wire: dict[str, Any] | None = PrivateAttr(default=None)
+    # The server's row this entity was read from, kept by reference (no copy, no cost): what
+    # the server holds, for an update to send only what changed.
+    _server_row: Any = PrivateAttr(default=None)
     # When a create of this entity last left without an answer (time.monotonic()).
     _sent_at: float | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Self:
+        """Build from a server row, remembering it (see ``saved_state``)."""
+        entity = super().from_wire(data)
+        entity._server_row = data
+        return entity
+
+    def saved_state(self) -> dict[str, Any] | None:
+        """What the server holds of this entity as far as the SDK knows (the save JSON without
+        ``Id``): what the SDK last saved, else the row it was read from; None if neither."""
+        if self._saved_wire is None and self._server_row is not None:
+            wire = type(self).from_wire(self._server_row).to_save_wire()
+            self._saved_wire = {k: v for k, v in wire.items() if k != "Id"}
+        return self._saved_wire
 
     @property
     def idempotency_key(self) -> str | None:
@@ -110,6 +131,22 @@ class Entity(WireModel):
         return self.model_dump(
             mode="json", by_alias=True, exclude_none=True, exclude=_SERVER_SET_FIELDS
         )
+
+    def to_update_wire(self) -> dict[str, Any]:
+        """The JSON object that updates this entity, as pyCOMPS sends it (§6.1-6.4, §8.2): the
+        identifying fields, ``Configuration`` only if it changed and (Simulations) ``Files``
+        only those added — COMPS appends files, so re-sending one would duplicate it. Without a
+        known server state, what is set is sent."""
+        wire = self.to_save_wire()
+        saved = self.saved_state() or {}
+        update = {k: v for k, v in wire.items() if k in self.update_fields}
+        if "Configuration" in wire and wire["Configuration"] != saved.get("Configuration"):
+            update["Configuration"] = wire["Configuration"]
+        if self.update_sends_files:
+            added = [f for f in wire.get("Files", []) if f not in saved.get("Files", [])]
+            if added:
+                update["Files"] = added
+        return update
 
     def create_defaults(self, owner: str | None) -> dict[str, Any]:
         """What pyCOMPS adds to the body that creates this entity (§6.1-6.4, §8.2): ``Owner``,
@@ -147,6 +184,7 @@ class Experiment(_OwnedEntity):
 
     plural: ClassVar[str] = "Experiments"
     children_names: ClassVar[frozenset[str]] = frozenset({"tags", "configuration"})
+    update_fields: ClassVar[frozenset[str]] = frozenset({"Id", "Name", "Description", "SuiteId"})
 
     suite_id: UUID | None = None
     configuration: Configuration | None = None
@@ -159,6 +197,10 @@ class Simulation(_OwnedEntity):
     children_names: ClassVar[frozenset[str]] = frozenset(
         {"tags", "configuration", "files", "hpc_jobs"}
     )
+    update_fields: ClassVar[frozenset[str]] = frozenset(
+        {"Id", "Name", "Description", "ExperimentId"}
+    )
+    update_sends_files: ClassVar[bool] = True
 
     experiment_id: UUID | None = None
     state: EnumOrName[SimulationState] | None = Field(default=None, alias="SimulationState")

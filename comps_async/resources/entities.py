@@ -27,9 +27,6 @@ __all__ = ["Experiments", "Simulations", "Suites", "WorkItems"]
 J = TypeVar("J", Suite, Experiment)
 B = TypeVar("B", Simulation, WorkItem)
 
-# Fields sent when updating a Suite/Experiment (§6.1-6.2); tags go through /tags instead.
-_UPDATE_KEYS = frozenset({"Id", "Name", "Description", "SuiteId", "Configuration"})
-
 
 class _JsonSaved(StatefulResource[J]):
     """Suites and Experiments are saved as plain JSON, one per request (§8.5)."""
@@ -49,16 +46,11 @@ class _JsonSaved(StatefulResource[J]):
         if entity.id is not None:
             if key is not None:
                 raise ValueError("key= names a create; this entity already has an id")
-            full = entity.to_save_wire()
-            wire = {k: v for k, v in full.items() if k in _UPDATE_KEYS}
-            saved = entity._saved_wire
-            if saved is not None and saved.get("Configuration") == wire.get("Configuration"):
-                wire.pop("Configuration", None)  # sent only when changed (§8.5, as pyCOMPS)
             response = await self._session.request(
-                "POST", self._plural, json={self._plural: [wire]}
+                "POST", self._plural, json={self._plural: [entity.to_update_wire()]}
             )
             entity.id = UUID(parse_ids(response, 1)[0])
-            entity._saved_wire = {k: v for k, v in full.items() if k != "Id"}
+            entity._saved_wire = {k: v for k, v in entity.to_save_wire().items() if k != "Id"}
             return entity
         wire = entity.to_save_wire()
         create = {**wire, **entity.create_defaults(await self._session.tokens.user())}

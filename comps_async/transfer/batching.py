@@ -386,31 +386,15 @@ def _without_id(wire: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unchanged_since_saved(entity: Entity) -> bool:
-    saved = entity._saved_wire
-    return (
-        entity.id is not None and saved is not None and _without_id(entity.to_save_wire()) == saved
-    )
-
-
-# Sent on every update of a Simulation or WorkItem (§8.2); the rest only when it changed.
-_UPDATE_ALWAYS = frozenset({"Id", "Name", "ExperimentId", "Description"})
+    if entity.id is None:
+        return False
+    saved = entity.saved_state()
+    return saved is not None and _without_id(entity.to_save_wire()) == saved
 
 
 def _sent_wire(entity: Entity, wire: dict[str, Any], owner: str | None) -> dict[str, Any]:
-    """What a save sends: a new entity as pyCOMPS creates it, with its reserved tags; an update
-    of an entity the SDK saved before with only what pyCOMPS sends (§8.2): the identifying
-    fields, Configuration if it changed and the files added since (COMPS appends Files, so
-    re-sending them would duplicate them)."""
-    saved = entity._saved_wire
+    """What a save sends: a new entity as pyCOMPS creates it, with its reserved tags; an
+    update as pyCOMPS sends it (``Entity.to_update_wire``)."""
     if entity.id is None:
         return keyed_wire(entity, {**wire, **entity.create_defaults(owner)})
-    if saved is None:
-        return wire
-    update = {k: v for k, v in wire.items() if k in _UPDATE_ALWAYS}
-    if wire.get("Configuration") != saved.get("Configuration") and "Configuration" in wire:
-        update["Configuration"] = wire["Configuration"]
-    files_key = "Assets" if "Assets" in wire else "Files"
-    added = [f for f in wire.get(files_key, []) if f not in saved.get(files_key, [])]
-    if added:
-        update[files_key] = added
-    return update
+    return entity.to_update_wire()
