@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import httpx
@@ -34,6 +35,7 @@ def default_transport(verify: bool | str, limits: httpx.Limits) -> httpx.AsyncBa
 
 def _make_aiohttp_transport(verify: bool | str, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
     import aiohttp
+    import yarl
     from httpx_aiohttp import AiohttpTransport
     from httpx_aiohttp.transport import AiohttpResponseStream
 
@@ -71,6 +73,20 @@ def _make_aiohttp_transport(verify: bool | str, limits: httpx.Limits) -> httpx.A
                     f"no progress sending the request for {write_s} s", request=request
                 )
             return response
+
+        def get_client(self) -> aiohttp.ClientSession:
+            session: aiohttp.ClientSession = super().get_client()
+            plain = session.request
+
+            def as_given(method: str, url: Any, **kwargs: Any) -> Any:
+                # aiohttp re-quotes a str URL (%2F -> / in the query), which breaks signed
+                # download URLs: send the URL httpx built, byte for byte.
+                if isinstance(url, str):
+                    url = yarl.URL(url, encoded=True)
+                return plain(method, url, **kwargs)
+
+            session.request = as_given  # type: ignore[method-assign]
+            return session
 
         async def _send(self, request: httpx.Request) -> httpx.Response:
             try:

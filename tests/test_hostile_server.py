@@ -546,3 +546,23 @@ async def test_headers_as_pycomps_sends_them_on_the_wire(
     for call in ("POST /api/tokens", f"PUT /api/Simulations/{SIM}/State/CommissionRequested"):
         assert seen[call].get("content-type") == "application/json", (call, seen[call])
         assert seen[call].get("accept") == "application/json", (call, seen[call])
+
+
+async def test_download_urls_are_sent_byte_for_byte(
+    hostile: HostileServer, session: ca.Session, tmp_path: Path
+) -> None:
+    """A signed URL must reach the server as listed: no %2F -> / or %3D -> = re-encoding."""
+    target = "/asset/download/x%2Fy/f%20g.txt?sig=a%2Fb%3D%3D&se=2026-12-01T00%3A00Z"
+    requested: list[str] = []
+
+    def record(c: Conn) -> None:
+        requested.append(c.path)
+        c.send("200 OK", GOOD)
+
+    hostile.routes[f"/asset/Simulations/{SIM}/Output"] = lambda c: c.json(
+        listing({**output("f.txt", "", 10), "Url": target})
+    )
+    hostile.routes["/asset/download/"] = record
+    with anyio.fail_after(BOUND_S):
+        await session.outputs.download(SIM, None, tmp_path / "d")
+    assert requested == [target]
