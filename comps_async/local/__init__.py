@@ -1,8 +1,15 @@
 """A COMPS-compatible server for one machine: the SDK's embedded default for demos and tests."""
 
-from .app import ServerLimits
+from .app import Compat, ServerLimits
 from .faults import FaultConfig
 from .process import LocalCompsProcess
 from .server import LocalComps, sir_configuration
 
-__all__ = ["FaultConfig", "LocalComps", "LocalCompsProcess", "ServerLimits", "sir_configuration"]
+__all__ = [
+    "Compat",
+    "FaultConfig",
+    "LocalComps",
+    "LocalCompsProcess",
+    "ServerLimits",
+    "sir_configuration",
+]

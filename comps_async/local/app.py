@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import anyio
@@ -73,6 +73,19 @@ class ServerLimits:
     # Whether /upload accepts chunks out of order (unknown for real COMPS, §8.4): off, like a
     # server that only knows in-order uploads; on, to exercise UploadSettings(parallel_chunks).
     accept_out_of_order_chunks: bool = False
+
+
+@dataclass(frozen=True)
+class Compat:
+    """How this server answers where real COMPS may differ (every point PROTOCOL.md lists as
+    inferred). The defaults are the most plausible reading; each switch plays another answer,
+    so the SDK's integration tests can run against all of them."""
+
+    content_range: bool = True  # False: lists never say Content-Range, even when partial
+    honour_range: bool = True  # False: a ranged GET of a file gets the whole file, 200
+    ids_param: Literal["accept", "ignore", "reject"] = "accept"  # ServiceStack's Ids=a,b,c
+    stats_forms: frozenset[str] = frozenset({"path", "query"})  # /{id}/Stats, ?Id=&stats...
+    listing_md5: Literal["hex", "base64", "none"] = "hex"  # the MD5 of output listings
 
 
 class _Route(Route):
@@ -161,6 +174,7 @@ class LocalApp:
     blobs: BlobStore
     users: UserDirectory
     limits: ServerLimits = field(default_factory=ServerLimits)
+    compat: Compat = field(default_factory=Compat)
     on_commission: Callable[[], None] = lambda: None
     faults: FaultInjector | None = None
     # Sqlite is serialised by the store's lock anyway; a limiter keeps worker threads few. It is
@@ -353,12 +367,6 @@ class LocalApp:
 
     async def list_entities(self, request: Request) -> Response:
         kind = _kind(request.path_params["plural"])
-        params = _params(request)
-        if "statsoperations" in params and params.get("Id"):
-            # The dashboard's newer form (QueueView 2.6.0, §12): ?Id={id}&statsoperations=...
-            entity_id = parse_uuid(params["Id"])
-            ops = _csv(params["statsoperations"])
-            return JSONResponse({"Stats": {entity_id: await self._stats(kind, entity_id, ops)}})
         return await self._query(request, kind, None)
 
     async def get_entity(self, request: Request) -> Response:
@@ -369,7 +377,10 @@ class LocalApp:
     async def _query(self, request: Request, kind: EntityKind, ids: list[str] | None) -> Response:
         p = _params(request)
         if ids is None and p.get("ids"):  # many by id in one call (ServiceStack ``Ids=a,b``)
-            ids = [parse_uuid(i) for i in _csv(p["ids"])]
+            if self.compat.ids_param == "reject":
+                raise BadRequest("unknown query parameter 'Ids'")
+            if self.compat.ids_param == "accept":
+                ids = [parse_uuid(i) for i in _csv(p["ids"])]
         offset, count = _int(p.get("offset"), "offset"), _int(p.get("count"), "count")
         filters = _csv(p.get("filters"))
         if "id" in p:  # web-UI style ?Id=<id> (§5)
@@ -402,12 +413,12 @@ class LocalApp:
             _truthy(p.get("coalesceconfig")),
         )
         headers = {}
-        if len(rows) < total:
+        if len(rows) < total and self.compat.content_range:
             last = offset + len(rows) - 1
             headers["Content-Range"] = f"items {offset}-{max(last, offset)}/{total}"
         body: dict[str, Any] = {kind.plural: entities}
         ops = _csv(p.get("statsoperations"))
-        if ops and kind.name in ("Experiment", "Suite"):
+        if ops and kind.name in ("Experiment", "Suite") and "query" in self.compat.stats_forms:
             body["Stats"] = {e["Id"]: await self._stats(kind, e["Id"], ops) for e in entities}
         return JSONResponse(body, headers=headers)
 
@@ -491,6 +502,8 @@ class LocalApp:
         return merged or None
 
     async def stats(self, request: Request) -> Response:
+        if "path" not in self.compat.stats_forms:
+            raise NotFound("no such route")
         kind = _kind(request.path_params["plural"])
         entity_id = parse_uuid(request.path_params["id"])
         ops = _csv(_params(request).get("statsoperations")) or [
@@ -1049,10 +1062,17 @@ class LocalApp:
                     "Type": "File",
                     "Url": f"{base_url}asset/download/{owner}/{quote(rel)}",
                     "MimeType": mimetypes.guess_type(path.name)[0] or "application/octet-stream",
-                    "MD5": known[1] if known and known[0] == size else None,
+                    "MD5": self._listed_md5(known[1]) if known and known[0] == size else None,
                 }
             )
         return resources
+
+    def _listed_md5(self, md5_hex: str) -> str | None:
+        if self.compat.listing_md5 == "none":
+            return None
+        if self.compat.listing_md5 == "base64":
+            return base64.b64encode(bytes.fromhex(md5_hex.replace("-", ""))).decode()
+        return md5_hex
 
     async def list_outputs(self, request: Request) -> Response:
         p = request.path_params
@@ -1149,27 +1169,30 @@ class LocalApp:
                 raise NotFound(f"no output {rel!r}")
             return target
 
-        return _file_response(await self.db(locate))
+        return self._file_response(request, await self.db(locate))
+
+    def _file_response(self, request: Request, path: Path) -> Response:
+        # Starlette streams the file in chunks and answers Range requests (206/416) itself.
+        if not self.compat.honour_range and "range" in request.headers:
+            request.scope["headers"] = [
+                (k, v) for k, v in request.scope["headers"] if k.lower() != b"range"
+            ]
+        return FileResponse(
+            path, media_type="application/octet-stream", headers={"Accept-Ranges": "bytes"}
+        )
 
     async def download_blob(self, request: Request) -> Response:
         md5 = uuid.UUID(parse_uuid(request.path_params["md5"], "md5"))
         if not await self.blob_io(self.blobs.exists, md5):
             raise NotFound(f"no asset with md5 {md5}")
-        return _file_response(self.blobs.path(md5))
+        return self._file_response(request, self.blobs.path(md5))
 
     async def download_zip(self, request: Request) -> Response:
         name = _safe_name(request.path_params["name"], "zip name")
         path = self.data_dir / "zips" / name
         if not path.is_file():
             raise NotFound(f"no zip {name}")
-        return _file_response(path)
-
-
-def _file_response(path: Path) -> Response:
-    # Starlette streams the file in chunks and answers Range requests (206/416) itself.
-    return FileResponse(
-        path, media_type="application/octet-stream", headers={"Accept-Ranges": "bytes"}
-    )
+        return self._file_response(request, path)
 
 
 async def _json(request: Request) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import anyio.to_thread
 import uvicorn
 
 from ..models import Configuration
-from .app import LocalApp, ServerLimits
+from .app import Compat, LocalApp, ServerLimits
 from .auth import DEFAULT_USER, UserDirectory
 from .blobs import BlobStore
 from .faults import FaultConfig, FaultInjector
@@ -59,7 +59,8 @@ class LocalComps:
 
     ``url`` and ``token`` (a token of the default user) are available once started. Everything
     persists in ``data_dir``: stop and start again on the same directory and it is all there.
-    ``faults`` holds the fault/load injection knobs and per-route ``counters``.
+    ``faults`` holds the fault/load injection knobs and per-route ``counters``; ``compat``
+    plays the other answers where real COMPS may differ (see ``Compat`` and PROTOCOL.md).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class LocalComps:
         users: dict[str, str] | None = None,
         faults: FaultConfig | None = None,
         limits: ServerLimits | None = None,
+        compat: Compat | None = None,
         max_concurrent_runs: int | None = None,
         token_lifetime: timedelta = timedelta(hours=4),
         poll_interval_s: float = 0.2,
@@ -93,6 +95,7 @@ class LocalComps:
             BlobStore(self.data_dir / "blobs"),
             self.user_directory,
             limits or ServerLimits(),
+            compat or Compat(),
         )
         self.runner = Runner(self.app, max_concurrent_runs or os.cpu_count() or 2, poll_interval_s)
         self.app.on_commission = self.runner.wake
