@@ -665,3 +665,23 @@ async def test_bandwidth_cap_paces_the_body(http: httpx.AsyncClient, server: Loc
     elapsed = anyio.current_time() - started
     assert response.content == body
     assert elapsed >= len(body) / 100_000 * 0.9  # cannot be faster than the cap
+
+
+async def test_updates_merge_what_they_send(http: httpx.AsyncClient) -> None:
+    """idmtools updates an experiment with only {"Configuration": {"AssetCollectionId": ...}}
+    and relies on COMPS keeping the rest (issue 20): keys sent replace, others stay."""
+    config = {"EnvironmentName": "Local", "ExecutablePath": "python3", "SimulationInputArgs": "x"}
+    saved = await http.post(
+        "/api/Experiments",
+        json={"Experiments": [{"Name": "e", "Description": "keep me", "Configuration": config}]},
+    )
+    exp_id = saved.json()["Ids"][0]
+    collection = str(uuid4())
+    await http.post(
+        "/api/Experiments",
+        json={"Experiments": [{"Id": exp_id, "Configuration": {"AssetCollectionId": collection}}]},
+    )
+    got = await http.get(f"/api/Experiments/{exp_id}", params={"children": "Configuration"})
+    (experiment,) = got.json()["Experiments"]
+    assert experiment["Name"] == "e" and experiment["Description"] == "keep me"
+    assert experiment["Configuration"] == {**config, "AssetCollectionId": collection}

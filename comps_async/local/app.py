@@ -599,12 +599,13 @@ class LocalApp:
                 doc = {"Description": item.get("Description")}
                 if item.get("Id"):
                     entity_id = parse_uuid(item["Id"])
-                    self.store.get(kind, entity_id)
+                    row = self.store.get(kind, entity_id)
+                    doc = _merged(json.loads(row["doc"]), _sent(item, "Description"))
                     sets = ["doc = ?", "last_modified = ?", "name = COALESCE(?, name)"]
                     args: list[Any] = [json.dumps(doc), now_wire(), item.get("Name")]
                     if config is not None:
                         sets.append("configuration = ?")
-                        args.append(json.dumps(config))
+                        args.append(json.dumps(_merged(_stored_config(row), config)))
                     if parent:
                         sets.append("parent_id = ?")
                         args.append(parent)
@@ -747,7 +748,7 @@ class LocalApp:
             raise BadRequest("asset collections are immutable once saved (tags aside)")
         entity_id = parse_uuid(item["Id"])
         row = self.store.get(kind, entity_id)
-        doc = json.loads(row["doc"]) | {"Description": item.get("Description")}
+        doc = _merged(json.loads(row["doc"]), _sent(item, "Description"))
         config = _config(item.get("Configuration"))
         conn.execute(
             "UPDATE entities SET name = COALESCE(?, name), doc = ?, last_modified = ?, "
@@ -756,7 +757,7 @@ class LocalApp:
                 item.get("Name"),
                 json.dumps(doc),
                 now_wire(),
-                json.dumps(config) if config else None,
+                json.dumps(_merged(_stored_config(row), config)) if config else None,
                 entity_id,
             ),
         )
@@ -1228,6 +1229,22 @@ def _tags(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadRequest("Tags must be a JSON object")
     return value
+
+
+def _sent(item: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """The keys of ``item`` that an update actually sent."""
+    return {k: item[k] for k in keys if k in item}
+
+
+def _merged(stored: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
+    """An update merges: the keys it sends replace the stored ones, the others stay. idmtools
+    updates an experiment with ``{"Configuration": {"AssetCollectionId": ...}}`` alone and
+    relies on COMPS keeping ExecutablePath and the rest (issue 20)."""
+    return {**stored, **sent}
+
+
+def _stored_config(row: Any) -> dict[str, Any]:
+    return dict(json.loads(row["configuration"])) if row["configuration"] else {}
 
 
 def _config(value: Any) -> dict[str, Any] | None:
