@@ -161,12 +161,22 @@ class TokenManager:
             assert self._token is not None
             return self._token.get_secret_value()
 
-    async def user(self) -> str | None:
-        """The user name the token belongs to (None for a token we cannot read)."""
+    async def info(self) -> TokenInfo | None:
+        """What the token says of itself (None for a token we cannot read)."""
         try:
-            return TokenInfo.parse(await self.token()).user or None
+            return TokenInfo.parse(await self.token())
         except ValueError:
             return None
+
+    async def user(self) -> str | None:
+        """The user name the token belongs to (None for a token we cannot read)."""
+        info = await self.info()
+        return info.user or None if info is not None else None
+
+    @property
+    def cache_dir(self) -> Path:
+        """The directory of the token cache (per-host records live beside it)."""
+        return self._cache_dir
 
     async def relogin(self, rejected: str) -> str | None:
         """After a 401 with ``rejected``: log in again once. ``None`` if there is no way to."""

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from .auth import CredentialPrompt, Credentials, TokenManager
 from .concurrency import deadline
+from .doctor import Capabilities, capabilities_path, load_capabilities
 from .errors import (
     ApiError,
     MalformedResponseError,
@@ -205,6 +206,9 @@ class Session:
             ],
             self._transport_send,
         )
+        known = await anyio.to_thread.run_sync(load_capabilities, self.capabilities_file)
+        if known is not None:  # what `comps-async doctor` measured on this host
+            self.adopt(known)
         # Background work that must outlive one call but not the session (harvest producers):
         # its tasks never raise; failures travel to the caller through their own streams.
         self._background = anyio.create_task_group()
@@ -222,6 +226,19 @@ class Session:
             await self._background.__aexit__(None, None, None)
             self._background = None
         await self.aclose()
+
+    @property
+    def capabilities_file(self) -> Path:
+        """Where ``doctor`` records what this host answered (beside the token cache)."""
+        return capabilities_path(self.tokens.cache_dir, self.host.cache_key)
+
+    def adopt(self, known: Capabilities) -> None:
+        """Use what a host is known to answer instead of finding out (see ``doctor``)."""
+        if known.stats_forms:
+            self.experiments.stats_form = self.suites.stats_form = known.stats_forms[0]
+        if known.ids_param in ("ignore", "reject"):
+            for resource in (self.simulations, self.work_items, self.experiments, self.suites):
+                resource.ids_param_works = False
 
     def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``fn`` in the session's background task group (it must not raise)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,11 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 import click
+from rich.console import Console
 from rich.table import Table
 
 from ..auth import TokenInfo
+from ..doctor import describe, diagnose
 from ..errors import AuthenticationError, NotFoundError
 from ..models import (
     AssetCollectionFile,
@@ -545,3 +548,35 @@ async def whoami(
         environments = await session.environments()
     info = {"user": user, "details": users[0] if users else None, "environments": environments}
     emit(info, as_json, f"{user} (environments: {', '.join(environments) or 'none'})")
+
+
+# --- doctor --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Also create and delete one small suite (tag filters, partial updates).",
+)
+@connection_options
+@run_async
+async def doctor(
+    write: bool, server: str | None, token: str | None, username: str | None, as_json: bool
+) -> None:
+    """Measure what this COMPS host does where the SDK would otherwise infer it (PROTOCOL.md),
+    and remember it beside the token cache so later sessions adapt. Read-only unless --write."""
+    async with open_session(server, token, username) as session:
+        found = await diagnose(session, write=write)
+    if as_json:
+        emit(asdict(found), True, "")
+        return
+    table = Table(title=f"COMPS behaviour of {found.host}")
+    for column in ("probe", "answer", "what the SDK does"):
+        table.add_column(column)
+    for row in describe(found):
+        table.add_row(*row)
+    Console().print(table)
+    for note in found.notes:
+        console.print(f"note: {note}")
+    console.print(f"recorded in {session.capabilities_file}")

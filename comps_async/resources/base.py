@@ -107,6 +107,7 @@ class EntityResource(Generic[E]):
         self._session = session
         self.unreadable_rows: deque[Any] = deque(maxlen=UNREADABLE_ROWS_KEPT)
         """The last rows of list answers that could not be read (each was logged)."""
+        self.ids_param_works: bool | None = None  # None: try Ids= and fall back (see get_many)
 
     @property
     def _plural(self) -> str:
@@ -170,6 +171,8 @@ class EntityResource(Generic[E]):
         """Many entities by id in a few list calls (order of ``ids`` kept, unknown ids left
         out)."""
         wanted = list(dict.fromkeys(as_id(i) for i in ids))
+        if self.ids_param_works is False:  # this host ignores or refuses Ids= (doctor)
+            return await self._gather(wanted, lambda i: self.get(i, children=children))
         q = query or Query()
         base = (q.select_children(children) if children else q).to_params(self.model)
         found: dict[UUID, E] = {}

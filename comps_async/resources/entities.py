@@ -32,7 +32,7 @@ class _JsonSaved(StatefulResource[J]):
     """Suites and Experiments are saved as plain JSON, one per request (§8.5)."""
 
     default_page_size: ClassVar[int] = 1000  # the server caps these lists at 1000 rows
-    _stats_form: StatsForm | None = None  # the Stats form this host answered (see stats)
+    stats_form: str | None = None  # the Stats form this host answers, once known (see stats)
 
     async def save(self, entity: J, *, key: str | None = None) -> J:
         """Create ``entity`` (its new id is set in place) or update it when it has an id.
@@ -80,13 +80,14 @@ class _JsonSaved(StatefulResource[J]):
         that means "stats unavailable", never "no simulations" (``wait`` then counts by
         listing)."""
         entity_id = str(as_id(entity))
-        forms = [self._stats_form] if self._stats_form is not None else [*_STATS_FORMS]
-        for index, form in enumerate(forms):
-            path, params = form(self._plural, entity_id)
+        known = self.stats_forms(entity_id)
+        names = [self.stats_form] if self.stats_form is not None else list(known)
+        for index, form in enumerate(names):
+            path, params = known[form]
             try:
                 response = await self._session.request("GET", path, params=params)
             except ApiError as exc:
-                if exc.status in (400, 404, 405, 501) and index + 1 < len(forms):
+                if exc.status in (400, 404, 405, 501) and index + 1 < len(names):
                     continue  # this server knows the other form
                 raise
             stats = (json_body(response).get("Stats") or {}).get(entity_id)
@@ -94,20 +95,23 @@ class _JsonSaved(StatefulResource[J]):
                 raise MalformedResponseError(
                     f"no Stats for {entity_id} in the answer", url=str(response.request.url)
                 )
-            self._stats_form = form
+            self.stats_form = form
             counts = stats.get("SimulationStateCount") or {}
             if not isinstance(counts, dict):
                 raise MalformedResponseError(f"SimulationStateCount is {counts!r}")
             return {str(k): int(v) for k, v in counts.items()}
         raise AssertionError("unreachable")
 
+    def stats_forms(self, entity_id: str) -> dict[str, tuple[str, dict[str, str]]]:
+        """The two Stats requests, by name: ``path`` (older dashboard) and ``query``
+        (QueueView 2.6.0), as (path, params)."""
+        return {
+            "path": (f"{self._plural}/{entity_id}/Stats", {"statsoperations": _STATS_OPERATIONS}),
+            "query": (self._plural, {"Id": entity_id, "statsoperations": _STATS_OPERATIONS}),
+        }
+
 
 _STATS_OPERATIONS = "simulationcount,simulationstatecount"
-StatsForm = Callable[[str, str], tuple[str, dict[str, str]]]
-_STATS_FORMS: tuple[StatsForm, ...] = (
-    lambda plural, i: (f"{plural}/{i}/Stats", {"statsoperations": _STATS_OPERATIONS}),
-    lambda plural, i: (plural, {"Id": i, "statsoperations": _STATS_OPERATIONS}),
-)
 
 
 class Suites(_JsonSaved[Suite]):

@@ -1,0 +1,216 @@
+"""``diagnose``: measure, on a real host, each COMPS behaviour the SDK otherwise infers
+(PROTOCOL.md), and remember the answers per host so that later sessions adapt instead of guess.
+
+Read-only by default: it lists a few existing entities and outputs. ``write=True`` also creates
+one small suite, probes tag filters and a partial update on it, and deletes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+
+from .errors import ApiError, CompsError
+from .models import Suite
+from .models.outputs import md5_hex
+from .query import Query
+from .resources.base import IDS_PARAM, parse_content_range
+from .responses import json_body, json_list
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["Capabilities", "capabilities_path", "diagnose"]
+
+logger = logging.getLogger(__name__)
+
+Answer = Literal["yes", "no", "unknown"]
+
+
+@dataclass
+class Capabilities:
+    """What one host answered to each probe ("unknown" where there was nothing to probe)."""
+
+    host: str
+    token_kind: str = "unknown"  # "Auth" (a user's, renewed) or "System" (never renewed)
+    stats_forms: list[str] = field(default_factory=list)  # "path" and/or "query"
+    ids_param: str = "unknown"  # "accept", "ignore" or "reject"
+    content_range: Answer = "unknown"  # lists say Content-Range when partial
+    listing_md5: str = "unknown"  # "hex", "uuid", "base64", "none" or "unreadable"
+    range_requests: Answer = "unknown"  # a ranged GET of an output answers 206
+    upload_check_404: Answer = "unknown"  # /upload/check of unknown content answers 404
+    tag_filter_exact: Answer = "unknown"  # write probe: tagfilters=k=v finds the entity
+    tag_filter_case_insensitive: Answer = "unknown"  # ... with the value in other case
+    partial_update_keeps_fields: Answer = "unknown"  # an update without Description keeps it
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """The record as written beside the token cache."""
+        return json.dumps(asdict(self), indent=2)
+
+
+def capabilities_path(cache_dir: Path, host_key: str) -> Path:
+    """Where a host's record lives: beside its cached token."""
+    return cache_dir / f"COMPS_Capabilities_{host_key}.json"
+
+
+def load_capabilities(path: Path) -> Capabilities | None:
+    """Blocking: a host's record, or None (absent or unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+        return Capabilities(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+async def diagnose(session: Session, *, write: bool = False) -> Capabilities:
+    """Probe ``session``'s host and return what it answered; the session adopts the answers and
+    they are saved beside the token cache for later sessions of the same host."""
+    found = Capabilities(host=session.host.base)
+    info = await session.tokens.info()
+    if info is not None:
+        found.token_kind = "System" if info.system else "Auth"
+    await _probe_lists(session, found)
+    await _probe_stats(session, found)
+    await _probe_outputs(session, found)
+    await _probe_upload_check(session, found)
+    if write:
+        await _probe_writes(session, found)
+    session.adopt(found)
+    await anyio.to_thread.run_sync(_save, session.capabilities_file, found)
+    return found
+
+
+def _save(path: Path, found: Capabilities) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(found.to_json())
+    os.chmod(path, 0o600)
+
+
+async def _probe_lists(session: Session, found: Capabilities) -> None:
+    response = await session.request(
+        "GET", "Simulations", params={"fields": "Id", "count": "2", "offset": "0"}
+    )
+    rows = json_list(response, "Simulations")
+    total = parse_content_range(response.headers.get("content-range"))
+    if len(rows) == 2:
+        found.content_range = "yes" if total is not None else "no"
+    if len(rows) < 2:
+        found.notes.append("fewer than 2 simulations visible: Ids= and Content-Range not probed")
+        return
+    wanted = [str(rows[0]["Id"]), str(rows[1]["Id"])]
+    try:
+        answer = await session.request(
+            "GET", "Simulations", params={"fields": "Id", IDS_PARAM: ",".join(wanted)}
+        )
+    except ApiError as exc:
+        found.ids_param = "reject" if exc.status == 400 else "unknown"
+        return
+    got = sorted(str(r.get("Id")) for r in json_list(answer, "Simulations"))
+    found.ids_param = "accept" if got == sorted(wanted) else "ignore"
+
+
+async def _probe_stats(session: Session, found: Capabilities) -> None:
+    experiments = await session.experiments.list(
+        Query().select(["id"]).orderby("date_created desc").count(1)
+    )
+    if not experiments:
+        found.notes.append("no experiment visible: Stats not probed")
+        return
+    entity_id = str(experiments[0].id)
+    for name, (path, params) in session.experiments.stats_forms(entity_id).items():
+        try:
+            response = await session.request("GET", path, params=params)
+            stats = json_body(response).get("Stats") or {}
+        except CompsError:
+            continue
+        if isinstance(stats, dict) and entity_id in stats:
+            found.stats_forms.append(name)
+
+
+async def _probe_outputs(session: Session, found: Capabilities) -> None:
+    sims = await session.simulations.list(
+        Query().select(["id"]).where(["state=Succeeded"]).orderby("date_created desc").count(1)
+    )
+    if not sims:
+        found.notes.append("no succeeded simulation visible: outputs not probed")
+        return
+    listing = await session.outputs.info(sims[0])
+    files = [m for m in listing.values() if (m.length or 0) > 1 and m.url]
+    if not listing:
+        return
+    sample = next(iter(listing.values()))
+    found.listing_md5 = _md5_form(sample.md5)
+    if files:
+        async with session.stream("GET", files[0].url or "", headers={"Range": "bytes=0-0"}) as r:
+            found.range_requests = "yes" if r.status_code == 206 else "no"
+
+
+def _md5_form(value: str | None) -> str:
+    if not value:
+        return "none"
+    if md5_hex(value) is None:
+        return "unreadable"
+    text = value.strip()
+    if len(text) == 36 and text.count("-") == 4:
+        return "uuid"
+    return "hex" if len(text) == 32 else "base64"
+
+
+async def _probe_upload_check(session: Session, found: Capabilities) -> None:
+    try:
+        await session.request("GET", f"upload/check/{uuid.uuid4()}")
+    except ApiError as exc:
+        found.upload_check_404 = "yes" if exc.status == 404 else "no"
+        return
+    found.upload_check_404 = "no"
+
+
+async def _probe_writes(session: Session, found: Capabilities) -> None:
+    marker = uuid.uuid4().hex
+    suite = Suite(name=f"comps-async doctor {marker[:8]}", description="kept?")
+    suite.tags = {"comps_async.doctor": marker}
+    await session.suites.create(suite)
+    try:
+        exact = await session.suites.list(Query().where_tag([f"comps_async.doctor={marker}"]))
+        found.tag_filter_exact = "yes" if [s.id for s in exact] == [suite.id] else "no"
+        upper = await session.suites.list(
+            Query().where_tag([f"comps_async.doctor={marker.upper()}"])
+        )
+        found.tag_filter_case_insensitive = "yes" if upper else "no"
+        await session.request(
+            "POST", "Suites", json={"Suites": [{"Id": str(suite.id), "Name": suite.name}]}
+        )
+        again = await session.suites.get(suite.id or "")
+        found.partial_update_keeps_fields = "yes" if again.description == "kept?" else "no"
+    except (CompsError, ValueError) as exc:
+        found.notes.append(f"write probe stopped: {exc}")
+    finally:
+        try:
+            await session.suites.delete(suite, expire_now=True)
+        except CompsError as exc:
+            found.notes.append(f"could not delete the probe suite {suite.id}: {exc}")
+
+
+def describe(found: Capabilities) -> list[tuple[str, str, str]]:
+    """(probe, answer, what the SDK does with it) rows for a report."""
+    stats = ", ".join(found.stats_forms) or "none"
+    return [
+        ("token kind", found.token_kind, "System tokens are never renewed"),
+        ("Stats forms", stats, "the first that answers is used; none: wait counts by listing"),
+        ("Ids=a,b,c lists", found.ids_param, "ignore/reject: one GET per id"),
+        ("Content-Range on lists", found.content_range, "no: page until a short page"),
+        ("MD5 in output listings", found.listing_md5, "unreadable/none: length checked only"),
+        ("Range on outputs", found.range_requests, "no: big files come as one stream"),
+        ("/upload/check unknown -> 404", found.upload_check_404, "anything but 200 uploads"),
+        ("tag filter k=v exact", found.tag_filter_exact, "exactly-once look-ups rely on it"),
+        ("tag filter case-insensitive", found.tag_filter_case_insensitive, "keys compared so"),
+        ("partial update keeps fields", found.partial_update_keeps_fields, "updates send less"),
+    ]
