@@ -15,6 +15,8 @@ from comps_async.cli.main import _register, cli
 from comps_async.doctor import diagnose
 from comps_async.local import Compat, LocalComps
 
+from helpers import submit
+
 pytestmark = pytest.mark.anyio
 _register()
 
@@ -31,18 +33,8 @@ EXPECTED = {  # variation -> what doctor must report
 
 
 async def _populate(s: ca.Session) -> None:
-    experiment = await s.experiments.create(
-        ca.Experiment(
-            name="doctor",
-            configuration=ca.Configuration(
-                environment_name="Local",
-                executable_path="python3",
-                simulation_input_args="-c \"print('hello doctor')\"",
-            ),
-        )
-    )
-    sims = [ca.Simulation(name=f"s{i}", experiment_id=experiment.id) for i in range(3)]
-    await s.simulations.save_all(sims, commission=True)
+    """A few finished simulations with outputs, for the probes to look at."""
+    experiment, _ = await submit(s, 3, "-c \"print('hello doctor')\"", "doctor")
     await s.wait(experiment_id=experiment, timeout=60)
 
 
