@@ -37,11 +37,24 @@ GOOD = b"exactly ten"[:10]
 class Conn:
     """One accepted connection: the parsed request and raw writes."""
 
-    def __init__(self, sock: socket.socket, method: str, path: str, headers: dict[str, str]):
+    def __init__(
+        self,
+        sock: socket.socket,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        stopped: threading.Event,
+    ):
         self.sock = sock
         self.method = method
         self.path = path
         self.headers = headers
+        self.stopped = stopped
+
+    def hold(self, seconds: float = BOUND_S) -> bool:
+        """Keep the connection open without a word, until the server stops (True) or
+        ``seconds`` pass: how a hostile server stalls."""
+        return self.stopped.wait(seconds)
 
     def send(self, status: str, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
         head = {"Content-Length": str(len(body)), "Content-Type": "application/json"}
@@ -96,7 +109,7 @@ class HostileServer:
                         length = int(headers.get("content-length", 0))
                         while len(rest) < length:
                             rest += sock.recv(65536)
-                    self.routes[route](Conn(sock, method, target, headers))
+                    self.routes[route](Conn(sock, method, target, headers, self._stop))
             except (OSError, ValueError):
                 return
 
@@ -154,19 +167,18 @@ def assert_nothing_escaped(root: Path, dest: Path) -> None:
 def drip_forever(c: Conn) -> None:
     """The listed bytes, then more, one byte a while, for ever (no Content-Length)."""
     c.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n" + GOOD)
-    while True:
+    while not c.hold(0.05):  # a byte every 50 ms, until the server stops
         c.sock.sendall(b"x")
-        time.sleep(0.05)
 
 
 def stall(c: Conn) -> None:
     """Headers and a few bytes, then silence."""
     c.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nexa")
-    time.sleep(BOUND_S)
+    c.hold()
 
 
 def black_hole(c: Conn) -> None:
-    time.sleep(BOUND_S)
+    c.hold()
 
 
 def short_length(c: Conn) -> None:
