@@ -52,11 +52,19 @@ __all__ = [
     "CREATE_ATTEMPTS",
     "KEY_BLOCK",
     "KEY_TAG",
+    "SETTLE_S",
     "CreateFailed",
     "KeyAssigner",
+    "check_caller_key",
     "create_once",
+    "group_query_tag",
+    "groups_of",
     "is_ambiguous",
     "keyed_wire",
+    "mark_sent",
+    "match_keys",
+    "never_sent",
+    "settle",
 ]
 
 KEY_TAG = "comps_async.key"
