@@ -4,14 +4,16 @@ the protocol says (empty, HTML, not JSON, an array for an object, a null item) i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import httpx
+from pydantic import ValidationError
 
 from .errors import MalformedResponseError
+from .models import WireModel
 
-__all__ = ["json_body", "json_list", "parse_ids", "response_uuid"]
+__all__ = ["json_body", "json_list", "parse_ids", "read_model", "response_uuid"]
 
 
 def _where(response: httpx.Response) -> str:
@@ -36,10 +38,15 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def json_list(response: httpx.Response, key: str) -> list[dict[str, Any]]:
-    """``body[key]`` as a list of objects (missing or null: empty); anything else is a
-    ``MalformedResponseError``."""
-    value = json_body(response).get(key)
+def json_list(
+    response: httpx.Response, key: str, *, required: bool = False
+) -> list[dict[str, Any]]:
+    """``body[key]`` as a list of objects (missing or null: empty, unless ``required``);
+    anything else is a ``MalformedResponseError``."""
+    body = json_body(response)
+    if required and key not in body:
+        raise MalformedResponseError(f"an answer without {key!r}", url=_where(response))
+    value = body.get(key)
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
@@ -75,3 +82,20 @@ def response_uuid(value: Any, response: httpx.Response) -> UUID:
         return UUID(str(value))
     except ValueError:
         raise MalformedResponseError(f"{value!r} is not an id", url=_where(response)) from None
+
+
+M = TypeVar("M", bound=WireModel)
+
+
+def read_model(model: type[M], row: Any, *, url: str | None = None) -> M:
+    """``row`` of a server answer as ``model`` (``from_wire``); ``MalformedResponseError`` when
+    it cannot be read even leniently."""
+    try:
+        return model.from_wire(row)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise MalformedResponseError(
+            f"a {model.__name__} the SDK cannot read: {exc.error_count()} problem(s), first: "
+            f"{first['msg']} at {first['loc']}; {str(row)[:200]}",
+            url=url,
+        ) from exc

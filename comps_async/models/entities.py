@@ -115,9 +115,21 @@ class Entity(WireModel):
         """What the server holds of this entity as far as the SDK knows (the save JSON without
         ``Id``): what the SDK last saved, else the row it was read from; None if neither."""
         if self._saved_wire is None and self._server_row is not None:
-            wire = type(self).from_wire(self._server_row).to_save_wire()
-            self._saved_wire = {k: v for k, v in wire.items() if k != "Id"}
+            self.mark_saved(type(self).from_wire(self._server_row).to_save_wire())
         return self._saved_wire
+
+    def mark_saved(self, wire: dict[str, Any] | None = None) -> None:
+        """Record that the server now holds ``wire`` (default: this entity's save JSON now)."""
+        wire = self.to_save_wire() if wire is None else wire
+        self._saved_wire = {k: v for k, v in wire.items() if k != "Id"} if "Id" in wire else wire
+
+    def unchanged_since_saved(self) -> bool:
+        """Whether saving this entity again would change nothing the server holds."""
+        if self.id is None:
+            return False
+        saved = self.saved_state()
+        wire = self.to_save_wire()
+        return saved is not None and {k: v for k, v in wire.items() if k != "Id"} == saved
 
     @property
     def idempotency_key(self) -> str | None:

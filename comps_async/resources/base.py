@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
 import httpx
-from pydantic import ValidationError
 
 from ..concurrency import gather_bounded
 from ..errors import ApiError, MalformedResponseError, OutcomeUnknownError
 from ..models import Entity, RelationType, TagOperationMode, WorkItem
 from ..query import Query
-from ..responses import json_body, json_list, response_uuid
+from ..responses import json_body, json_list, read_model, response_uuid
 from ..transfer.exactly_once import (
     CreateFailed,
     KeyAssigner,
@@ -114,13 +113,7 @@ class EntityResource(Generic[E]):
         return self.model.plural
 
     def _parse(self, data: Any) -> E:
-        try:
-            return self.model.from_wire(data)  # type: ignore[return-value]
-        except ValidationError as exc:
-            raise MalformedResponseError(
-                f"a {self.model.__name__} the SDK cannot read: {exc.error_count()} problem(s), "
-                f"first: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}"
-            ) from exc
+        return read_model(self.model, data)  # type: ignore[return-value]
 
     def _items(self, response: httpx.Response) -> list[Any]:
         """The rows of a list answer, unparsed (a row is read, or reported, one by one)."""
@@ -271,7 +264,9 @@ class EntityResource(Generic[E]):
     async def find_by_keys(self, entities: Sequence[E]) -> dict[int, E]:
         """The server's entities created with the idempotency keys of ``entities`` (new ones
         whose save has started): {index in ``entities``: entity on the server}. One exact-match
-        tag query per key group (see ``transfer/exactly_once.py``)."""
+        tag query per key group (see ``transfer/exactly_once.py``), asked only once a create of
+        them that got no answer has had time to settle."""
+        await settle(entities, self._session.retry.sleep)
         fields = ["id", "name"] if "name" in self.model.model_fields else ["id"]
         candidates: list[E] = []
         for group in groups_of(entities):
@@ -300,7 +295,6 @@ class EntityResource(Generic[E]):
                 raise
 
         async def lookup(_: list[int]) -> dict[int, str]:
-            await settle([entity], self._session.retry.sleep)
             return {i: str(e.id) for i, e in (await self.find_by_keys([entity])).items()}
 
         try:

@@ -50,7 +50,7 @@ class _JsonSaved(StatefulResource[J]):
                 "POST", self._plural, json={self._plural: [entity.to_update_wire()]}
             )
             entity.id = UUID(parse_ids(response, 1)[0])
-            entity._saved_wire = {k: v for k, v in entity.to_save_wire().items() if k != "Id"}
+            entity.mark_saved()
             return entity
         wire = entity.to_save_wire()
         create = {**wire, **entity.create_defaults(await self._session.tokens.user())}
@@ -62,7 +62,7 @@ class _JsonSaved(StatefulResource[J]):
             return parse_ids(response, 1)[0]
 
         await self._create_one(entity, key, post)
-        entity._saved_wire = wire
+        entity.mark_saved(wire)
         return entity
 
     async def create(self, entity: J, *, key: str | None = None) -> J:

@@ -15,14 +15,12 @@ from uuid import UUID
 
 import anyio
 import anyio.to_thread
-import httpx
-from pydantic import ValidationError
 
 from ..concurrency import aiter_any, first_error, gather_bounded
 from ..errors import ChecksumMismatchError, CompsError, MalformedResponseError, NotFoundError
 from ..models import Entity, Experiment, OutputFileMetadata, Simulation, SimulationState, WorkItem
 from ..query import Query
-from ..responses import json_body, json_list
+from ..responses import json_body, json_list, read_model
 from ..transfer.download import Downloader, extract_zip_safely, safe_join
 from .base import as_id
 
@@ -132,11 +130,11 @@ class Outputs:
         response = await self._session.request(
             "GET", f"asset/{plural}/{entity_id}/Output", params=params
         )
-        if "Resources" not in json_body(response):
-            raise MalformedResponseError(
-                "an output listing without Resources", url=str(response.url)
-            )
-        files = [_output_meta(r, response) for r in json_list(response, "Resources")]
+        url = str(response.request.url)
+        files = [
+            read_model(OutputFileMetadata, row, url=url)
+            for row in json_list(response, "Resources", required=True)
+        ]
         listing = {f.path: f for f in files}
         if paths is None:
             return listing
@@ -392,10 +390,7 @@ class Outputs:
         resources = answer.get("Resources") or []
         if not isinstance(resources, list) or len(resources) != 1:
             raise MalformedResponseError(f"expected one zip resource, got {str(resources)[:200]}")
-        try:
-            meta = OutputFileMetadata.from_wire(resources[0])
-        except ValidationError as exc:
-            raise MalformedResponseError(f"a zip resource the SDK cannot read: {exc}") from exc
+        meta = read_model(OutputFileMetadata, resources[0])
         await self.downloader.fetch(_url(meta), dest_file, length=meta.length, overwrite=True)
         if extract_to is not None:
             await anyio.to_thread.run_sync(extract_zip_safely, dest_file, Path(extract_to))
@@ -450,13 +445,3 @@ async def _simulations(
     else:
         async for sim in aiter_any(source):
             yield sim
-
-
-def _output_meta(row: dict[str, Any], response: httpx.Response) -> OutputFileMetadata:
-    try:
-        return OutputFileMetadata.from_wire(row)
-    except ValidationError as exc:
-        raise MalformedResponseError(
-            f"an output file the SDK cannot read ({exc.errors()[0]['msg']}): {str(row)[:200]}",
-            url=str(response.request.url),
-        ) from exc

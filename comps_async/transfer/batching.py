@@ -44,7 +44,6 @@ from .exactly_once import (
     create_once,
     keyed_wire,
     mark_sent,
-    settle,
 )
 from .upload import LARGE_FILE_BYTES
 
@@ -160,7 +159,7 @@ class BatchSaver(Generic[E]):
                     index += 1
                     self._not_sent([entity])
                     continue
-                if _unchanged_since_saved(entity):  # e.g. a re-run after a cancellation
+                if entity.unchanged_since_saved():  # e.g. a re-run after a cancellation
                     index += 1
                     self._saved.append(entity)
                     continue
@@ -284,9 +283,7 @@ class BatchSaver(Generic[E]):
         async def lookup(indexes: list[int]) -> dict[int, str]:
             assert self._find_by_key is not None
             new = [i for i in indexes if batch.entities[i].id is None]
-            wanted = [batch.entities[i] for i in new]
-            await settle(wanted, self._session.retry.sleep)
-            found = await self._find_by_key(wanted)
+            found = await self._find_by_key([batch.entities[i] for i in new])
             return {new[i]: str(entity.id) for i, entity in found.items()}
 
         async def recover(error: ApiError) -> bool:
@@ -342,7 +339,7 @@ class BatchSaver(Generic[E]):
             if entity.id is None and hasattr(entity, "state"):
                 entity.state = state
             entity.id = UUID(entity_id)
-            entity._saved_wire = _without_id(batch.wire[index])
+            entity.mark_saved(batch.wire[index])
 
     async def _upload_missing(self, batch: _Batch[E], md5s: list[UUID]) -> None:
         unknown = [m for m in md5s if m not in self._sources]
@@ -379,17 +376,6 @@ def _label(entity: Entity, file: _AssetFile) -> str:
 def _files_of(entity: Entity) -> list[_AssetFile]:
     files = getattr(entity, "files", None) or getattr(entity, "assets", None) or []
     return list(files)
-
-
-def _without_id(wire: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in wire.items() if k != "Id"} if "Id" in wire else wire
-
-
-def _unchanged_since_saved(entity: Entity) -> bool:
-    if entity.id is None:
-        return False
-    saved = entity.saved_state()
-    return saved is not None and _without_id(entity.to_save_wire()) == saved
 
 
 def _sent_wire(entity: Entity, wire: dict[str, Any], owner: str | None) -> dict[str, Any]:
