@@ -49,6 +49,9 @@ class Capabilities:
     tag_filter_exact: Answer = "unknown"  # write probe: tagfilters=k=v finds the entity
     tag_filter_case_insensitive: Answer = "unknown"  # ... with the value in other case
     partial_update_keeps_fields: Answer = "unknown"  # an update without Description keeps it
+    # A batch may attach content shared by several entities once; "no" once a server refused
+    # it (learned by a save, which then sends pyCOMPS's one part per file).
+    shared_parts: Answer = "unknown"
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -83,12 +86,14 @@ async def diagnose(session: Session, *, write: bool = False) -> Capabilities:
     await _probe_upload_check(session, found)
     if write:
         await _probe_writes(session, found)
+    found.shared_parts = session.capabilities.shared_parts  # learned by saves, not probed
     session.adopt(found)
-    await anyio.to_thread.run_sync(_save, session.capabilities_file, found)
+    await anyio.to_thread.run_sync(save_capabilities, session.capabilities_file, found)
     return found
 
 
-def _save(path: Path, found: Capabilities) -> None:
+def save_capabilities(path: Path, found: Capabilities) -> None:
+    """Blocking: write a host's record (private file, private directory)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.write_text(found.to_json())
     os.chmod(path, 0o600)
@@ -213,4 +218,5 @@ def describe(found: Capabilities) -> list[tuple[str, str, str]]:
         ("tag filter k=v exact", found.tag_filter_exact, "exactly-once look-ups rely on it"),
         ("tag filter case-insensitive", found.tag_filter_case_insensitive, "keys compared so"),
         ("partial update keeps fields", found.partial_update_keeps_fields, "updates send less"),
+        ("shared multipart parts", found.shared_parts, "no: one part per file, as pyCOMPS"),
     ]

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from .auth import CredentialPrompt, Credentials, TokenManager
 from .concurrency import deadline
-from .doctor import Capabilities, capabilities_path, load_capabilities
+from .doctor import Capabilities, capabilities_path, load_capabilities, save_capabilities
 from .errors import (
     ApiError,
     MalformedResponseError,
@@ -153,6 +153,8 @@ class Session:
         self.hasher = Hasher(None)
         self.wait_settings = wait or WaitSettings()
         self.idempotency_tags = idempotency_tags
+        # What this host is known to answer where COMPS's behaviour is inferred (PROTOCOL.md).
+        self.capabilities = Capabilities(host=self.host.base)
 
     def __repr__(self) -> str:
         return f"Session({self.host.base!r})"
@@ -207,7 +209,7 @@ class Session:
             self._transport_send,
         )
         known = await anyio.to_thread.run_sync(load_capabilities, self.capabilities_file)
-        if known is not None:  # what `comps-async doctor` measured on this host
+        if known is not None:  # what `comps-async doctor` measured (or a save learned) here
             self.adopt(known)
         # Background work that must outlive one call but not the session (harvest producers):
         # its tasks never raise; failures travel to the caller through their own streams.
@@ -234,6 +236,7 @@ class Session:
 
     def adopt(self, known: Capabilities) -> None:
         """Use what a host is known to answer instead of finding out (see ``doctor``)."""
+        self.capabilities = known
         if known.stats_forms:
             self.experiments.stats_form = self.suites.stats_form = known.stats_forms[0]
         if known.ids_param in ("ignore", "reject"):
@@ -245,6 +248,13 @@ class Session:
         if self._background is None:
             raise RuntimeError("use the Session inside 'async with Session(...) as s:'")
         self._background.start_soon(fn)
+
+    async def remember(self, **answers: str) -> None:
+        """Record what this host was found to answer (e.g. ``shared_parts="no"``) for this
+        session and, beside the token cache, for later ones."""
+        for name, answer in answers.items():
+            setattr(self.capabilities, name, answer)
+        await anyio.to_thread.run_sync(save_capabilities, self.capabilities_file, self.capabilities)
 
     async def aclose(self) -> None:
         """Close the connection pool and the fingerprint cache."""
@@ -275,9 +285,10 @@ class Session:
         server URL (re-rooted on this host), with per-call options."""
         client = self._require_client()
         url = self.host.reroot(path) if "://" in path else self.host.url(path)
-        if method in ("PUT", "POST") and json is None and content is None and files is None:
-            # A body-less PUT/POST (commission, cancel) says JSON like every pyCOMPS call
-            # (§3.1, §9); aiohttp would otherwise label it application/octet-stream.
+        if json is None and content is None and files is None:
+            # pyCOMPS says JSON on every call without a body of its own, GETs included (§3.1,
+            # §9; tests/test_wire_parity.py); aiohttp would label a body-less PUT/POST
+            # application/octet-stream.
             headers = {"Content-Type": "application/json", **(headers or {})}
         request = client.build_request(
             method,

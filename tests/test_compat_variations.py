@@ -12,6 +12,8 @@ import pytest
 import comps_async as ca
 from comps_async.local import Compat, LocalComps
 
+from helpers import rows_by_key
+
 pytestmark = pytest.mark.anyio
 
 VARIATIONS = {
@@ -25,6 +27,7 @@ VARIATIONS = {
     "no-stats": Compat(stats_forms=frozenset()),
     "md5-base64": Compat(listing_md5="base64"),
     "md5-none": Compat(listing_md5="none"),
+    "parts-by-position": Compat(shared_parts=False),
 }
 BIG = bytes(range(256)) * 1200  # 300 KiB: fetched in ranges under the settings below
 WORKLOAD = (
@@ -60,7 +63,10 @@ async def test_one_flow_on_every_variation(
             ca.Simulation(
                 name=f"s{i}",
                 experiment_id=experiment.id,
-                files=[ca.SimulationFile.from_bytes("config.json", f"sim {i}".encode())],
+                files=[
+                    ca.SimulationFile.from_bytes("config.json", f"sim {i}".encode()),
+                    ca.SimulationFile.from_bytes("common.txt", b"the same for all"),
+                ],
             )
             for i in range(12)
         ]
@@ -84,3 +90,47 @@ async def test_one_flow_on_every_variation(
     for i, sim in enumerate(sims):
         assert got[(sim.id, "output/big.bin")].read_bytes() == BIG
         assert got[(sim.id, "output/small.txt")].read_bytes() == f"sim {i}".encode()
+
+
+async def test_a_server_that_refuses_shared_parts_gets_one_part_per_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PROTOCOL.md row 11: a server that matches parts to files by position refuses a batch
+    that attaches shared content once. The batch is sent again in pyCOMPS's layout (the refusal
+    created nothing, so nothing is duplicated) and the host is remembered: the next session
+    sends that layout from its first request."""
+    shared = ca.SimulationFile.from_bytes("common.txt", b"the same for all")
+    async with LocalComps(
+        tmp_path / "server", compat=Compat(shared_parts=False), record_requests=True
+    ) as server:
+        assert server.recorder is not None
+        for round_ in (1, 2):
+            async with ca.Session(server.url, token=server.token, token_cache_dir=tmp_path) as s:
+                experiment = await s.experiments.create(ca.Experiment(name=f"round {round_}"))
+                sims = [
+                    ca.Simulation(name=f"s{i}", experiment_id=experiment.id, files=[shared])
+                    for i in range(150)
+                ]
+                with anyio.fail_after(60):
+                    assert await s.simulations.save_all(sims) == 150
+                assert s.capabilities.shared_parts == "no"
+                record = s.capabilities_file
+            posts = [
+                r
+                for r in server.recorder.take()
+                if r.method == "POST" and r.path == "/api/Simulations"
+            ]
+            answered = sorted(r.status for r in posts)
+            accepted = [r for r in posts if r.status == 200]
+            assert [r.body.count(b'filename="common.txt"') for r in accepted] in (
+                [100, 50],
+                [50, 100],
+            )
+            if round_ == 1:  # refused (once per batch already in flight), then saved
+                assert answered in ([200, 200, 400], [200, 200, 400, 400])
+            else:  # remembered: pyCOMPS's layout from the first request
+                assert answered == [200, 200]
+        rows, keys = rows_by_key(server.data_dir)
+    assert (rows, keys) == (300, 300)  # 150 per round, none twice
+    assert '"shared_parts": "no"' in record.read_text()
+    assert sum("refused a batch" in r.getMessage() for r in caplog.records) in (1, 2)

@@ -87,7 +87,8 @@ async def test_iterate_pages_past_the_server_cap(
     seen = [s.id async for s in session.simulations.iterate(page_size=200_000)]
     assert len(seen) == total and len(set(seen)) == total
     assert seen[-1] == UUID(int=total - 1)
-    assert [c.request.url.params["offset"] for c in route.calls] == ["0", "100000"]
+    # offset=0 is left out, as pyCOMPS leaves it out
+    assert [c.request.url.params.get("offset") for c in route.calls] == [None, "100000"]
 
 
 async def test_count_and_list_honour_query_count(
@@ -697,6 +698,33 @@ async def test_json_saves_and_upload_shapes(mock: respx.MockRouter, session: ca.
 async def test_asset_collections_as_pycomps_saves_them(
     mock: respx.MockRouter, session: ca.Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Small files travel in the save, as pyCOMPS sends them: one request, never refused."""
+    monkeypatch.setenv("COMPS_ENVIRONMENT", "Calculon")
+    mock.get("/api/Environments/Calculon").respond(
+        json={"Environments": [{"EnvironmentName": "Calculon", "GroupName": "idm-group"}]}
+    )
+    content = b'{"a": 1}'
+    md5 = str(ca.models.md5_uuid(content))
+    saves = mock.post("/api/AssetCollections").respond(json={"Ids": [str(SIM)]})
+    collection = await session.asset_collections.create(
+        [ca.AssetCollectionFile.from_bytes("input.json", content)]
+    )
+    assert collection.id == SIM
+    (save,) = saves.calls
+    parts = _parts(save.request)
+    assert [(p[0], p[1], p[2]) for p in parts] == [
+        ("not_a_file", "AssetCollections", "application/json"),
+        (md5, "input.json", "application/json"),
+    ]
+    assert parts[1][3] == content
+    assert save.request.url.params["groupnames"] == "idm-group"  # visible to the group
+
+
+async def test_asset_collections_over_the_inline_size_ask_what_is_missing_first(
+    mock: respx.MockRouter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above ``UploadSettings.inline_bytes`` the collection is saved by md5 only; the content
+    the server names is sent in file-only requests and the save repeated (§8.3)."""
     monkeypatch.setenv("COMPS_ENVIRONMENT", "Calculon")
     mock.get("/api/Environments/Calculon").respond(
         json={"Environments": [{"EnvironmentName": "Calculon", "GroupName": "idm-group"}]}
@@ -711,10 +739,18 @@ async def test_asset_collections_as_pycomps_saves_them(
         ]
     )
     mock.get("/api/AssetCollections").respond(json={"AssetCollections": []})  # the look-up
-    collection = await session.asset_collections.create(
-        [ca.AssetCollectionFile.from_bytes("input.json", content)]
-    )
+    async with Session(
+        HOST,
+        token=make_token(),
+        token_cache_dir=tmp_path,
+        retry=ca.RetryPolicy(sleep=NoSleep()),
+        upload=ca.UploadSettings(inline_bytes=len(content) - 1),
+    ) as session:
+        collection = await session.asset_collections.create(
+            [ca.AssetCollectionFile.from_bytes("input.json", content)]
+        )
     assert collection.id == SIM
+    assert [len(_parts(c.request)) for c in saves.calls] == [1, 2, 1]  # md5 only, content, md5
     file_only = _parts(saves.calls[1].request)
     assert [(p[0], p[1], p[2]) for p in file_only[1:]] == [(md5, "input.json", "application/json")]
     final = saves.calls[2].request

@@ -3,6 +3,7 @@
 from .app import Compat, ServerLimits
 from .faults import FaultConfig
 from .process import LocalCompsProcess
+from .recorder import RecordedRequest, WireRecorder
 from .server import LocalComps, sir_configuration
 
 __all__ = [
@@ -10,6 +11,8 @@ __all__ = [
     "FaultConfig",
     "LocalComps",
     "LocalCompsProcess",
+    "RecordedRequest",
     "ServerLimits",
+    "WireRecorder",
     "sir_configuration",
 ]

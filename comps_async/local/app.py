@@ -14,6 +14,7 @@ import mimetypes
 import re
 import uuid
 import zipfile
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -86,6 +87,9 @@ class Compat:
     ids_param: Literal["accept", "ignore", "reject"] = "accept"  # ServiceStack's Ids=a,b,c
     stats_forms: frozenset[str] = frozenset({"path", "query"})  # /{id}/Stats, ?Id=&stats...
     listing_md5: Literal["hex", "base64", "none"] = "hex"  # the MD5 of output listings
+    # False: parts are matched to files by position, as if each file sent with content needs a
+    # part of its own (pyCOMPS's layout); content attached once for several files is refused.
+    shared_parts: bool = True
 
 
 class _Route(Route):
@@ -163,6 +167,27 @@ def _inside(root: Path, relative: str) -> Path:
     if not target.is_relative_to(root.resolve()):
         raise BadRequest("path leaves the working directory")
     return target
+
+
+def _check_one_part_per_file(items: list[Any], parts: Counter[str]) -> None:
+    """``Compat(shared_parts=False)``: every file entry whose content came in this request needs
+    a part of its own."""
+    used: Counter[str] = Counter()
+    for item in items:
+        files = (item.get("Files") or item.get("Assets") or []) if isinstance(item, dict) else []
+        for entry in files:
+            try:
+                md5 = str(uuid.UUID(str(entry.get("MD5Checksum"))))
+            except (AttributeError, ValueError):
+                continue  # the save itself reports a malformed entry
+            if md5 in parts:
+                used[md5] += 1
+    short = sorted(md5 for md5, n in used.items() if n > parts[md5])
+    if short:
+        raise BadRequest(
+            f"file parts are matched by position: {short[0]} is used by {used[short[0]]} files "
+            f"but attached {parts[short[0]]} time(s)"
+        )
 
 
 @dataclass
@@ -547,14 +572,17 @@ class LocalApp:
             )
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise BadRequest(f"{kind.plural} are saved as multipart/form-data (§8.1)")
-        items = await self._receive_multipart(request)
+        items, parts = await self._receive_multipart(request)
+        if not self.compat.shared_parts:
+            _check_one_part_per_file(items, parts)
         ids = await self.db(self._save_multipart, kind, items, user.username)
         return JSONResponse({"Ids": ids})
 
-    async def _receive_multipart(self, request: Request) -> list[Any]:
-        """The entity array of a multipart save, once every file part has been verified and
-        stored (each while the rest of the body still arrives)."""
+    async def _receive_multipart(self, request: Request) -> tuple[list[Any], Counter[str]]:
+        """The entity array of a multipart save and how many parts each md5 had, once every
+        file part has been verified and stored (each while the rest of the body arrives)."""
         items: Any = None
+        parts: Counter[str] = Counter()
         stores = anyio.Semaphore(_PARTS_STORED_AT_ONCE)
         try:
             async with anyio.create_task_group() as tg:
@@ -565,6 +593,7 @@ class LocalApp:
                     if part.filename is None:
                         raise BadRequest(f"part {part.name!r} must be a file part named by its md5")
                     md5 = uuid.UUID(parse_uuid(part.name, "part name (md5)"))
+                    parts[str(md5)] += 1
                     await stores.acquire()  # bounds the parts held in memory
                     tg.start_soon(self._store_part, md5, part, stores)
         except BaseExceptionGroup as group:
@@ -575,7 +604,7 @@ class LocalApp:
             )
         if not isinstance(items, list):
             raise BadRequest("the 'not_a_file' part must hold a JSON array")
-        return items
+        return items, parts
 
     async def _store_part(self, md5: uuid.UUID, part: Part, stores: anyio.Semaphore) -> None:
         """Verify and store one file part (in a worker thread) while the body still arrives."""

@@ -25,6 +25,7 @@ from .app import Compat, LocalApp, ServerLimits
 from .auth import DEFAULT_USER, UserDirectory
 from .blobs import BlobStore
 from .faults import FaultConfig, FaultInjector
+from .recorder import WireRecorder
 from .runner import Runner
 from .store import Store
 
@@ -61,6 +62,7 @@ class LocalComps:
     persists in ``data_dir``: stop and start again on the same directory and it is all there.
     ``faults`` holds the fault/load injection knobs and per-route ``counters``; ``compat``
     plays the other answers where real COMPS may differ (see ``Compat`` and PROTOCOL.md).
+    ``record_requests=True`` keeps every request as received in ``recorder`` (``WireRecorder``).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class LocalComps:
         max_concurrent_runs: int | None = None,
         token_lifetime: timedelta = timedelta(hours=4),
         poll_interval_s: float = 0.2,
+        record_requests: bool = False,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
@@ -101,6 +104,8 @@ class LocalComps:
         self.app.on_commission = self.runner.wake
         self.faults = FaultInjector(self.app.build(), faults or FaultConfig())
         self.app.faults = self.faults
+        # Outermost, so it sees what clients sent, before any injected fault.
+        self.recorder = WireRecorder(self.faults) if record_requests else None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -155,7 +160,7 @@ class LocalComps:
         if not any(isinstance(f, _QuietInjectedFaults) for f in uvicorn_log.filters):
             uvicorn_log.addFilter(_QuietInjectedFaults())
         config = uvicorn.Config(
-            self.faults,
+            self.recorder or self.faults,
             host=self.host,
             port=self.port,
             log_level="warning",

@@ -22,6 +22,7 @@ from ..responses import json_body
 from ..transfer.batching import BatchLimits, BatchSaver
 from ..transfer.content import check_readable_file, ensure_md5s, media_type, read_source
 from ..transfer.download import safe_join
+from ..transfer.upload import UploadSettings
 from .base import EntityResource, IdLike, as_id
 
 __all__ = ["DEFAULT_EXCLUDE", "AssetCollections", "files_from_dir"]
@@ -51,12 +52,15 @@ class AssetCollections(EntityResource[AssetCollection]):
     ) -> AssetCollection:
         """Create a collection, uploading only the content the server does not have.
 
-        Pass 1 saves the collection by md5 only; if the server names missing files, their
-        content is uploaded (small files in file-only requests, large ones in resumable chunks,
-        many at once) and the md5-only save is repeated. An unchanged input set therefore costs
-        one request and zero bytes. ``on_progress(bytes_sent, bytes_to_send)``. If any upload
-        fails, no collection is registered. The create is exactly once; ``key="..."`` makes its
-        key yours, so a re-started script gets the same collection back (as ``save_all``).
+        Large files go first (``/upload/check``, then resumable chunks, many at once). Small
+        files travel inline in the save, as pyCOMPS sends them, when they add up to at most
+        ``UploadSettings.inline_bytes``; otherwise the collection is saved by md5 only, the
+        server names what it lacks, that content is uploaded (file-only requests) and the save
+        repeated — so an unchanged input set costs one request and no file bytes, and no request
+        is refused that could have been avoided. ``on_progress(bytes_sent, bytes_to_send)``.
+        If any upload fails, no collection is registered. The create is exactly once;
+        ``key="..."`` makes its key yours, so a re-started script gets the same collection back
+        (as ``save_all``).
         """
         files = list(files)
         if not files:
@@ -67,9 +71,10 @@ class AssetCollections(EntityResource[AssetCollection]):
         sizes = await anyio.to_thread.run_sync(_check_sources, files)
         _check_unique_paths(files)
         uploader = self._session.uploader
+        settings = uploader.settings
         transfer = _Progress(on_progress)
         started: set[UUID] = set()
-        slots = anyio.CapacityLimiter(uploader.settings.parallel_files)
+        slots = anyio.CapacityLimiter(settings.parallel_files)
 
         async def upload_large(file: AssetCollectionFile) -> None:
             assert file.source is not None and file.md5_checksum is not None
@@ -78,39 +83,39 @@ class AssetCollections(EntityResource[AssetCollection]):
                     file.source, file.md5_checksum, file.length or 0, transfer.sent
                 )
 
-        collection: AssetCollection | None = None
+        async def prepare(group: list[AssetCollectionFile]) -> None:
+            await ensure_md5s(group, self._session.hasher)
+            for file in group:
+                md5 = file.md5_checksum
+                if file.source is not None and _large(file, settings) and md5 not in started:
+                    # Big content is checked for and sent while other files still hash.
+                    assert md5 is not None
+                    started.add(md5)
+                    transfer.expect(file.length or 0)
+                    tg.start_soon(upload_large, file)
+
         try:
             async with anyio.create_task_group() as tg:
-
-                async def prepare(group: list[AssetCollectionFile]) -> None:
-                    await ensure_md5s(group, self._session.hasher)
-                    for file in group:
-                        large = (file.length or 0) > uploader.settings.large_file_bytes
-                        md5 = file.md5_checksum
-                        if file.source is not None and large and md5 not in started:
-                            # Big content is checked for and sent while other files still
-                            # hash; the answer to /upload/check keeps this missing-only.
-                            assert md5 is not None
-                            started.add(md5)
-                            transfer.expect(file.length or 0)
-                            tg.start_soon(upload_large, file)
-
-                threshold = uploader.settings.large_file_bytes
-                await gather_bounded(
-                    _hash_groups(files, sizes, threshold), prepare, os.cpu_count() or 1
-                )
-                collection = AssetCollection(tags=tags, assets=[_by_md5(f) for f in files])
-                try:
-                    await self._save(collection, key)
-                    saved = True
-                except MissingAssetsError as missing:
-                    saved = False
-                    await self._upload_small(files, set(missing.md5s) - started, transfer)
+                groups = _hash_groups(files, sizes, settings.large_file_bytes)
+                await gather_bounded(groups, prepare, os.cpu_count() or 1)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
-        assert collection is not None
-        if not saved:  # everything it lacked has been sent now
+        # Saving before the large uploads finished would only earn a refusal naming them.
+        small = [f for f in files if f.source is not None and not _large(f, settings)]
+        inline = sum(f.length or 0 for f in small) <= settings.inline_bytes
+        sent_inline = {id(f) for f in small} if inline else set()
+        collection = AssetCollection(
+            tags=tags, assets=[f if id(f) in sent_inline else _by_md5(f) for f in files]
+        )
+        if inline:
+            transfer.expect(sum(f.length or 0 for f in small))
+        try:
             await self._save(collection, key)
+        except MissingAssetsError as missing:  # the md5-only save named what the server lacks
+            await self._upload_small(files, set(missing.md5s) - started, transfer)
+            await self._save(collection, key)
+        if inline:
+            transfer.sent(sum(f.length or 0 for f in small))
         transfer.finish()
         return _with_sources(collection, files)
 
@@ -285,8 +290,12 @@ class _Progress:
             self._callback(self._sent, self._total)
 
 
+def _large(file: AssetCollectionFile, settings: UploadSettings) -> bool:
+    return (file.length or 0) > settings.large_file_bytes
+
+
 def _by_md5(file: AssetCollectionFile) -> AssetCollectionFile:
-    """An md5-only copy: the collection itself is always saved without content (§8.3)."""
+    """An md5-only copy, for a save that carries no content (§8.3)."""
     assert file.md5_checksum is not None
     return AssetCollectionFile.from_md5(
         file.file_name, file.md5_checksum, relative_path=file.relative_path, tags=file.tags

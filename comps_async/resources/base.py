@@ -211,7 +211,9 @@ class EntityResource(Generic[E]):
             want = page if limit is None else min(page, limit - fetched)
             if want <= 0:
                 return
-            params = {**base, "offset": str(offset), "count": str(want)}
+            params = {**base, "count": str(want)}
+            if offset:  # pyCOMPS leaves offset=0 out (QueryCriteria.to_param_dict)
+                params["offset"] = str(offset)
             response = await self._session.request("GET", self._plural, params=params)
             items = self._items(response)
             if items and items == previous:  # offset ignored: the same page for ever

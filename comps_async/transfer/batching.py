@@ -81,7 +81,14 @@ class _Batch(Generic[E]):
     maybe_sent: bool = False  # some entity may exist already (an earlier call, or a caller key)
     wire: list[dict[str, Any]] = field(default_factory=list)
     parts: dict[UUID, tuple[str, bytes]] = field(default_factory=dict)
+    uses: list[list[UUID]] = field(default_factory=list)  # each entity's parts, in file order
+    sent_shared: bool = False  # the last post attached shared content once
     size: int = _REQUEST_OVERHEAD
+
+    def shares_parts(self, indexes: list[int]) -> bool:
+        """Whether some content is used by more than one file among ``indexes``."""
+        used = [md5 for i in indexes for md5 in self.uses[i]]
+        return len(used) != len(set(used))
 
 
 class BatchSaver(Generic[E]):
@@ -122,6 +129,9 @@ class BatchSaver(Generic[E]):
         self._errors: list[BaseException] = []
         self._total: int | None = None
         self._owner: str | None = None  # the logged-in user, sent as Owner on creates
+        # Attach content shared by several entities once per batch, unless this host refused it.
+        self._shared_parts = session.capabilities.shared_parts != "no"
+        self._shared_parts_refused = False
 
     async def run(self, entities: Iterable[E] | AsyncIterable[E]) -> int:
         """Save everything; returns how many were saved or raises BatchSaveError."""
@@ -165,7 +175,7 @@ class BatchSaver(Generic[E]):
                     continue
                 try:
                     self._validate(entity, index)
-                    wire, parts = await self._prepare(entity)
+                    wire, parts, uses = await self._prepare(entity)
                 except Exception as exc:
                     self._not_sent([*batch.entities, entity])
                     self._errors.append(exc)
@@ -177,9 +187,9 @@ class BatchSaver(Generic[E]):
                     len(json.dumps(wire))
                     + 2
                     + sum(
-                        _PART_OVERHEAD + len(media_type(name)) + len(data)
-                        for md5, (name, data) in parts.items()
-                        if md5 not in batch.parts
+                        _PART_OVERHEAD + len(media_type(parts[md5][0])) + len(parts[md5][1])
+                        for md5 in (parts if self._shared_parts else uses)
+                        if md5 not in batch.parts or not self._shared_parts
                     )
                 )
                 if _REQUEST_OVERHEAD + cost > self._limits.max_bytes:
@@ -202,6 +212,7 @@ class BatchSaver(Generic[E]):
                 batch.entities.append(entity)
                 batch.wire.append(wire)
                 batch.parts.update(parts)
+                batch.uses.append(uses)
                 batch.size += cost
                 batch.maybe_sent |= maybe_sent
             if batch.entities and not self._errors:
@@ -235,9 +246,13 @@ class BatchSaver(Generic[E]):
             if file.source is not None and file.source.path is not None:
                 check_readable_file(file.source.path)
 
-    async def _prepare(self, entity: E) -> tuple[dict[str, Any], dict[UUID, tuple[str, bytes]]]:
-        """The entity's wire JSON and the parts to attach; hashes files and uploads big ones."""
+    async def _prepare(
+        self, entity: E
+    ) -> tuple[dict[str, Any], dict[UUID, tuple[str, bytes]], list[UUID]]:
+        """The entity's wire JSON, the parts to attach and which of them each of its files uses;
+        hashes files and uploads big ones."""
         parts: dict[UUID, tuple[str, bytes]] = {}
+        uses: list[UUID] = []
         files = [f for f in _files_of(entity) if f.source is not None]  # others: md5-only
         await ensure_md5s(files, self._session.hasher)  # one worker-thread call per entity
         for file in files:
@@ -250,8 +265,10 @@ class BatchSaver(Generic[E]):
                     await self._session.uploader.upload(file.source, md5, size)
                     self._uploaded.add(md5)
             else:
-                parts[md5] = (file.file_name, await read_source(file.source))
-        return entity.to_save_wire(), parts
+                if md5 not in parts:
+                    parts[md5] = (file.file_name, await read_source(file.source))
+                uses.append(md5)
+        return entity.to_save_wire(), parts, uses
 
     # --- consuming -----------------------------------------------------------------------------
 
@@ -287,11 +304,24 @@ class BatchSaver(Generic[E]):
             return {new[i]: str(entity.id) for i, entity in found.items()}
 
         async def recover(error: ApiError) -> bool:
-            untracked = error.details.get("UntrackedIds") if error.status == 400 else None
-            if not untracked:
+            if error.status != 400:
                 return False
-            await self._upload_missing(batch, [UUID(str(m)) for m in untracked])
-            return True
+            untracked = error.details.get("UntrackedIds")
+            if untracked:
+                await self._upload_missing(batch, [UUID(str(m)) for m in untracked])
+                return True
+            if batch.sent_shared and batch.shares_parts(list(range(len(batch.entities)))):
+                # Refused as a whole (400: nothing created). Perhaps this server matches parts
+                # to files by position (PROTOCOL.md, row 11): send pyCOMPS's layout instead.
+                logger.warning(
+                    "the server refused a batch that attaches shared content once (%s); "
+                    "sending one part per file, as pyCOMPS does",
+                    error,
+                )
+                self._shared_parts = False
+                self._shared_parts_refused = True
+                return True
+            return False
 
         try:
             ids = await create_once(
@@ -314,8 +344,12 @@ class BatchSaver(Generic[E]):
         files: list[tuple[str, tuple[str, bytes, str]]] = [
             ("not_a_file", (self._model.plural, json.dumps(wire).encode(), "application/json"))
         ]
+        # Shared content once per batch, or (a server that refused that) one part per file.
+        batch.sent_shared = self._shared_parts
+        md5s = batch.parts if self._shared_parts else [m for i in indexes for m in batch.uses[i]]
         files += [
-            (str(md5), (name, data, media_type(name))) for md5, (name, data) in batch.parts.items()
+            (str(md5), (batch.parts[md5][0], batch.parts[md5][1], media_type(batch.parts[md5][0])))
+            for md5 in md5s
         ]
         sent = [batch.entities[i] for i in indexes]
         try:
@@ -323,10 +357,13 @@ class BatchSaver(Generic[E]):
             response = await self._session.request(
                 "POST", self._model.plural, params=self._params, files=files, max_attempts=1
             )
-            return parse_ids(response, len(indexes))
+            ids = parse_ids(response, len(indexes))
         except BaseException as exc:  # lost or cancelled: a look-up must let it settle
             mark_sent(sent, exc)
             raise
+        if self._shared_parts_refused and self._session.capabilities.shared_parts != "no":
+            await self._session.remember(shared_parts="no")  # this layout works; that did not
+        return ids
 
     def _assign(self, batch: _Batch[E], ids: dict[int, str]) -> None:
         state: Any = (

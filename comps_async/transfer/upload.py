@@ -43,6 +43,9 @@ class UploadSettings:
     stream_block_bytes: int = 256 << 10  # a chunk is streamed from disk in blocks of this size
     budget_bytes: int = 32 << 20  # session-wide file bytes held in memory at once
     small_request_bytes: int = 4 << 20  # file-only requests of small files (held in memory)
+    # An asset collection whose small files add up to at most this carries them in its save
+    # (pyCOMPS's layout, one request); above it, an md5-only save asks what is missing first.
+    inline_bytes: int = 64 << 10
     large_file_bytes: int = LARGE_FILE_BYTES
     parallel_files: int = 8
     # Chunks of one file in flight. 1 (in order) is the safe default: whether COMPS accepts

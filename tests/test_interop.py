@@ -1,0 +1,145 @@
+"""The real clients as our oracle: pyCOMPS and idmtools, unchanged, against the local server in a
+process of its own (issue 20). They need the ``interop`` extra; CI installs it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from comps_async.local import LocalCompsProcess
+
+pytest.importorskip("COMPS", reason="pyCOMPS is in the 'interop' extra")
+
+HERE = Path(__file__).parent
+EXAMPLES = HERE.parent / "examples"
+USER, PASSWORD = "tester", "interop-Secret-1"
+TIMEOUT_S = 300
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[LocalCompsProcess]:
+    with LocalCompsProcess(tmp_path / "data", extra_args=("--user", f"{USER}:{PASSWORD}")) as p:
+        yield p
+
+
+@pytest.fixture
+def client_env(tmp_path: Path) -> dict[str, str]:
+    """The clients' environment: a private runtime dir for their token cache (pyCOMPS and
+    comps-async share it), and no COMPS_SERVER that could redirect them."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPS_")}
+    return env | {"XDG_RUNTIME_DIR": str(runtime), "PYTHONUNBUFFERED": "1"}
+
+
+def query(data_dir: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
+    db = sqlite3.connect(f"file:{data_dir / 'comps.sqlite3'}?mode=ro", uri=True)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+def test_pycomps_runs_unchanged(
+    local: LocalCompsProcess, client_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Every operation of ``interop/pycomps_scenario.py`` (login, suites, experiments, save_all
+    of 300 with files, QueryCriteria, tags, commission and polling, outputs, asset collections
+    with a chunked 11 MiB upload, missing files, work items and relations, cancel, and the
+    ``python -m COMPS`` tools) works, and the server holds exactly what was asked for."""
+    work = tmp_path / "work"
+    work.mkdir()
+    scenario = HERE / "interop" / "pycomps_scenario.py"
+    done = subprocess.run(
+        [sys.executable, str(scenario), local.url, USER, PASSWORD, str(work)],
+        env=client_env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+    )
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    failures = [f"{r['op']}: {r['detail']}" for r in lines if r.get("ok") is False]
+    assert not failures, "\n\n".join(failures) + done.stderr[-2000:]
+    assert lines[-1] == {"operations": 37, "failed": []}, done.stdout[-2000:]
+    assert done.returncode == 0
+
+    # Rows, read from the server's database: 300 + the sleeper + the one saved by md5 + the
+    # clone + the re-run of the failed one; each of the 300 names exactly once among originals.
+    (experiment,) = query(
+        local.data_dir, "SELECT id FROM entities WHERE name = ?", "interop experiment"
+    )
+    sims = query(
+        local.data_dir,
+        "SELECT name, state FROM entities WHERE kind = 'Simulation' AND parent_id = ? "
+        "AND deleted = 0",
+        experiment[0],
+    )
+    assert len(sims) == 304
+    names = [name for name, _ in sims]
+    assert len({n for n in names if str(n).startswith("sim ")}) == 300
+    assert names.count("sim 007") == 2 and names.count("sim 299") == 2
+    (big,) = query(local.data_dir, "SELECT length FROM files WHERE doc LIKE '%big.bin%'")
+    assert big == (11 * 1024 * 1024,)
+
+
+def test_idmtools_runs_unchanged(
+    local: LocalCompsProcess, client_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The README's idmtools recipe: an ini block, one ``comps-async login`` (idmtools then finds
+    the token pyCOMPS-style and never prompts), a 50-simulation sweep of
+    ``JSONConfiguredPythonTask`` with a 12 MiB asset from a directory, run and wait, and
+    AnalyzeManager — through ``examples/idmtools_offline.py``, unchanged idmtools code."""
+    pytest.importorskip("idmtools_platform_comps", reason="idmtools is in the 'interop' extra")
+    cwd, assets = tmp_path / "cwd", tmp_path / "assets"
+    cwd.mkdir()
+    (assets / "sub").mkdir(parents=True)
+    big = os.urandom(12 * 1024 * 1024)
+    (assets / "big.bin").write_bytes(big)
+    (assets / "sub" / "small.txt").write_text("small")
+    (cwd / "idmtools.ini").write_text(
+        f"[LOCAL_COMPS]\ntype = COMPS\nendpoint = {local.url}\nenvironment = Local\n"
+    )
+    login = subprocess.run(
+        [sys.executable, "-m", "comps_async.cli", "login", "-s", local.url, "-u", USER],
+        env=client_env | {"COMPS_PASSWORD": PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert login.returncode == 0, login.stderr
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "idmtools_offline.py"), "--assets", str(assets)],
+        cwd=cwd,
+        env=client_env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        stdin=subprocess.DEVNULL,  # a prompt would fail the run, not hang it
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    betas = [round(0.1 + 0.5 * i / 49, 4) for i in range(50)]
+    assert summary["succeeded"] == 50 and summary["analyzed"] == 50
+    assert summary["best_beta"] == min(betas, key=lambda b: abs(b - 0.35))
+
+    states = query(
+        local.data_dir,
+        "SELECT state, COUNT(*) FROM entities WHERE kind = 'Simulation' AND parent_id = ? "
+        "GROUP BY state",
+        summary["experiment"],
+    )
+    assert states == [("Succeeded", 50)]
+    md5 = str(uuid.UUID(hashlib.md5(big).hexdigest()))  # stored in the wire's UUID form
+    stored = query(local.data_dir, "SELECT length FROM files WHERE md5 = ?", md5)
+    assert stored and all(row == (len(big),) for row in stored)
