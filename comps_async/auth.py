@@ -161,6 +161,14 @@ class TokenManager:
             assert self._token is not None
             return self._token.get_secret_value()
 
+    async def login(self) -> str:
+        """Log in now with the credentials (or the prompt) and cache the new token; a cached
+        token is never taken instead, so a wrong password fails here."""
+        async with self._lock:
+            await self._login()
+            assert self._token is not None
+            return self._token.get_secret_value()
+
     async def info(self) -> TokenInfo | None:
         """What the token says of itself (None for a token we cannot read)."""
         try:

@@ -69,7 +69,10 @@ class ApiError(CompsError):
         method: str | None = None,
         url: str | None = None,
         retry_after_s: float | None = None,
+        hint: str | None = None,
     ) -> None:
+        if hint is not None:  # what to do about this one, where the status's hint would mislead
+            self.hint = hint
         self.status = status
         self.retry_after_s = retry_after_s
         self.message = message
@@ -240,15 +243,21 @@ class MalformedResponseError(CompsError):
 class TransferError(CompsError):
     """The connection to the server failed after the retries, or a transfer could not finish."""
 
-    def __init__(self, message: str, *, url: str | None = None) -> None:
+    hint = "Check that the server is reachable, then run it again."
+
+    def __init__(self, message: str, *, url: str | None = None, hint: str | None = None) -> None:
         self.url = url
-        super().__init__(
-            f"{message}{f' ({url})' if url else ''}. Check that the server is reachable; "
-            "a retry resumes where this stopped."
-        )
+        if hint is not None:
+            self.hint = hint
+        super().__init__(f"{message}{f' ({url})' if url else ''}. {self.hint}")
+
+
+RESUMES = "Check that the server is reachable; a retry resumes where this stopped."
 
 
 class DeadlineExceededError(TransferError):
     """A call did not finish within its deadline, retries and waits included (a server that
     drips bytes, stalls, or keeps answering 429/503). What was transferred is kept for a
     retry to resume."""
+
+    hint = RESUMES

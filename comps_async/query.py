@@ -16,8 +16,10 @@ from .models import Entity, entity_type
 
 __all__ = ["Query", "wire_field_name"]
 
-_FILTER = re.compile(r"^(\w+)\s*(!=|<=|>=|=|~|<|>)(.*)$", re.DOTALL)
-_TAG_FILTER = re.compile(r"^([^=!~<>]+?)\s*(?:(!=|<=|>=|=|~|<|>)(.*))?$", re.DOTALL)
+# The value may not start with an operator character: "state==Failed" would otherwise be read
+# as state = "=Failed" and match nothing, silently.
+_FILTER = re.compile(r"^(\w+)\s*(!=|<=|>=|=|~|<|>)(?![=!~<>])(.*)$", re.DOTALL)
+_TAG_FILTER = re.compile(r"^([^=!~<>]+?)\s*(?:(!=|<=|>=|=|~|<|>)(?![=!~<>])(.*))?$", re.DOTALL)
 
 
 def wire_field_name(cls: type[Entity], name: str) -> str:
@@ -78,7 +80,10 @@ class Query:
         items = [tag_filters] if isinstance(tag_filters, str) else list(tag_filters)
         for item in _strings("tag filter", items):
             if not _TAG_FILTER.match(item):
-                raise ValueError(f"malformed tag filter {item!r}")
+                raise ValueError(
+                    f"malformed tag filter {item!r}; expected <tag>, or <tag><op><value> with "
+                    "op one of = != ~ < <= > >="
+                )
             _no_comma("tag filter", item)
         return replace(self, tag_filters=self.tag_filters + tuple(items))
 

@@ -448,9 +448,26 @@ def _transfer_error(request: httpx.Request, exc: httpx.TransportError) -> Transf
         return TransferError(
             f"{request.method} timed out ({type(exc).__name__})", url=str(request.url)
         )
+    hint = None
+    if request.url.scheme == "https" and any(
+        "WRONG_VERSION_NUMBER" in str(cause) for cause in _causes(exc)
+    ):
+        # The server answered TLS with plain HTTP: a host given without a scheme means https.
+        plain = request.url.copy_with(scheme="http", path="/", query=None)
+        hint = f"The server speaks plain HTTP: did you mean {str(plain).rstrip('/')}?"
     return TransferError(
-        f"{request.method} failed: {type(exc).__name__}: {exc}", url=str(request.url)
+        f"{request.method} failed: {type(exc).__name__}: {exc}", url=str(request.url), hint=hint
     )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it was raised from (httpx under trio keeps the TLS reason there)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def _release_body(request: httpx.Request) -> None:

@@ -1,6 +1,7 @@
 """pytest plugin (entry point ``pytest11``): a real local COMPS server for your own tests.
 
-    def test_my_pipeline(comps_server):
+    @pytest.mark.anyio
+    async def test_my_pipeline(comps_server):
         async with comps_async.Session(comps_server.url, token=comps_server.token) as s:
             ...
 

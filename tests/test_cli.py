@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -350,3 +351,87 @@ def test_chart_without_matplotlib_says_how_to_install(
     assert result.exit_code == 1
     assert "pip install 'comps-async[charts]'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_login_checks_the_password_even_with_a_cached_token(tmp_path: Path) -> None:
+    """A wrong password is an error (rc != 0), not "logged in" with the token cached earlier."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    with LocalComps(tmp_path / "server", users={"alice": "right-pw"}) as server:
+        env = {"COMPS_SERVER": server.url, "XDG_RUNTIME_DIR": str(runtime)}
+        good = run(["login", "-u", "alice"], {**env, "COMPS_PASSWORD": "right-pw"})
+        assert good.exit_code == 0, good.output
+        assert list(runtime.glob("COMPS_Authtoken_*"))  # cached
+        bad = run(["login", "-u", "alice"], {**env, "COMPS_PASSWORD": "wrong-pw"})
+    assert bad.exit_code != 0
+    assert "logged in" not in bad.output
+    assert "Bad username/password" in bad.output
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line_and_creates_nothing(tmp_path: Path) -> None:
+    data_dir = tmp_path / "new-data"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        command = ["serve", "--data-dir", str(data_dir), "--port", str(port)]
+        done = subprocess.run(
+            [sys.executable, "-m", "comps_async.cli", *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode != 0
+    assert f"port {port}" in done.stderr and "in use" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not data_dir.exists()  # no database, no user, no password shown to nobody
+
+
+def test_rerun_failed_commissions_the_clones_only(
+    comps_server: LocalComps, env: dict[str, str]
+) -> None:
+    """A simulation the user saved but held back (Created) is not commissioned with them."""
+
+    async def setup() -> tuple[str, str]:
+        async with ca.Session(comps_server.url, token=comps_server.token) as s:
+            exp = await s.experiments.create(
+                ca.Experiment(
+                    name="rerun-only-clones",
+                    configuration=ca.Configuration(
+                        environment_name="Local",
+                        executable_path="python3",
+                        simulation_input_args='-c "raise SystemExit(1)"',
+                    ),
+                )
+            )
+            failing = ca.Simulation(name="fails", experiment_id=exp.id)
+            await s.simulations.save_all([failing], commission=True)
+            await s.wait(experiment_id=exp, timeout=60)
+            held = ca.Simulation(name="held back", experiment_id=exp.id)
+            await s.simulations.save_all([held])
+            return str(exp.id), str(held.id)
+
+    experiment, held = anyio.run(setup)
+    rerun = run(["rerun-failed", experiment, "--json"], env)
+    assert rerun.exit_code == 0, rerun.output
+    (clone,) = json.loads(rerun.stdout)["rerun"]
+
+    async def states() -> dict[str, str]:
+        async with ca.Session(comps_server.url, token=comps_server.token) as s:
+            sims = await s.simulations.get_many([held, clone])
+            return {str(sim.id): str(sim.state) for sim in sims}
+
+    found = anyio.run(states)
+    assert found[held] == "Created"
+    assert found[clone] != "Created"  # commissioned (and perhaps already run)
+
+
+def test_a_download_pattern_that_matches_nothing_says_so(
+    env: dict[str, str], finished: dict[str, str], tmp_path: Path
+) -> None:
+    pattern = "output/no-such-*.csv"
+    args = ["download", "experiment", finished["experiment"], pattern, "--dest", str(tmp_path)]
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 1
+    assert "no output matched output/no-such-*.csv" in result.output
+    assert not any(tmp_path.rglob("*.csv"))

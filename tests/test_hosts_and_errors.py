@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -9,6 +11,9 @@ import pytest
 import comps_async as ca
 from comps_async.errors import error_for_status
 from comps_async.hosts import Host
+from comps_async.local import LocalComps
+
+from helpers import submit
 
 
 @pytest.mark.parametrize(
@@ -76,4 +81,30 @@ def test_error_messages_say_what_to_do() -> None:
     assert "s0/config.json" in str(missing) and "from_path" in str(missing)
     batch = ca.BatchSaveError(saved=[1, 2], failed=[3], errors=[RuntimeError("x")])
     assert "2 saved, 1 not saved" in str(batch) and "failed" in str(batch)
-    assert "resumes" in str(ca.TransferError("reset"))
+    # Only what can resume says so: a failed status call cannot, a failed download can.
+    assert "resumes" not in str(ca.TransferError("reset")) and "run it again" in str(
+        ca.TransferError("reset")
+    )
+    assert "resumes" in str(ca.DeadlineExceededError("slow"))
+
+
+@pytest.mark.anyio
+async def test_https_to_a_plain_http_server_asks_did_you_mean_http(tmp_path: Path) -> None:
+    """A host given without a scheme means https (pyCOMPS's rule); a plain-HTTP server then
+    answers the TLS handshake with garbage (WRONG_VERSION_NUMBER): say what to type instead."""
+    async with LocalComps(tmp_path / "server") as server:
+        bare = server.url.removeprefix("http://")
+        retry = ca.RetryPolicy(max_attempts=1)
+        async with ca.Session(bare, token=server.token, token_cache_dir=tmp_path, retry=retry) as s:
+            with pytest.raises(ca.TransferError, match=f"did you mean {re.escape(server.url)}\\?"):
+                await s.suites.list()
+
+
+@pytest.mark.anyio
+async def test_a_missing_output_path_points_at_the_listing(session: ca.Session) -> None:
+    """Not "check the entity type": the entity exists, the path does not."""
+    experiment, (sim,) = await submit(session, 1, "-c \"print('ok')\"", name="missing-path")
+    await session.wait(experiment_id=experiment.id, timeout=60)
+    with pytest.raises(ca.NotFoundError) as caught:
+        await session.outputs.read(sim, "output/nope.json")
+    assert "outputs.info" in str(caught.value) and "entity type" not in str(caught.value)

@@ -77,6 +77,10 @@ def test_builders_return_new_queries() -> None:
         (lambda: Query().offset(-5), "non-negative"),
         (lambda: Query().where(["name"]), "malformed filter"),
         (lambda: Query().where(["name~a,b"]), "comma"),
+        (lambda: Query().where(["state==Failed"]), "malformed filter"),  # not state = "=Failed"
+        (lambda: Query().where(["state=>Failed"]), "malformed filter"),
+        (lambda: Query().where_tag(["Replicate==3"]), "malformed tag filter"),
+        (lambda: Query().where_tag(["=3"]), "malformed tag filter"),
         (lambda: Query().where_tag(["a=1,b=2"]), "comma"),
         (lambda: Query().orderby("name sideways"), "malformed orderby"),
         (lambda: Query().select("id"), "list"),

@@ -13,6 +13,7 @@ import anyio
 import anyio.to_thread
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..auth import TokenInfo
@@ -88,7 +89,7 @@ async def login(server: str | None, token: str | None, username: str | None, as_
     if not username:
         username = click.prompt("Username", err=True)
     async with open_session(server, None, username) as session:
-        value = await session.tokens.token()
+        value = await session.tokens.login()  # the password is checked, not a cached token
         info = TokenInfo.parse(value)
         cache = session.tokens.cache_file
     emit(
@@ -251,7 +252,12 @@ async def download(
                     )
                 else:
                     errors += 1
-                    console.print(f"[red]{got.simulation_id}: {got.error}[/]")
+                    console.print(f"[red]{got.simulation_id}: {escape(str(got.error))}[/]")
+    if not landed and not errors:
+        raise click.ClickException(
+            f"no output matched {' '.join(patterns)} in {total} simulation(s); "
+            "patterns are globs on paths such as output/InsetChart.json"
+        )
     emit(
         {"files": landed, "errors": errors, "simulations": total},
         as_json,
@@ -387,8 +393,8 @@ async def rerun_failed(
             await session.simulations.save_all(
                 clones, on_progress=lambda done, _: bar.update(task, completed=done)
             )
-        if clones and not create_only:
-            await session.experiments.commission(experiment)
+        if clones and not create_only:  # the clones only, not every Created simulation
+            await session.simulations.commission(clones)
         if delete_old:
             await session.simulations.delete(failed)
         else:
@@ -578,5 +584,5 @@ async def doctor(
         table.add_row(*row)
     Console().print(table)
     for note in found.notes:
-        console.print(f"note: {note}")
-    console.print(f"recorded in {session.capabilities_file}")
+        console.print(f"note: {escape(note)}")
+    console.print(f"recorded in {escape(str(session.capabilities_file))}")

@@ -18,6 +18,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..local import LocalComps
@@ -195,7 +196,7 @@ def _report(
     except RuntimeError as exc:
         if str(exc) != MATPLOTLIB_MISSING:
             raise
-        console.print(f"[yellow]{exc}[/]")
+        console.print(f"[yellow]{escape(str(exc))}[/]")  # keeps [charts] in the hint
         chart = None
     table = Table(title=f"{experiment.name}: peak {CHANNEL} by Base_Infectivity")
     for column in ("simulation", "Base_Infectivity", f"peak {CHANNEL}", "peak day"):
@@ -204,9 +205,9 @@ def _report(
         table.add_row(name, f"{beta:.3f}", f"{peak:.3f}", str(day))
     console.print(table)
     console.print(f"experiment {experiment.id}: {succeeded} succeeded, {failed} failed")
-    console.print(f"chart:   {chart or '(matplotlib not installed)'}")
-    console.print(f"table:   {table_path}")
-    console.print(f"outputs: {out / 'outputs'}")
+    console.print(f"chart:   {escape(str(chart or '(matplotlib not installed)'))}")
+    console.print(f"table:   {escape(str(table_path))}")
+    console.print(f"outputs: {escape(str(out / 'outputs'))}")
     return {
         "experiment_id": str(experiment.id),
         "succeeded": succeeded,

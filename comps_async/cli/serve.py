@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 from pathlib import Path
 
@@ -37,8 +38,14 @@ def serve(data_dir: Path, port: int, users: tuple[str, ...], max_runs: int | Non
         if not sep or not name or not password:
             raise click.BadParameter(f"{entry!r} is not NAME:PASSWORD", param_hint="--user")
         accounts[name] = password
+    if port:
+        _check_port_free(port)  # before anything is created: no data dir, no user, no password
     server = LocalComps(data_dir, port=port, users=accounts, max_concurrent_runs=max_runs)
-    server.start()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        server.stop()
+        raise click.ClickException(f"the server did not start: {exc}") from None
     try:
         click.echo(f"COMPS local server at {server.url} (data in {server.data_dir})")
         if server.initial_password:
@@ -51,6 +58,17 @@ def serve(data_dir: Path, port: int, users: tuple[str, ...], max_runs: int | Non
         click.echo("stopping", err=True)
     finally:
         server.stop()
+
+
+def _check_port_free(port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"port {port} on 127.0.0.1 is in use ({exc.strerror}); pick another with "
+                "--port, or --port 0 for a free one"
+            ) from None
 
 
 def _wait_forever() -> None:

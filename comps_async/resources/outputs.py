@@ -417,7 +417,11 @@ def _lookup(
             f"{path!r} matches several outputs that differ only by case: "
             + ", ".join(m.path for m in matches)
         )
-    raise NotFoundError(404, f"{entity_id} has no output {path!r}")
+    raise NotFoundError(
+        404,
+        f"{entity_id} has no output {path!r}",
+        hint="List its outputs (session.outputs.info(entity)) to see the paths.",
+    )
 
 
 def _matches(path: str, patterns: Sequence[str], case_sensitive: bool) -> bool:

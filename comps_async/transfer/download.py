@@ -29,6 +29,7 @@ import httpx
 
 from ..concurrency import deadline, first_error
 from ..errors import (
+    RESUMES,
     ApiError,
     ChecksumMismatchError,
     CompsError,
@@ -249,7 +250,9 @@ class Downloader:
             except _RETRYABLE as exc:
                 last = exc
         raise TransferError(
-            f"download failed after {self.settings.max_attempts} attempts: {last}", url=url
+            f"download failed after {self.settings.max_attempts} attempts: {last}",
+            url=url,
+            hint=RESUMES,  # the scratch file keeps what arrived
         )
 
     async def _write_stream(
@@ -339,7 +342,7 @@ class Downloader:
                     return
                 except _RETRYABLE as exc:
                     last = exc
-            raise TransferError(f"range {start}-{end} failed: {last}", url=url)
+            raise TransferError(f"range {start}-{end} failed: {last}", url=url, hint=RESUMES)
 
         try:
             async with anyio.create_task_group() as tg:
