@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import comps_async as ca
+from comps_async.cli.chart import active_days
 from comps_async.cli.main import _register, cli
 from comps_async.local import LocalComps, sir_configuration
 
@@ -435,3 +436,38 @@ def test_a_download_pattern_that_matches_nothing_says_so(
     assert result.exit_code == 1
     assert "no output matched output/no-such-*.csv" in result.output
     assert not any(tmp_path.rglob("*.csv"))
+
+
+def test_download_of_a_work_item_names_it_as_one(
+    comps_server: LocalComps, env: dict[str, str], tmp_path: Path
+) -> None:
+    async def setup() -> str:
+        async with ca.Session(comps_server.url, token=comps_server.token) as s:
+            item = ca.WorkItem(
+                name="cli-wi",
+                environment_name="Local",
+                worker=ca.WorkerType(name="DockerWorker", version="1.0.0.0_RELEASE"),
+                files=[
+                    ca.WorkItemFile.work_order(
+                        {"Execution": {"Command": "python3 -c \"open('r.txt','w').write('x')\""}}
+                    )
+                ],
+            )
+            await s.work_items.save(item)
+            await s.work_items.commission(item)
+            assert (await s.wait(work_item_id=item, timeout=60)).succeeded == 1
+            return str(item.id)
+
+    item = anyio.run(setup)
+    args = ["download", "workitem", item, "r.txt", "--dest", str(tmp_path), "--json"]
+    result = run(args, env)
+    assert result.exit_code == 0, result.output
+    (landed,) = json.loads(result.stdout)["files"]
+    assert landed["work_item_id"] == item and "simulation_id" not in landed
+
+
+def test_the_chart_stops_soon_after_the_epidemic_does() -> None:
+    over_by_200 = [0.0] * 10 + [0.1 * i for i in range(10)] + [1.0] * 30 + [0.0] * 325
+    assert len(over_by_200) == 375
+    assert 55 <= active_days([over_by_200, [0.0] * 375]) <= 65  # not 375
+    assert active_days([[0.0] * 30]) >= 1  # nothing happened: still a valid axis

@@ -6,6 +6,9 @@ import base64
 import hashlib
 import io
 import json
+import shlex
+import subprocess
+import sys
 import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,8 +20,9 @@ import anyio.abc
 import httpx
 import pytest
 
-from comps_async.local import FaultConfig, LocalComps
+from comps_async.local import FaultConfig, LocalComps, sir_configuration
 from comps_async.local.blobs import BlobStore
+from comps_async.local.sir import simulate
 
 pytestmark = pytest.mark.anyio
 
@@ -685,3 +689,29 @@ async def test_updates_merge_what_they_send(http: httpx.AsyncClient) -> None:
     (experiment,) = got.json()["Experiments"]
     assert experiment["Name"] == "e" and experiment["Description"] == "keep me"
     assert experiment["Configuration"] == {**config, "AssetCollectionId": collection}
+
+
+def test_the_built_in_model_starts_without_importing_the_sdk(tmp_path: Path) -> None:
+    """``sir_configuration`` runs the model by path: a simulation must not pay for importing
+    comps_async (httpx, pydantic, ...) every time it starts."""
+    (tmp_path / "config.json").write_text(json.dumps({"parameters": {"Simulation_Duration": 30}}))
+    args = shlex.split(sir_configuration().simulation_input_args or "")
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert not {m for m in imported if m.split(".")[0] in ("comps_async", "httpx", "pydantic")}
+    assert (tmp_path / "output" / "InsetChart.json").exists()
+
+
+def test_the_built_in_model_has_an_epidemic_without_a_campaign() -> None:
+    config = {"parameters": {"Simulation_Duration": 120, "Base_Infectivity": 0.6}}
+    bare = simulate(config, {})["Channels"]["Infected"]["Data"]
+    assert max(bare) > 0.05  # seeded at 0.1%: it spreads
+    no_outbreak = simulate(config, {"Events": []})["Channels"]["Infected"]["Data"]
+    assert max(no_outbreak) == 0  # a campaign without an outbreak infects nobody, as in EMOD

@@ -6,6 +6,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -296,3 +297,12 @@ def test_what_a_server_holds_is_read_as_is() -> None:
         ca.Simulation(name="")
     with pytest.raises(ValidationError):
         ca.SimulationFile.from_md5("dir/config.json", uuid4())
+
+
+@pytest.mark.parametrize("model", [ca.Simulation, ca.Experiment, ca.Suite, ca.Configuration])
+def test_positional_arguments_get_a_message_that_says_what_to_write(model: type[Any]) -> None:
+    """pyCOMPS users write Simulation("name", experiment_id); say "keyword arguments"."""
+    with pytest.raises(TypeError, match=rf"{model.__name__} takes keyword arguments, e\.g\."):
+        model("positional")
+    if "name" in model.model_fields:
+        assert model(name="x").name == "x"

@@ -172,7 +172,10 @@ async def test_harvest_streams_results_and_reports_failures(
     assert len(again) == 2 and all(r.skipped for r in again)
     ghost = ca.Simulation(id=uuid4(), state=ca.SimulationState.Succeeded)
     sims = [*finished["sims"], ghost]  # type: ignore[misc]
-    mixed = [r async for r in session.outputs.harvest(sims, ["stdout.txt"], dest)]
+    harvest = session.outputs.harvest(sims, ["stdout.txt"], dest)
+    mixed = [r async for r in harvest]
+    # What a progress bar's total reads: every simulation listed (the ghost too), 2 files.
+    assert (harvest.simulations_listed, harvest.files_matched) == (3, 2)
     failed = [r for r in mixed if not r.ok]
     assert [r.simulation_id for r in failed] == [ghost.id]
     assert isinstance(failed[0].error, ca.NotFoundError)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from uuid import uuid4
 
@@ -106,12 +107,12 @@ async def test_work_items_relations_without_n_plus_one(
 ) -> None:
     sims = sims_for(experiment, 4)
     await session.simulations.save_all(sims)
-    order = b'{"WorkItem_Type": "DockerWorker", "Execution": {"Command": "python3 -V"}}'
+    order = {"WorkItem_Type": "DockerWorker", "Execution": {"Command": "python3 -V"}}
     work_item = ca.WorkItem(
         name="analyse",
         environment_name="Local",
         worker=ca.WorkerType(name="DockerWorker", version="1.0.0.0_RELEASE"),
-        files=[ca.WorkItemFile.from_bytes("WorkOrder.json", order, file_type="WorkOrder")],
+        files=[ca.WorkItemFile.work_order(order)],
     )
     await session.work_items.save(work_item)
     assert work_item.id is not None and work_item.state is ca.WorkItemState.Created
@@ -235,3 +236,31 @@ async def test_token_renewal_against_the_local_server(tmp_path: Path) -> None:
             server.faults.counters["PUT /api/tokens"] + server.faults.counters["POST /api/tokens"]
         )
     assert len(seen) >= 2 and renewals >= 2  # logged in, then renewed before expiry
+
+
+async def test_a_work_item_runs_its_work_order(session: ca.Session) -> None:
+    """The README's work-item recipe: the order travels as WorkOrder.json (FileType WorkOrder),
+    the worker runs its command with the other files beside it, outputs come back."""
+    order = {
+        "WorkItem_Type": "DockerWorker",
+        "Execution": {"Command": "python3 -c \"open('out.txt','w').write(open('in.txt').read())\""},
+    }
+    work_item = ca.WorkItem(
+        name="order",
+        environment_name="Local",
+        worker=ca.WorkerType(name="DockerWorker", version="1.0.0.0_RELEASE"),
+        files=[
+            ca.WorkItemFile.work_order(order),
+            ca.WorkItemFile.from_bytes("in.txt", b"from the input"),
+        ],
+    )
+    await session.work_items.save(work_item)
+    await session.work_items.commission(work_item)
+    assert (await session.wait(work_item_id=work_item, timeout=60)).succeeded == 1
+    assert await session.outputs.read(work_item, "out.txt") == b"from the input"
+    stored = await session.work_items.get(work_item.id, children=["files"])
+    (sent,) = [f for f in stored.files or [] if f.file_name == "WorkOrder.json"]
+    assert sent.file_type == "WorkOrder"
+    assert json.loads(await session.outputs.read(work_item, "WorkOrder.json")) == order
+    with pytest.raises(TypeError, match="mapping or bytes"):
+        ca.WorkItemFile.work_order("not json")  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["MATPLOTLIB_MISSING", "read_channel", "write_multichart"]
+__all__ = ["MATPLOTLIB_MISSING", "active_days", "read_channel", "write_multichart"]
 
 MATPLOTLIB_MISSING = "charts need matplotlib: pip install 'comps-async[charts]'"
 
@@ -51,12 +51,14 @@ def write_multichart(
             norm=matplotlib.colors.Normalize(low, high), cmap=colours
         )
         figure.colorbar(scale, ax=lines, label=value_name)
-    lines.set_title(f"{channel}: {len(series)} simulations")
+    lines.set_title(channel)  # the count is in the figure's title
     lines.set_xlabel("day")
-    lines.set_ylabel(channel)
+    lines.set_xlim(0, active_days([data for _, _, data in series]))
+    fractions = all(0 <= x <= 1 for _, _, data in series for x in data)
+    lines.set_ylabel(f"{channel} (fraction of population)" if fractions else channel)
     peaks.hist([max(data, default=0.0) for _, _, data in series], bins=30, color="tab:red")
     peaks.set_title(f"peak {channel}")
-    peaks.set_xlabel(channel)
+    peaks.set_xlabel(f"peak {channel}" + (" (fraction)" if fractions else ""))
     peaks.set_ylabel("simulations")
     figure.suptitle(title)
     figure.tight_layout()
@@ -64,3 +66,16 @@ def write_multichart(
     figure.savefig(out, dpi=110)
     plt.close(figure)
     return out
+
+
+def active_days(series: Sequence[Sequence[float]]) -> int:
+    """How many days the chart shows: up to the last day on which some series is still above
+    1% of its own peak, plus a tenth for context (a run of 365 days whose epidemic ends on day
+    200 is not drawn as a long flat line)."""
+    last = 0
+    for data in series:
+        peak = max(data, default=0.0)
+        if peak > 0:
+            last = max(last, max(i for i, x in enumerate(data) if x > 0.01 * peak))
+    longest = max((len(data) for data in series), default=1)
+    return max(1, min(longest, int(last * 1.1) + 5))

@@ -233,17 +233,22 @@ async def download(
             total = 1
             root = dest
         landed: list[dict[str, Any]] = []
+        id_key = "work_item_id" if isinstance(entity, WorkItem) else "simulation_id"
         errors = 0
         with count_progress() as bar:
             task = bar.add_task("files", total=None)
-            async for got in session.outputs.harvest(
+            harvest = session.outputs.harvest(
                 source, list(patterns), root, overwrite=overwrite, case_sensitive=case_sensitive
-            ):
+            )
+            async for got in harvest:
+                # The total grows as simulations are listed; known once all of them are.
+                listed_all = harvest.simulations_listed >= total
+                bar.update(task, total=harvest.files_matched if listed_all else None)
                 bar.advance(task)
                 if got.ok:
                     landed.append(
                         {
-                            "simulation_id": str(got.simulation_id),
+                            id_key: str(got.simulation_id),
                             "path": got.path,
                             "local_path": str(got.local_path),
                             "size": got.size,
@@ -453,10 +458,11 @@ async def cleanup(
     table = Table(
         title=("deleted" if execute else "dry run: would delete") + f" {len(rows)} {entity_type}(s)"
     )
-    for column in ("id", "name", "date_created"):
-        table.add_column(column)
+    table.add_column("id", no_wrap=True, min_width=36)  # never cut: ids are copied from here
+    table.add_column("name", overflow="fold")
+    table.add_column("date_created", no_wrap=True)
     for row in rows:
-        table.add_row(row["id"], str(row["name"]), row["date_created"])
+        table.add_row(row["id"], escape(str(row["name"])), row["date_created"])
     console.print(table)
     if not execute and rows:
         console.print("pass --execute to delete them")
@@ -546,7 +552,7 @@ def _number(value: Any) -> float:
 async def whoami(
     server: str | None, token: str | None, username: str | None, as_json: bool
 ) -> None:
-    """Who the token belongs to, from the server (pyCOMPS's ``getuser``)."""
+    """Who the token belongs to, from the server (pyCOMPS's getuser)."""
     async with open_session(server, token, username) as session:
         user = await _current_user(session)
         response = await session.request("GET", "users", params={"format": "json"})

@@ -6,7 +6,12 @@ simulation's working directory. Reads ``parameters`` from the config (``Base_Inf
 ``Simulation_Timestep``, ``Default_Geography_Initial_Node_Population``, ``Run_Number``,
 ``Base_Mortality``) and ``OutbreakIndividual`` events from the campaign (``Start_Day``,
 ``Demographic_Coverage``, ``Number_Repetitions``, ``Timesteps_Between_Repetitions``), and writes
-``output/InsetChart.json`` in EMOD's shape.
+``output/InsetChart.json`` in EMOD's shape. Without a campaign, 0.1% of the population (at least
+one person) is infectious on day 0, so a bare config still shows an epidemic; a campaign that
+has no outbreak infects nobody, as in EMOD.
+
+Stdlib only, and run by its path (``sir_configuration``), so that a simulation starts in a few
+hundredths of a second.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["main", "simulate"]
+
+_DEFAULT_PREVALENCE = 0.001  # infectious on day 0 when there is no campaign
 
 
 def _binomial(rng: random.Random, n: int, p: float) -> int:
@@ -71,7 +78,8 @@ def simulate(config: dict[str, Any], campaign: dict[str, Any]) -> dict[str, Any]
     rng = random.Random(int(params.get("Run_Number", 0)))
     outbreaks = _outbreak_days(campaign, duration)
 
-    s, e, i, r = population, 0, 0, 0
+    seeded_at_start = 0 if campaign else max(1, round(_DEFAULT_PREVALENCE * population))
+    s, e, i, r = population - seeded_at_start, 0, seeded_at_start, 0
     channels: dict[str, list[float]] = {
         name: []
         for name in (

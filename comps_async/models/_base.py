@@ -137,6 +137,20 @@ class WireModel(BaseModel):
         ser_json_inf_nan="constants",
     )
 
+    def __init__(self, /, *args: Any, **data: Any) -> None:
+        if args:  # pyCOMPS's Simulation("name", experiment_id) habit, said plainly
+            name = type(self).__name__
+            raise TypeError(
+                f"{name} takes keyword arguments, e.g. {name}(name=..., ...); got "
+                f"{len(args)} positional argument(s)"
+            )
+        super().__init__(**data)
+
+    # Pydantic calls a model's own __init__ for nested values too, which would drop the
+    # validation context (FROM_SERVER); marked as the base __init__, it keeps pydantic's own
+    # path for those and runs only when a caller constructs a model.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
     def to_wire(self) -> dict[str, Any]:
         """The JSON object COMPS expects: wire names, enums by name, nulls omitted (§4.5)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -8,6 +8,8 @@ path the SDK will stream at save time (``from_path``), or an md5 the server alre
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from os import PathLike, fspath
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -141,6 +143,22 @@ class WorkItemFile(_AssetFile):
 
     file_type: str | None = "input"
     description: str | None = ""
+
+    @classmethod
+    def work_order(
+        cls, order: Mapping[str, Any] | bytes, file_name: str = "WorkOrder.json"
+    ) -> Self:
+        """The work order, as pyCOMPS's ``add_work_order`` attaches it: ``WorkOrder.json`` with
+        ``FileType: "WorkOrder"``. ``order`` is the worker's JSON document (a mapping, encoded
+        here) or its bytes, e.g. ``{"WorkItem_Type": "DockerWorker", "Execution":
+        {"ImageName": "...", "Command": "python3 Assets/analyze.py"}}``."""
+        if isinstance(order, bytes | bytearray):
+            data = bytes(order)
+        elif isinstance(order, Mapping):
+            data = json.dumps(order, indent=2).encode()
+        else:
+            raise TypeError(f"a work order is a mapping or bytes, not {type(order).__name__}")
+        return cls.from_bytes(file_name, data, file_type="WorkOrder", description="")
 
 
 class AssetCollectionFile(_AssetFile):

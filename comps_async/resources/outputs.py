@@ -64,17 +64,26 @@ class Harvest:
     """The results of ``harvest``: an async iterator of ``Harvested`` and an async context
     manager that closes it (stopping the remaining downloads) when the block is left."""
 
-    def __init__(self, results: AsyncGenerator[Harvested, None]) -> None:
+    def __init__(self) -> None:
+        self._results: AsyncGenerator[Harvested, None] | None = None
+        # Grow as simulations are listed: a progress bar's total (files matched so far).
+        self.simulations_listed = 0
+        self.files_matched = 0
+
+    def _start(self, results: AsyncGenerator[Harvested, None]) -> Harvest:
         self._results = results
+        return self
 
     def __aiter__(self) -> Harvest:
         return self
 
     async def __anext__(self) -> Harvested:
+        assert self._results is not None
         return await self._results.__anext__()
 
     async def aclose(self) -> None:
         """Stop the remaining work (idempotent)."""
+        assert self._results is not None
         await self._results.aclose()
 
     async def __aenter__(self) -> Harvest:
@@ -284,8 +293,11 @@ class Outputs:
             raise ValueError("give at least one glob pattern, e.g. 'output/*.json'")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        return Harvest(
-            self._harvest(source, patterns, Path(dest), concurrency, overwrite, case_sensitive)
+        harvest = Harvest()
+        return harvest._start(
+            self._harvest(
+                source, patterns, Path(dest), concurrency, overwrite, case_sensitive, harvest
+            )
         )
 
     async def _harvest(
@@ -296,6 +308,7 @@ class Outputs:
         concurrency: int,
         overwrite: bool,
         case_sensitive: bool,
+        counts: Harvest,
     ) -> AsyncGenerator[Harvested, None]:
         send, receive = anyio.create_memory_object_stream[Harvested | _Failed](concurrency * 4)
         sims = _simulations(self._session, source)
@@ -303,17 +316,23 @@ class Outputs:
 
         async def harvest_one(sim: Simulation) -> None:
             assert sim.id is not None
+            listed = False
             try:
                 listing = await self.info(sim)
+                listed = True
                 wanted = [
                     (p, m) for p, m in listing.items() if _matches(p, patterns, case_sensitive)
                 ]
+                counts.simulations_listed += 1
+                counts.files_matched += len(wanted)
                 for path, meta in wanted:
                     target, fetched = await self._fetch(meta, root, f"{sim.id}/{path}", overwrite)
                     await send.send(
                         Harvested(sim.id, path, target, meta.length or 0, skipped=not fetched)
                     )
             except (CompsError, OSError, ValueError) as exc:
+                if not listed:
+                    counts.simulations_listed += 1  # with nothing to fetch
                 logger.warning("harvest of %s failed: %s", sim.id, exc)
                 await send.send(Harvested(sim.id, None, None, 0, error=exc))
 
