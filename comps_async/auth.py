@@ -12,6 +12,7 @@ import getpass
 import logging
 import os
 import stat
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,14 @@ from pydantic import SecretStr
 from .errors import AuthenticationError, error_for_status
 from .hosts import Host
 
-__all__ = ["CredentialPrompt", "Credentials", "TokenInfo", "TokenManager", "token_cache_dir"]
+__all__ = [
+    "CredentialPrompt",
+    "Credentials",
+    "TokenInfo",
+    "TokenManager",
+    "console_prompt",
+    "token_cache_dir",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +47,26 @@ _EXPIRY_FORMAT = "%Y-%m-%d-%H-%M-%S"
 
 CredentialPrompt = Callable[[str], Awaitable[tuple[str, str] | None]]
 """``async (host) -> (username, password) | None``; ``None`` cancels the login."""
+
+
+async def console_prompt(host: str) -> tuple[str, str] | None:
+    """pyCOMPS's ConsoleCredentialPrompt: ask on the terminal (the password is not echoed).
+    The default of a Session given no token or credentials when stdin is a terminal; an empty
+    user name cancels the login."""
+
+    def ask() -> tuple[str, str] | None:
+        print(f"Log in to {host}", file=sys.stderr)
+        username = input("Username: ").strip()
+        if not username:
+            return None
+        return username, getpass.getpass("Password: ")
+
+    return await anyio.to_thread.run_sync(ask)
+
+
+def interactive() -> bool:
+    """Whether a person can answer a prompt (stdin and stderr are terminals)."""
+    return sys.stdin is not None and sys.stdin.isatty() and sys.stderr.isatty()
 
 
 @dataclass(frozen=True)

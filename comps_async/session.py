@@ -18,7 +18,7 @@ import httpx
 from anyio.abc import TaskGroup
 from pydantic import SecretStr
 
-from .auth import CredentialPrompt, Credentials, TokenManager
+from .auth import CredentialPrompt, Credentials, TokenManager, console_prompt, interactive
 from .concurrency import deadline
 from .doctor import Capabilities, capabilities_path, load_capabilities, save_capabilities
 from .errors import (
@@ -130,6 +130,8 @@ class Session:
             token if isinstance(token, SecretStr) or token is None else SecretStr(token)
         )
         self._credentials = credentials
+        if credential_prompt is None and credentials is None and token is None and interactive():
+            credential_prompt = console_prompt  # as pyCOMPS: ask the person at the terminal
         self._prompt = credential_prompt
         self._user_policies = tuple(policies or ())
         self.retry = retry or RetryPolicy()

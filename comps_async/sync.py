@@ -9,108 +9,630 @@
         for got in s.outputs.harvest(exp.id, ["output/InsetChart.json"], "out/"):
             ...
 
-Every resource and method of the async Session is here with the same name and arguments; this
-module only forwards. Each sync Session runs its own event loop in one background thread (an
-anyio blocking portal), so it works where a loop is already running (Jupyter) as well as in plain
-scripts. Async iterators (``iterate``, ``harvest``, ``watch``) become plain iterators.
+Every resource and method of the async Session has a typed twin here, with the same name,
+arguments and docstring (``tests/test_sync_and_examples.py`` compares the two surfaces); async
+iterators (``iterate``, ``harvest``, ``watch``) become generators. Each sync Session runs its own
+event loop in one background thread (an anyio blocking portal), so it works where a loop is
+already running (Jupyter) as well as in plain scripts. Anything used after ``close()`` raises
+``SessionClosedError``.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import AsyncIterator, Callable, Iterator
+import builtins
+import os
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractContextManager
 from functools import partial
+from os import PathLike
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, ParamSpec, Self, TypeVar
+from uuid import UUID
 
+import anyio.to_thread
+import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from pydantic import SecretStr
 
+from .auth import CredentialPrompt
+from .models import (
+    AssetCollection,
+    AssetCollectionFile,
+    Entity,
+    Experiment,
+    OutputFileMetadata,
+    RelationType,
+    Simulation,
+    Suite,
+    WorkItem,
+)
+from .models._base import Tags
+from .pipeline import Policy
+from .policies.retry import RetryPolicy
+from .query import Query
+from .resources.asset_collections import DEFAULT_EXCLUDE, AssetCollections
+from .resources.base import EntityResource, IdLike, StatefulResource
+from .resources.entities import Experiments, Simulations, Suites, WorkItems
+from .resources.outputs import Harvested, Outputs, Target
+from .session import DEFAULT_LIMITS, DEFAULT_TIMEOUT
 from .session import Session as AsyncSession
+from .transfer.batching import BatchLimits, ProgressCallback
+from .transfer.download import DownloadSettings
+from .transfer.upload import UploadSettings
+from .waiting import WaitSettings, WaitStatus
 
-__all__ = ["Session"]
+__all__ = ["Session", "SessionClosedError"]
 
-
-def _iterate(portal: BlockingPortal, iterator: AsyncIterator[Any]) -> Iterator[Any]:
-    """A plain iterator over an async one, each step run in the portal's loop."""
-
-    async def step() -> Any:
-        return await iterator.__anext__()
-
-    try:
-        while True:
-            try:
-                yield portal.call(step)
-            except StopAsyncIteration:
-                return
-    finally:
-        closer = getattr(iterator, "aclose", None)
-        if closer is not None:
-            portal.call(closer)
+P = ParamSpec("P")
+T = TypeVar("T")
+E = TypeVar("E", bound=Entity)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-class _Forward:
-    """Forwards attribute access to an async object, running coroutines in the portal."""
+class SessionClosedError(RuntimeError):
+    """A sync Session (or an iterator it returned) was used after ``close()``."""
 
-    def __init__(self, portal: BlockingPortal, target: Any) -> None:
+
+def _twin(original: Callable[..., Any]) -> Callable[[F], F]:
+    """Give a sync method the docstring of the async one it forwards to (``help()`` shows it)."""
+
+    def copy(method: F) -> F:
+        method.__doc__ = original.__doc__
+        return method
+
+    return copy
+
+
+class _Loop:
+    """The sync Session's event loop (in its own thread), and the one place calls cross it."""
+
+    def __init__(self, portal: BlockingPortal) -> None:
         self._portal = portal
-        self._target = target
+        self.closed = False
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._target, name)
-        if inspect.iscoroutinefunction(attr):
-            return lambda *args, **kwargs: self._portal.call(partial(attr, *args, **kwargs))
-        if inspect.isasyncgenfunction(attr):
-            return lambda *args, **kwargs: _iterate(self._portal, attr(*args, **kwargs))
-        if callable(attr) and not isinstance(attr, type):
-            return partial(self._call, attr)
-        return self._wrap(attr)
+    def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` in the loop and return its result."""
+        if self.closed:
+            raise SessionClosedError(
+                "this Session is closed; open a new one (with Session(...) as s: ...)"
+            )
+        return self._portal.call(partial(fn, *args, **kwargs))
 
-    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return self._wrap(self._portal.call(partial(fn, *args, **kwargs)))
-
-    def _wrap(self, value: Any) -> Any:
-        if isinstance(value, AsyncIterator):
-            return _iterate(self._portal, value)
-        if _has_async_methods(value):
-            return _Forward(self._portal, value)  # a resource: forward it too
-        return value
-
-    def __repr__(self) -> str:
-        return f"sync({self._target!r})"
-
-
-def _has_async_methods(value: Any) -> bool:
-    if value is None or isinstance(value, str | int | float | bool | bytes | dict | list | tuple):
-        return False
-    return any(
-        inspect.iscoroutinefunction(getattr(type(value), name, None))
-        for name in dir(type(value))
-        if not name.startswith("__")
-    )
+    def iterate(self, source: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+        """A generator over an async iterator, each step run in the loop."""
+        iterator = self.call(_started, source)
+        try:
+            while True:
+                try:
+                    yield self.call(iterator.__anext__)
+                except StopAsyncIteration:
+                    return
+        finally:
+            closer = getattr(iterator, "aclose", None)
+            if closer is not None and not self.closed:
+                self.call(closer)
 
 
-class Session(_Forward):
-    """Blocking ``Session``: same arguments, same resources, same method names; use it in a
-    ``with`` block or call ``close()``."""
+async def _started(source: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
+    return source()  # created inside the loop: some iterators bind to it when made
 
-    def __init__(self, *args: Any, backend: str = "asyncio", **kwargs: Any) -> None:
+
+def _blocking(callback: Callable[[list[T]], object]) -> Callable[[list[T]], Awaitable[object]]:
+    """A plain callback for the async engine: run in a worker thread, never on the loop."""
+
+    async def run(batch: list[T]) -> object:
+        return await anyio.to_thread.run_sync(callback, batch)
+
+    return run
+
+
+class _Entities(Generic[E]):
+    """What every resource offers (``EntityResource``)."""
+
+    def __init__(self, loop: _Loop, resource: EntityResource[E]) -> None:
+        self._loop = loop
+        self._resource = resource
+
+    @_twin(EntityResource.get)
+    def get(
+        self,
+        entity_id: IdLike,
+        *,
+        children: Sequence[str] | None = None,
+        query: Query | None = None,
+    ) -> E:
+        return self._loop.call(self._resource.get, entity_id, children=children, query=query)
+
+    @_twin(EntityResource.get_many)
+    def get_many(
+        self,
+        ids: Iterable[IdLike],
+        *,
+        children: Sequence[str] | None = None,
+        query: Query | None = None,
+    ) -> builtins.list[E]:
+        return self._loop.call(self._resource.get_many, ids, children=children, query=query)
+
+    @_twin(EntityResource.list)
+    def list(self, query: Query | None = None, *, page_size: int | None = None) -> builtins.list[E]:
+        return self._loop.call(self._resource.list, query, page_size=page_size)
+
+    @_twin(EntityResource.iterate)
+    def iterate(self, query: Query | None = None, *, page_size: int | None = None) -> Iterator[E]:
+        return self._loop.iterate(lambda: self._resource.iterate(query, page_size=page_size))
+
+    @_twin(EntityResource.count)
+    def count(self, query: Query | None = None) -> int:
+        return self._loop.call(self._resource.count, query)
+
+    @_twin(EntityResource.refresh)
+    def refresh(self, entity: E) -> E:
+        return self._loop.call(self._resource.refresh, entity)
+
+    @_twin(EntityResource.parents)
+    def parents(
+        self, entity: IdLike, relation: RelationType | None = None
+    ) -> builtins.list[WorkItem]:
+        return self._loop.call(self._resource.parents, entity, relation)
+
+    @_twin(EntityResource.set_tags)
+    def set_tags(self, entity: IdLike, tags: Mapping[str, Any]) -> None:
+        self._loop.call(self._resource.set_tags, entity, tags)
+
+    @_twin(EntityResource.merge_tags)
+    def merge_tags(self, entity: IdLike, tags: Mapping[str, Any]) -> None:
+        self._loop.call(self._resource.merge_tags, entity, tags)
+
+    @_twin(EntityResource.delete_tags)
+    def delete_tags(self, entity: IdLike, keys: Iterable[str]) -> None:
+        self._loop.call(self._resource.delete_tags, entity, keys)
+
+
+class _Stateful(_Entities[E]):
+    """Commission, cancel and delete (``StatefulResource``)."""
+
+    _resource: StatefulResource[E]
+
+    @_twin(StatefulResource.commission)
+    def commission(self, entities: IdLike | Iterable[IdLike], *, concurrency: int = 16) -> None:
+        self._loop.call(self._resource.commission, entities, concurrency=concurrency)
+
+    @_twin(StatefulResource.cancel)
+    def cancel(self, entities: IdLike | Iterable[IdLike], *, concurrency: int = 16) -> None:
+        self._loop.call(self._resource.cancel, entities, concurrency=concurrency)
+
+    @_twin(StatefulResource.delete)
+    def delete(
+        self,
+        entities: IdLike | Iterable[IdLike],
+        *,
+        expire_now: bool = False,
+        concurrency: int = 16,
+    ) -> None:
+        self._loop.call(
+            self._resource.delete, entities, expire_now=expire_now, concurrency=concurrency
+        )
+
+
+class SyncSuites(_Stateful[Suite]):
+    """``s.suites``."""
+
+    _resource: Suites
+
+    @_twin(Suites.save)
+    def save(self, entity: Suite, *, key: str | None = None) -> Suite:
+        return self._loop.call(self._resource.save, entity, key=key)
+
+    @_twin(Suites.create)
+    def create(self, entity: Suite, *, key: str | None = None) -> Suite:
+        return self._loop.call(self._resource.create, entity, key=key)
+
+    @_twin(Suites.stats)
+    def stats(self, entity: IdLike) -> dict[str, int]:
+        return self._loop.call(self._resource.stats, entity)
+
+    @_twin(Suites.experiments)
+    def experiments(self, suite: IdLike, query: Query | None = None) -> builtins.list[Experiment]:
+        return self._loop.call(self._resource.experiments, suite, query)
+
+
+class SyncExperiments(_Stateful[Experiment]):
+    """``s.experiments``."""
+
+    _resource: Experiments
+
+    @_twin(Experiments.save)
+    def save(self, entity: Experiment, *, key: str | None = None) -> Experiment:
+        return self._loop.call(self._resource.save, entity, key=key)
+
+    @_twin(Experiments.create)
+    def create(self, entity: Experiment, *, key: str | None = None) -> Experiment:
+        return self._loop.call(self._resource.create, entity, key=key)
+
+    @_twin(Experiments.stats)
+    def stats(self, entity: IdLike) -> dict[str, int]:
+        return self._loop.call(self._resource.stats, entity)
+
+    @_twin(Experiments.simulations)
+    def simulations(
+        self, experiment: IdLike, query: Query | None = None
+    ) -> builtins.list[Simulation]:
+        return self._loop.call(self._resource.simulations, experiment, query)
+
+
+class SyncSimulations(_Stateful[Simulation]):
+    """``s.simulations``."""
+
+    _resource: Simulations
+
+    @_twin(Simulations.save)
+    def save(self, entity: Simulation, *, key: str | None = None) -> Simulation:
+        return self._loop.call(self._resource.save, entity, key=key)
+
+    @_twin(Simulations.create)
+    def create(self, entity: Simulation, *, key: str | None = None) -> Simulation:
+        return self._loop.call(self._resource.create, entity, key=key)
+
+    @_twin(Simulations.save_all)
+    def save_all(
+        self,
+        entities: Iterable[Simulation],
+        *,
+        concurrency: int = 4,
+        on_progress: ProgressCallback | None = None,
+        limits: BatchLimits | None = None,
+        commission: bool = False,
+        key: str | None = None,
+    ) -> int:
+        return self._loop.call(
+            self._resource.save_all,
+            entities,
+            concurrency=concurrency,
+            on_progress=on_progress,
+            limits=limits,
+            commission=commission,
+            key=key,
+        )
+
+
+class SyncWorkItems(_Stateful[WorkItem]):
+    """``s.work_items``."""
+
+    _resource: WorkItems
+
+    @_twin(WorkItems.save)
+    def save(self, entity: WorkItem, *, key: str | None = None) -> WorkItem:
+        return self._loop.call(self._resource.save, entity, key=key)
+
+    @_twin(WorkItems.create)
+    def create(self, entity: WorkItem, *, key: str | None = None) -> WorkItem:
+        return self._loop.call(self._resource.create, entity, key=key)
+
+    @_twin(WorkItems.save_all)
+    def save_all(
+        self,
+        entities: Iterable[WorkItem],
+        *,
+        concurrency: int = 4,
+        on_progress: ProgressCallback | None = None,
+        limits: BatchLimits | None = None,
+        after_batch: Callable[[builtins.list[WorkItem]], object] | None = None,
+        key: str | None = None,
+    ) -> int:
+        """Like the async ``save_all``; ``after_batch`` is a plain function here, run in a
+        worker thread after each batch lands."""
+        return self._loop.call(
+            self._resource.save_all,
+            entities,
+            concurrency=concurrency,
+            on_progress=on_progress,
+            limits=limits,
+            after_batch=_blocking(after_batch) if after_batch is not None else None,
+            key=key,
+        )
+
+    @_twin(WorkItems.add_related)
+    def add_related(
+        self,
+        work_item: IdLike,
+        related: Entity,
+        relation: RelationType = RelationType.DependsOn,
+    ) -> None:
+        self._loop.call(self._resource.add_related, work_item, related, relation)
+
+    @_twin(WorkItems.related)
+    def related(
+        self,
+        work_item: IdLike,
+        *,
+        object_type: str | type[Entity] | None = None,
+        relation: RelationType | None = None,
+    ) -> dict[str, builtins.list[Entity]]:
+        return self._loop.call(
+            self._resource.related, work_item, object_type=object_type, relation=relation
+        )
+
+
+class SyncAssetCollections(_Entities[AssetCollection]):
+    """``s.asset_collections``."""
+
+    _resource: AssetCollections
+
+    @_twin(AssetCollections.create)
+    def create(
+        self,
+        files: Iterable[AssetCollectionFile],
+        *,
+        tags: Tags | None = None,
+        on_progress: ProgressCallback | None = None,
+        key: str | None = None,
+    ) -> AssetCollection:
+        return self._loop.call(
+            self._resource.create, files, tags=tags, on_progress=on_progress, key=key
+        )
+
+    @_twin(AssetCollections.create_from_dir)
+    def create_from_dir(
+        self,
+        directory: str | PathLike[str],
+        *,
+        tags: Tags | None = None,
+        include: Sequence[str] = ("*",),
+        exclude: Sequence[str] = DEFAULT_EXCLUDE,
+        on_progress: ProgressCallback | None = None,
+        key: str | None = None,
+    ) -> AssetCollection:
+        return self._loop.call(
+            self._resource.create_from_dir,
+            directory,
+            tags=tags,
+            include=include,
+            exclude=exclude,
+            on_progress=on_progress,
+            key=key,
+        )
+
+    @_twin(AssetCollections.download)
+    def download(
+        self,
+        collection: IdLike,
+        dest: str | PathLike[str],
+        *,
+        paths: Iterable[str] | None = None,
+        overwrite: bool = False,
+    ) -> builtins.list[Path]:
+        return self._loop.call(
+            self._resource.download, collection, dest, paths=paths, overwrite=overwrite
+        )
+
+    @_twin(AssetCollections.zip)
+    def zip(
+        self,
+        collection: IdLike,
+        dest_file: str | PathLike[str],
+        *,
+        extract_to: str | PathLike[str] | None = None,
+    ) -> Path:
+        return self._loop.call(self._resource.zip, collection, dest_file, extract_to=extract_to)
+
+
+class SyncOutputs:
+    """``s.outputs``."""
+
+    def __init__(self, loop: _Loop, outputs: Outputs) -> None:
+        self._loop = loop
+        self._outputs = outputs
+
+    @_twin(Outputs.info)
+    def info(
+        self,
+        entity: Target,
+        paths: Iterable[str] | None = None,
+        *,
+        hpc_job: UUID | str | None = None,
+    ) -> dict[str, OutputFileMetadata]:
+        return self._loop.call(self._outputs.info, entity, paths, hpc_job=hpc_job)
+
+    @_twin(Outputs.read)
+    def read(self, entity: Target, path: str) -> bytes:
+        return self._loop.call(self._outputs.read, entity, path)
+
+    @_twin(Outputs.read_range)
+    def read_range(self, entity: Target, path: str, start: int, end: int | None = None) -> bytes:
+        return self._loop.call(self._outputs.read_range, entity, path, start, end)
+
+    @_twin(Outputs.tail)
+    def tail(self, entity: Target, path: str, nbytes: int = 1024) -> str:
+        return self._loop.call(self._outputs.tail, entity, path, nbytes)
+
+    @_twin(Outputs.download)
+    def download(
+        self,
+        entity: Target,
+        paths: Iterable[str] | None,
+        dest: str | PathLike[str],
+        *,
+        overwrite: bool = False,
+        hpc_job: UUID | str | None = None,
+    ) -> builtins.list[Path]:
+        return self._loop.call(
+            self._outputs.download, entity, paths, dest, overwrite=overwrite, hpc_job=hpc_job
+        )
+
+    @_twin(Outputs.harvest)
+    def harvest(
+        self,
+        source: Experiment | UUID | str | Query | Iterable[Simulation],
+        patterns: Sequence[str],
+        dest: str | PathLike[str],
+        *,
+        concurrency: int = 32,
+        overwrite: bool = False,
+        case_sensitive: bool = False,
+    ) -> Iterator[Harvested]:
+        return self._loop.iterate(
+            lambda: self._outputs.harvest(
+                source,
+                patterns,
+                dest,
+                concurrency=concurrency,
+                overwrite=overwrite,
+                case_sensitive=case_sensitive,
+            )
+        )
+
+    @_twin(Outputs.zip)
+    def zip(
+        self,
+        entity: Target,
+        paths: Iterable[str] | None,
+        dest_file: str | PathLike[str],
+        *,
+        extract_to: str | PathLike[str] | None = None,
+        hpc_job: UUID | str | None = None,
+    ) -> Path:
+        return self._loop.call(
+            self._outputs.zip, entity, paths, dest_file, extract_to=extract_to, hpc_job=hpc_job
+        )
+
+
+class Session:
+    """Blocking ``Session``: the same arguments, resources and methods as the async one; use
+    it in a ``with`` block or call ``close()``. ``backend`` picks the event loop it runs
+    (``"asyncio"``, the default, or ``"trio"``)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        token: str | SecretStr | None = None,
+        username: str | None = None,
+        password: str | SecretStr | None = None,
+        credential_prompt: CredentialPrompt | None = None,
+        policies: Sequence[Policy] | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        max_concurrent_requests: int = 64,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: bool | str = True,
+        token_cache_dir: str | os.PathLike[str] | None = None,
+        download: DownloadSettings | None = None,
+        upload: UploadSettings | None = None,
+        fingerprint_cache: str | os.PathLike[str] | bool = True,
+        wait: WaitSettings | None = None,
+        idempotency_tags: bool = True,
+        backend: str = "asyncio",
+    ) -> None:
+        session = AsyncSession(
+            url,
+            token=token,
+            username=username,
+            password=password,
+            credential_prompt=credential_prompt,
+            policies=policies,
+            retry=retry,
+            timeout=timeout,
+            limits=limits,
+            max_concurrent_requests=max_concurrent_requests,
+            transport=transport,
+            verify=verify,
+            token_cache_dir=token_cache_dir,
+            download=download,
+            upload=upload,
+            fingerprint_cache=fingerprint_cache,
+            wait=wait,
+            idempotency_tags=idempotency_tags,
+        )  # arguments are checked here, before a thread is started
         self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal(backend)
         portal = self._portal_cm.__enter__()
         try:
             # One task owns the async session from enter to exit, as anyio requires.
-            self._session_cm = portal.wrap_async_context_manager(AsyncSession(*args, **kwargs))
-            session = self._session_cm.__enter__()
+            self._session_cm = portal.wrap_async_context_manager(session)
+            self._session = self._session_cm.__enter__()
         except BaseException:
             self._portal_cm.__exit__(None, None, None)
             raise
-        super().__init__(portal, session)
+        self._loop = _Loop(portal)
+        self.host = session.host
+        self.suites = SyncSuites(self._loop, session.suites)
+        self.experiments = SyncExperiments(self._loop, session.experiments)
+        self.simulations = SyncSimulations(self._loop, session.simulations)
+        self.work_items = SyncWorkItems(self._loop, session.work_items)
+        self.asset_collections = SyncAssetCollections(self._loop, session.asset_collections)
+        self.outputs = SyncOutputs(self._loop, session.outputs)
+
+    def __repr__(self) -> str:
+        return f"sync.Session({self.host.base!r})"
+
+    @_twin(AsyncSession.request)
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self._loop.call(self._session.request, method, path, **kwargs)
+
+    @_twin(AsyncSession.wait)
+    def wait(
+        self,
+        *,
+        experiment_id: IdLike | None = None,
+        simulation_ids: Iterable[IdLike] | None = None,
+        work_item_id: IdLike | None = None,
+        timeout: float | None = None,
+        on_change: Callable[[WaitStatus], object] | None = None,
+    ) -> WaitStatus:
+        return self._loop.call(
+            self._session.wait,
+            experiment_id=experiment_id,
+            simulation_ids=simulation_ids,
+            work_item_id=work_item_id,
+            timeout=timeout,
+            on_change=on_change,
+        )
+
+    @_twin(AsyncSession.watch)
+    def watch(
+        self,
+        *,
+        experiment_id: IdLike | None = None,
+        simulation_ids: Iterable[IdLike] | None = None,
+        work_item_id: IdLike | None = None,
+    ) -> Iterator[WaitStatus]:
+        return self._loop.iterate(
+            lambda: self._session.watch(
+                experiment_id=experiment_id,
+                simulation_ids=simulation_ids,
+                work_item_id=work_item_id,
+            )
+        )
+
+    @_twin(AsyncSession.environments)
+    def environments(self) -> builtins.list[str]:
+        return self._loop.call(self._session.environments)
+
+    @_twin(AsyncSession.environment)
+    def environment(self, name: str) -> dict[str, Any]:
+        return self._loop.call(self._session.environment, name)
+
+    @_twin(AsyncSession.environment_macros)
+    def environment_macros(self, name: str) -> dict[str, str]:
+        return self._loop.call(self._session.environment_macros, name)
 
     def close(self) -> None:
-        """Close the async session and stop its event loop thread."""
+        """Close the async session and stop its event loop thread (idempotent)."""
+        if self._loop.closed:
+            return
         try:
             self._session_cm.__exit__(None, None, None)
         finally:
+            self._loop.closed = True
             self._portal_cm.__exit__(None, None, None)
 
     def __enter__(self) -> Self:

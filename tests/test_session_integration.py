@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import select
+import subprocess
+import sys
+import time
 from pathlib import Path
 from uuid import uuid4
 
@@ -264,3 +269,45 @@ async def test_a_work_item_runs_its_work_order(session: ca.Session) -> None:
     assert json.loads(await session.outputs.read(work_item, "WorkOrder.json")) == order
     with pytest.raises(TypeError, match="mapping or bytes"):
         ca.WorkItemFile.work_order("not json")  # type: ignore[arg-type]
+
+
+def test_a_session_without_credentials_asks_at_the_terminal(tmp_path: Path) -> None:
+    """pyCOMPS's console prompt is the default when a person is at a terminal: run a script
+    under a pseudo-terminal, answer the prompts, and it logs in (the password is not echoed)."""
+    script = (
+        "import anyio, comps_async as ca\n"
+        "async def main():\n"
+        f"    async with ca.Session(URL, token_cache_dir={str(tmp_path)!r}) as s:\n"
+        "        print('suites:', len(await s.suites.list()), flush=True)\n"
+        "anyio.run(main)\n"
+    )
+    with LocalComps(tmp_path / "server", users={"alice": "wonderland"}) as server:
+        controller, terminal = os.openpty()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COMPS_")}
+        child = subprocess.Popen(
+            [sys.executable, "-c", script.replace("URL", repr(server.url))],
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            env=env,
+            close_fds=True,
+        )
+        os.close(terminal)
+        seen, deadline = b"", time.monotonic() + 60
+        answers = [(b"Username:", b"alice\n"), (b"Password:", b"wonderland\n")]
+        try:
+            while b"suites:" not in seen and time.monotonic() < deadline:
+                ready, _, _ = select.select([controller], [], [], 1)
+                if ready:
+                    try:
+                        seen += os.read(controller, 4096)
+                    except OSError:
+                        break  # the child closed the terminal
+                if answers and answers[0][0] in seen:
+                    os.write(controller, answers.pop(0)[1])
+        finally:
+            child.wait(30)
+            os.close(controller)
+    assert b"Log in to " + server.url.encode() in seen
+    assert b"suites: 0" in seen and child.returncode == 0, seen.decode(errors="replace")
+    assert b"wonderland" not in seen  # not echoed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 import comps_async as ca
+import comps_async.sync
 from comps_async.local import LocalComps
 from comps_async.sync import Session as SyncSession
 
@@ -104,3 +106,76 @@ def test_bulk_harvest_analyses_while_files_land(comps_server: LocalComps, tmp_pa
     result = anyio.run(go)
     assert result["files"] == 8 and result["failures"] == {}
     assert 0 < float(result["mean_peak"]) <= 1  # type: ignore[arg-type]
+
+
+# What the sync twin leaves out on purpose, and why.
+NOT_TWINNED = {
+    "find_by_keys": "exactly-once internals of saves",
+    "stats_forms": "protocol internals of stats",
+    "fetch_zip": "the second half of zip()",
+    "adopt": "host capabilities are adopted when the session opens",
+    "remember": "host capabilities are recorded by the SDK itself",
+    "spawn": "background tasks belong to the async session",
+    "aclose": "close() / the with block",
+    "build_request": "the request layer: request() is twinned",
+    "send": "the request layer: request() is twinned",
+    "stream": "streaming responses need the async API",
+    "resource": "the resources are attributes",
+}
+PAIRS = [
+    ("suites", "Suites"),
+    ("experiments", "Experiments"),
+    ("simulations", "Simulations"),
+    ("work_items", "WorkItems"),
+    ("asset_collections", "AssetCollections"),
+    ("outputs", "Outputs"),
+]
+
+
+def _public(cls: type) -> dict[str, object]:
+    return {
+        name: member
+        for name, member in inspect.getmembers(cls, inspect.isfunction)
+        if not name.startswith("_")
+    }
+
+
+def _shape(fn: object) -> list[tuple[str, object, object]]:
+    """Parameter names, kinds and defaults (types are checked by mypy on the forwarding)."""
+    params = list(inspect.signature(fn).parameters.values())  # type: ignore[arg-type]
+    return [(p.name, p.kind, p.default) for p in params if p.name != "backend"]
+
+
+@pytest.mark.parametrize(("attribute", "name"), [("", "Session"), *PAIRS])
+def test_the_sync_twin_has_every_public_method_with_the_same_arguments(
+    attribute: str, name: str
+) -> None:
+    session = ca.Session("http://127.0.0.1:1", token="t")
+    async_cls = type(getattr(session, attribute)) if attribute else ca.Session
+    sync_cls = SyncSession if not attribute else getattr(comps_async.sync, f"Sync{name}")
+    theirs, ours = _public(async_cls), _public(sync_cls)
+    missing = sorted(set(theirs) - set(ours) - set(NOT_TWINNED))
+    assert not missing, f"{name}: no sync twin for {missing}"
+    for method in set(theirs) & set(ours):
+        assert _shape(ours[method]) == _shape(theirs[method]), f"{name}.{method}"
+        assert ours[method].__doc__, f"{name}.{method} has no docstring"  # type: ignore[attr-defined]
+    if not attribute:
+        assert _shape(SyncSession.__init__) == _shape(ca.Session.__init__)
+
+
+def test_the_sync_twin_is_visible_to_people_and_tools() -> None:
+    """dir(), help() and mypy see real methods, not a __getattr__ proxy."""
+    assert {"save_all", "iterate", "commission"} <= set(dir(comps_async.sync.SyncSimulations))
+    assert "experiment_id" in str(inspect.signature(SyncSession.wait))
+    assert SyncSession.wait.__doc__ == ca.Session.wait.__doc__
+
+
+def test_a_closed_sync_session_and_its_iterators_say_so(comps_server: LocalComps) -> None:
+    s = SyncSession(comps_server.url, token=comps_server.token)
+    pages = s.simulations.iterate(page_size=1)
+    s.close()
+    s.close()  # idempotent
+    with pytest.raises(comps_async.sync.SessionClosedError, match="closed"):
+        s.environments()
+    with pytest.raises(comps_async.sync.SessionClosedError, match="closed"):
+        next(pages)

@@ -91,18 +91,14 @@ class WireRecorder:
                     chunks.append(body)
             return message
 
-        status = 0
+        recorded = False
 
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, recording_receive, recording_send)
-        finally:
-            record = RecordedRequest(
+        def record(status: int) -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
+            entry = RecordedRequest(
                 label=label,
                 method=scope["method"],
                 path=path,
@@ -113,4 +109,16 @@ class WireRecorder:
                 status=status,
             )
             with self._lock:
-                self.requests.append(record)
+                self.requests.append(entry)
+
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                # Kept before the client can see the answer, so a caller that got its
+                # response finds the request here.
+                record(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, recording_receive, recording_send)
+        finally:
+            record(0)  # no answer was started
