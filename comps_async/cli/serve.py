@@ -51,6 +51,7 @@ def serve(data_dir: Path, port: int, users: tuple[str, ...], max_runs: int | Non
         if server.initial_password:
             click.echo(f"user 'local', password (shown once): {server.initial_password}")
         click.echo(f"token: {server.token}")
+        click.echo(f"dashboard: {server.url}/dashboard?token={server.token}")
         click.echo(f"export COMPS_SERVER={server.url} COMPS_TOKEN='{server.token}'")
         click.echo("Ctrl-C to stop.", err=True)
         _wait_forever()
@@ -62,6 +63,9 @@ def serve(data_dir: Path, port: int, users: tuple[str, ...], max_runs: int | Non
 
 def _check_port_free(port: int) -> None:
     with socket.socket() as probe:
+        # As uvicorn binds: a port left in TIME_WAIT by a server that just died (a restart on
+        # the same port) is free; only a socket listening there is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:

@@ -33,7 +33,7 @@ from starlette.routing import Route
 from ..concurrency import first_error
 from .auth import DEFAULT_ENVIRONMENT, DEFAULT_GROUP, TokenError, User, UserDirectory
 from .blobs import BlobStore, Md5MismatchError, RangeWriter, UploadRangeError
-from .dashboard import PAGE, dashboard_data
+from .dashboard import ACTIVE_STATES, PAGE, History, snapshot
 from .faults import FaultConfig, FaultInjector
 from .multipart import Part, iter_parts
 from .store import (
@@ -202,6 +202,7 @@ class LocalApp:
     compat: Compat = field(default_factory=Compat)
     on_commission: Callable[[], None] = lambda: None
     faults: FaultInjector | None = None
+    history: History | None = None  # the dashboard's past (sampled by LocalComps)
     # Sqlite is serialised by the store's lock anyway; a limiter keeps worker threads few. It is
     # created on first use, inside the server's own event loop.
     _db: anyio.CapacityLimiter | None = field(default=None, init=False, repr=False)
@@ -232,6 +233,7 @@ class LocalApp:
             _Route("/api/users", a(self.list_users), methods=["GET"]),
             _Route("/dashboard", a(self.dashboard_page, auth=False), methods=["GET"]),
             _Route("/dashboard/data", a(self.dashboard_data), methods=["GET"]),
+            _Route("/api/Metrics/Queue", a(self.metrics_queue), methods=["GET"]),
             _Route("/api/_local/faults", a(self.set_faults), methods=["PUT"]),
             _Route("/api/_local/counters", a(self.counters), methods=["GET"]),
             _Route("/api/upload/check/{md5}", a(self.upload_check), methods=["GET"]),
@@ -366,7 +368,21 @@ class LocalApp:
         return HTMLResponse(PAGE)
 
     async def dashboard_data(self, request: Request) -> Response:
-        return JSONResponse(await self.db(dashboard_data, self.store, self.blobs))
+        user: User = request.state.user
+        history = list(self.history.samples) if self.history is not None else []
+        now = await self.db(snapshot, self.store)
+        return JSONResponse({"user": user.username, "now": now, "history": history})
+
+    async def metrics_queue(self, request: Request) -> Response:
+        """``GET /api/Metrics/Queue?EnvironmentName=`` (the COMPS dashboard's QueueView, §12):
+        experiments with simulations waiting or running, in buckets by priority name."""
+        environment = _params(request).get("environmentname") or DEFAULT_ENVIRONMENT
+        if environment.lower() != DEFAULT_ENVIRONMENT.lower():
+            raise NotFound(f"no environment {environment!r}")
+        state: dict[str, list[dict[str, Any]]] = {}
+        for bucket in await self.db(self.store.queue, ACTIVE_STATES):
+            state.setdefault(str(bucket.pop("Priority")), []).append(bucket)
+        return JSONResponse({"QueueState": state})
 
     # --- local-only knobs: fault injection and counters for tests and benchmarks -------------
 
@@ -545,6 +561,15 @@ class LocalApp:
             out["SimulationCount"] = sum(counts.values())
         if "simulationstatecount" in lowered:
             out["SimulationStateCount"] = counts
+        if "simulationusage" in lowered and kind.name == "Experiment":
+            jobs = await self.db(self.store.job_usage, entity_id)
+            cores = [j.cores for j in jobs]
+            out["SimulationUsage"] = {
+                "MaxCores": max(cores, default=0),
+                "MinCores": min(cores, default=0),
+                "TotalCoreTimeUsage": sum(j.cores * j.seconds for j in jobs),  # core seconds
+                "TotalDiskUsage": sum(j.output_bytes for j in jobs),
+            }
         return out
 
     # --- saves (§8) ----------------------------------------------------------------------------

@@ -1,114 +1,254 @@
-"""The local server's dashboard: the panels of the COMPS dashboard (simulations in queue by
-state, per owner, core time, disk in use) as one page that renders itself from a JSON route."""
+"""The local server's dashboard: the eight views of the COMPS dashboard, as charts over time.
+
+Simulations Currently in Queue, Workflows Currently Processing, Core Processing Time Consumed,
+Home Disk Space in Use, Simulations Processed per Owner, Cluster Disk Space in Use, Simulations
+Processed per State and Simulations Processed per Node Group. The page (``PAGE``) renders itself
+in the browser and refreshes live. Where COMPS has a route for a view, the page asks that route
+(``/api/Metrics/Queue`` for the queue, ``statsoperations=simulationusage`` for core time), so the
+same page works against a real COMPS host given ``?api=<host>``; the other views come from the
+local server's ``/dashboard/data``, whose history a ``History`` samples while the server runs.
+"""
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from .blobs import BlobStore
+import anyio
+
 from .store import Store
 
-__all__ = ["PAGE", "dashboard_data"]
+__all__ = ["ACTIVE_STATES", "NODE_GROUP", "PAGE", "History", "snapshot"]
+
+QUEUED_STATES = ("CommissionRequested", "Provisioning", "Commissioned", "Retry")
+ACTIVE_STATES = (*QUEUED_STATES, "Running")
+DONE_STATES = ("Succeeded", "Failed", "Canceled")
+WORKFLOW_DONE = ("Created", "Succeeded", "Failed", "Canceled")
+NODE_GROUP = "local"  # the one node group of a one-machine server
 
 
-def dashboard_data(store: Store, blobs: BlobStore) -> dict[str, Any]:
-    """Blocking: the numbers the dashboard shows, straight from the database."""
-    by_state = {
-        r[0]: r[1]
-        for r in store.query(
-            "SELECT state, COUNT(*) FROM entities WHERE kind = 'Simulation' AND deleted = 0 "
-            "GROUP BY state ORDER BY state"
-        )
-    }
+def snapshot(store: Store) -> dict[str, Any]:
+    """Blocking: every number the dashboard shows, now, asked of the store."""
+    by_state: dict[str, int] = {}
     per_owner: dict[str, dict[str, int]] = {}
-    for owner, state, count in store.query(
-        "SELECT owner, state, COUNT(*) FROM entities WHERE kind = 'Simulation' "
-        "AND deleted = 0 GROUP BY owner, state ORDER BY owner, state"
-    ):
+    for owner, state, count in store.simulation_counts():
+        by_state[state] = by_state.get(state, 0) + count
         per_owner.setdefault(owner, {})[state] = count
-    core_seconds = 0.0
-    output_bytes = 0
-    for (doc,) in store.query("SELECT doc FROM hpc_jobs"):
-        job = json.loads(doc)
-        output_bytes += int(job.get("OutputDirectorySize") or 0)
-        if job.get("StartTime") and job.get("EndTime"):
-            cores = int((job.get("Configuration") or {}).get("MinCores") or 1)
-            span = _parse(job["EndTime"]) - _parse(job["StartTime"])
-            core_seconds += max(span.total_seconds(), 0.0) * cores
-    blob_bytes = sum(p.stat().st_size for p in blobs.root.glob("??/*") if p.is_file())
+    jobs = store.job_usage()
+    home: dict[str, int] = {}
+    for job in jobs:
+        home[job.owner] = home.get(job.owner, 0) + job.output_bytes
+    outputs = sum(home.values())
+    processed = sum(by_state.get(s, 0) for s in DONE_STATES)
+    workflows = store.work_item_counts()
     return {
-        "simulations_by_state": by_state,
-        "queued": sum(
-            by_state.get(s, 0)
-            for s in ("CommissionRequested", "Provisioning", "Commissioned", "Retry")
-        ),
+        "t": datetime.now(UTC).isoformat(),
+        "queued": sum(by_state.get(s, 0) for s in QUEUED_STATES),
         "running": by_state.get("Running", 0),
-        "per_owner": per_owner,
-        "core_hours": round(core_seconds / 3600, 4),
-        "disk": {
-            "outputs_bytes": output_bytes,
-            "assets_bytes": blob_bytes,
-            "total_bytes": output_bytes + blob_bytes,
+        "workflows_processing": sum(n for s, n in workflows.items() if s not in WORKFLOW_DONE),
+        "core_hours": round(sum(j.cores * j.seconds for j in jobs) / 3600, 6),
+        "home_disk_bytes": home,  # per owner: the page shows its user's
+        "cluster_disk_bytes": outputs + store.asset_bytes(),
+        "processed_by_owner": {
+            owner: sum(n for s, n in states.items() if s in DONE_STATES)
+            for owner, states in per_owner.items()
         },
+        "processed_by_state": {s: by_state[s] for s in DONE_STATES if s in by_state},
+        "processed_by_node_group": {NODE_GROUP: processed},
+        "simulations_by_state": by_state,
+        "per_owner": per_owner,
     }
 
 
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+@dataclass
+class History:
+    """Snapshots taken every ``interval_s`` while the server runs (a day at 30 s by default),
+    so the charts have a past when the page opens."""
+
+    store: Store
+    interval_s: float = 30.0
+    samples: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=2880))
+
+    async def run_forever(self, run_sync: Callable[..., Any]) -> None:
+        """Sample until cancelled; ``run_sync`` runs blocking store work off the loop."""
+        while True:
+            self.samples.append(await run_sync(snapshot, self.store))
+            await anyio.sleep(self.interval_s)
 
 
 PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>COMPS local dashboard</title>
+<html lang="en"><head><meta charset="utf-8"><title>COMPS dashboard</title>
 <style>
- body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
- h1 { font-size: 1.4rem; } section { display: inline-block; vertical-align: top;
- margin: 0 2rem 2rem 0; } table { border-collapse: collapse; }
- td, th { border: 1px solid #ccc; padding: .25rem .6rem; text-align: right; }
- th { background: #f3f3f3; } .big { font-size: 2rem; font-weight: 600; }
+ body { font-family: system-ui, sans-serif; margin: 1.2rem 2rem; color: #1d2733;
+        background: #f5f7fa; }
+ header { display: flex; align-items: baseline; gap: 1.5rem; }
+ h1 { font-size: 1.3rem; margin: 0 0 .8rem; } #status { color: #667; font-size: .85rem; }
+ main { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr));
+        gap: 1rem; }
+ section { background: #fff; border-radius: 8px; padding: .8rem 1rem;
+           box-shadow: 0 1px 3px rgba(0,0,0,.08); }
+ h2 { font-size: .95rem; margin: 0; color: #334; } .source { color: #889; font-size: .75rem; }
+ .now { font-size: 1.9rem; font-weight: 650; margin: .2rem 0; }
+ .legend span { margin-right: .8rem; font-size: .8rem; white-space: nowrap; }
+ .legend i { display: inline-block; width: .7rem; height: .7rem; margin-right: .25rem;
+             border-radius: 2px; vertical-align: -1px; }
+ svg { width: 100%; height: 126px; } .unavailable { color: #a55; font-size: .85rem; }
 </style></head>
-<body><h1>COMPS local dashboard</h1><p id="status">loading...</p>
-<section><h2>In queue</h2><div class="big" data-testid="queued">-</div>
- <h2>Running</h2><div class="big" data-testid="running">-</div></section>
-<section><h2>Simulations by state</h2><table id="by-state"></table></section>
-<section><h2>Per owner</h2><table id="per-owner"></table></section>
-<section><h2>Core time</h2><div class="big"><span data-testid="core-hours">-</span> h</div>
- <h2>Disk in use</h2><div class="big"><span data-testid="disk-bytes">-</span> bytes</div>
-</section>
+<body>
+<header><h1>COMPS dashboard</h1><span id="status">loading...</span></header>
+<main id="panels"></main>
 <script>
+"use strict";
 const params = new URLSearchParams(location.search);
-fetch("/dashboard/data", {headers: {"X-COMPS-Token": params.get("token") || ""}})
- .then(r => { if (!r.ok) throw new Error(r.status + " " + r.statusText); return r.json(); })
- .then(d => {
-  const cell = (tag, text, id) => { const e = document.createElement(tag);
-    e.textContent = text; if (id) e.dataset.testid = id; return e; };
-  const byState = document.getElementById("by-state");
-  byState.append(Object.assign(document.createElement("tr"),
-    {innerHTML: "<th>state</th><th>simulations</th>"}));
-  for (const [state, n] of Object.entries(d.simulations_by_state)) {
-    const row = document.createElement("tr");
-    row.append(cell("td", state), cell("td", n, "state-" + state));
-    byState.append(row);
+const API = (params.get("api") || "").replace(/\\/$/, "");
+const TOKEN = params.get("token") || "";
+const ENV = params.get("environment") || "Local";
+const REFRESH_S = Math.max(1, Number(params.get("refresh") || 5));
+const COLOURS = ["#2f6fdf", "#e0663a", "#2ba36b", "#9b59b6", "#d4a017", "#17a2b8", "#c0392b"];
+const QUEUED = ["CommissionRequested", "Provisioning", "Commissioned", "Retry"];
+// The eight views of the COMPS dashboard: [id, title, unit, source].
+const VIEWS = [
+  ["queue", "Simulations Currently in Queue", "simulations", "/api/Metrics/Queue"],
+  ["workflows", "Workflows Currently Processing", "work items", "local /dashboard/data"],
+  ["core", "Core Processing Time Consumed", "core hours", "statsoperations=simulationusage"],
+  ["home-disk", "Home Disk Space in Use", "bytes", "local /dashboard/data"],
+  ["per-owner", "Simulations Processed per Owner", "simulations", "local /dashboard/data"],
+  ["cluster-disk", "Cluster Disk Space in Use", "bytes", "local /dashboard/data"],
+  ["per-state", "Simulations Processed per State", "simulations", "local /dashboard/data"],
+  ["per-node-group", "Simulations Processed per Node Group", "simulations",
+   "local /dashboard/data"],
+];
+const series = {};  // view id -> {line name -> [[time ms, value], ...]}
+let refreshes = 0;
+
+function el(tag, attrs, text) {
+  const e = document.createElementNS(tag === "svg" || tag === "polyline" || tag === "text"
+    || tag === "line" ? "http://www.w3.org/2000/svg" : "http://www.w3.org/1999/xhtml", tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+function human(value, unit) {
+  if (unit === "bytes") {
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0; while (value >= 1024 && i < units.length - 1) { value /= 1024; i++; }
+    return (i ? value.toFixed(1) : String(value)) + " " + units[i];
   }
-  const owners = document.getElementById("per-owner");
-  owners.append(Object.assign(document.createElement("tr"),
-    {innerHTML: "<th>owner</th><th>state</th><th>simulations</th>"}));
-  for (const [owner, states] of Object.entries(d.per_owner)) {
-    for (const [state, n] of Object.entries(states)) {
-      const row = document.createElement("tr");
-      row.append(cell("td", owner), cell("td", state),
-                 cell("td", n, "owner-" + owner + "-" + state));
-      owners.append(row);
+  if (unit === "core hours") {  // short runs are seconds of core time, long ones hours
+    if (value * 3600 < 60) return (value * 3600).toFixed(1) + " core-s";
+    if (value < 1) return (value * 60).toFixed(1) + " core-min";
+    return value.toFixed(value < 10 ? 2 : 0) + " core-h";
+  }
+  return String(Math.round(value));
+}
+async function get(path) {
+  const r = await fetch(API + path, {headers: {"X-COMPS-Token": TOKEN,
+                                                "Accept": "application/json"}});
+  if (!r.ok) throw new Error(r.status + " " + r.statusText);
+  return r.json();
+}
+function record(view, t, values) {
+  const lines = series[view] = series[view] || {};
+  for (const [name, v] of Object.entries(values)) {
+    (lines[name] = lines[name] || []).push([t, v]);
+  }
+}
+function draw() {
+  const panels = document.getElementById("panels");
+  panels.replaceChildren();
+  for (const [id, title, unit, source] of VIEWS) {
+    const box = el("section", {"data-view": id});
+    box.append(el("h2", {}, title), el("div", {"class": "source"}, "from " + source));
+    const lines = series[id];
+    if (!lines || !Object.keys(lines).length) {
+      box.append(el("div", {"class": "unavailable", "data-testid": id + "-unavailable"},
+                    "not offered by this host"));
+      panels.append(box); continue;
     }
+    const names = Object.keys(lines).sort();
+    const latest = n => lines[n][lines[n].length - 1][1];
+    const total = names.reduce((sum, n) => sum + latest(n), 0);
+    box.append(el("div", {"class": "now", "data-testid": id + "-now"}, human(total, unit)));
+    const all = names.flatMap(n => lines[n]);
+    const t0 = Math.min(...all.map(p => p[0])), t1 = Math.max(...all.map(p => p[0]));
+    const top = Math.max(1e-9, ...all.map(p => p[1]));
+    const svg = el("svg", {viewBox: "0 0 400 126", preserveAspectRatio: "none"});
+    const clock = t => new Date(t).toLocaleTimeString();
+    svg.append(el("text", {x: 30, y: 124, "font-size": 9, fill: "#889"}, clock(t0)));
+    svg.append(el("text", {x: 400, y: 124, "font-size": 9, fill: "#889",
+                           "text-anchor": "end"}, clock(t1)));
+    svg.append(el("line", {x1: 30, y1: 110, x2: 400, y2: 110, stroke: "#ccd"}));
+    svg.append(el("text", {x: 0, y: 12, "font-size": 10, fill: "#667"}, human(top, unit)));
+    svg.append(el("text", {x: 0, y: 110, "font-size": 10, fill: "#667"}, "0"));
+    const legend = el("div", {"class": "legend"});
+    names.forEach((name, i) => {
+      const colour = COLOURS[i % COLOURS.length];
+      const points = lines[name].map(([t, v]) =>
+        (30 + (t1 > t0 ? (t - t0) / (t1 - t0) : 1) * 370).toFixed(1) + "," +
+        (110 - v / top * 100).toFixed(1)).join(" ");
+      svg.append(el("polyline", {points, fill: "none", stroke: colour, "stroke-width": 2,
+                                 "data-testid": "chart-" + id + "-" + name,
+                                 "data-points": lines[name].length}));
+      const item = el("span", {});
+      item.append(el("i", {style: "background:" + colour}),
+                  el("b", {"data-testid": id + "-" + name}, human(latest(name), unit)),
+                  document.createTextNode(" " + name));
+      legend.append(item);
+    });
+    box.append(svg);
+    if (names.length > 1 || names[0] !== id) box.append(legend);
+    panels.append(box);
   }
-  document.querySelector("[data-testid=queued]").textContent = d.queued;
-  document.querySelector("[data-testid=running]").textContent = d.running;
-  document.querySelector("[data-testid=core-hours]").textContent = d.core_hours;
-  document.querySelector("[data-testid=disk-bytes]").textContent = d.disk.total_bytes;
-  document.getElementById("status").textContent = "updated " + new Date().toISOString();
-  document.getElementById("status").dataset.testid = "loaded";
- })
- .catch(e => { document.getElementById("status").textContent = "error: " + e.message; });
+}
+function fromLocal(sample, user) {
+  const t = Date.parse(sample.t);
+  record("workflows", t, {"workflows": sample.workflows_processing});
+  record("home-disk", t, {[user]: (sample.home_disk_bytes || {})[user] || 0});
+  record("per-owner", t, sample.processed_by_owner);
+  record("cluster-disk", t, {"cluster": sample.cluster_disk_bytes});
+  record("per-state", t, sample.processed_by_state);
+  record("per-node-group", t, sample.processed_by_node_group);
+}
+async function refresh(first) {
+  const now = Date.now(), problems = [];
+  try {  // the real COMPS route for the queue
+    const queue = await get("/api/Metrics/Queue?EnvironmentName=" + encodeURIComponent(ENV));
+    let queued = 0, running = 0;
+    for (const buckets of Object.values(queue.QueueState || {})) {
+      for (const b of buckets) {
+        for (const [state, n] of Object.entries(b.SimulationStateCount || {})) {
+          if (QUEUED.includes(state)) queued += n; else if (state === "Running") running += n;
+        }
+      }
+    }
+    record("queue", now, {"queued": queued, "running": running});
+  } catch (e) { problems.push("queue: " + e.message); }
+  try {  // the real COMPS route for usage: experiment Stats
+    const listed = await get("/api/Experiments?fields=Id&count=1000" +
+                             "&statsoperations=simulationusage");
+    let seconds = 0;
+    for (const stats of Object.values(listed.Stats || {})) {
+      seconds += Number((stats.SimulationUsage || {}).TotalCoreTimeUsage || 0);
+    }
+    record("core", now, {"core": seconds / 3600});
+  } catch (e) { problems.push("core time: " + e.message); }
+  try {  // what only the local server offers, with the history it sampled
+    const data = await get("/dashboard/data");
+    if (first) for (const sample of data.history || []) fromLocal(sample, data.user);
+    fromLocal(data.now, data.user);
+  } catch (e) { problems.push("local data: " + e.message); }
+  draw();
+  refreshes++;
+  const status = document.getElementById("status");
+  status.textContent = (problems.length ? "error: " + problems.join("; ") + " - " : "") +
+    "updated " + new Date().toLocaleTimeString() + ", every " + REFRESH_S + " s";
+  status.dataset.testid = problems.length ? "problems" : "loaded";
+  status.dataset.refreshes = refreshes;
+  setTimeout(() => refresh(false), REFRESH_S * 1000);
+}
+refresh(true);
 </script></body></html>
 """

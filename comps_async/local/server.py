@@ -26,6 +26,7 @@ from . import sir
 from .app import Compat, LocalApp, ServerLimits
 from .auth import DEFAULT_USER, UserDirectory
 from .blobs import BlobStore
+from .dashboard import History
 from .faults import FaultConfig, FaultInjector
 from .recorder import WireRecorder
 from .runner import Runner
@@ -83,6 +84,7 @@ class LocalComps:
         token_lifetime: timedelta = timedelta(hours=4),
         poll_interval_s: float = 0.2,
         record_requests: bool = False,
+        dashboard_interval_s: float = 30.0,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
@@ -105,6 +107,8 @@ class LocalComps:
             limits or ServerLimits(),
             compat or Compat(),
         )
+        self.history = History(self.store, dashboard_interval_s)
+        self.app.history = self.history
         self.runner = Runner(self.app, max_concurrent_runs or os.cpu_count() or 2, poll_interval_s)
         self.app.on_commission = self.runner.wake
         self.faults = FaultInjector(self.app.build(), faults or FaultConfig())
@@ -176,6 +180,7 @@ class LocalComps:
         self._server = uvicorn.Server(config)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.runner.run_forever)
+            tg.start_soon(self.history.run_forever, self.app.db)
             tg.start_soon(self._announce_when_started)
             await self._server.serve()
             tg.cancel_scope.cancel()

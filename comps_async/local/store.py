@@ -23,6 +23,21 @@ from ..models import format_wire_datetime
 
 __all__ = ["KINDS", "BadRequest", "Conflict", "EntityKind", "NotFound", "Store"]
 
+
+@dataclass(frozen=True)
+class JobUsage:
+    """One HPC job as the dashboard counts it."""
+
+    owner: str
+    cores: int
+    seconds: float
+    output_bytes: int
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 T = TypeVar("T")
 
 
@@ -417,6 +432,85 @@ class Store:
                 "SELECT path, length, md5 FROM outputs WHERE job_id = ?", (job_id,)
             ).fetchall()
         return {r[0]: (r[1], r[2]) for r in rows}
+
+    # --- what the dashboard and the metrics routes ask ----------------------------------------
+
+    def simulation_counts(self) -> list[tuple[str, str, int]]:
+        """(owner, state, simulations) over every live simulation."""
+        rows = self.query(
+            "SELECT owner, state, COUNT(*) FROM entities WHERE kind = 'Simulation' "
+            "AND deleted = 0 GROUP BY owner, state ORDER BY owner, state"
+        )
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    def work_item_counts(self) -> dict[str, int]:
+        """Live work items per state."""
+        rows = self.query(
+            "SELECT state, COUNT(*) FROM entities WHERE kind = 'WorkItem' AND deleted = 0 "
+            "GROUP BY state"
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def job_usage(self, experiment_id: str | None = None) -> list[JobUsage]:
+        """Cores, run time and output size of every HPC job (of one experiment's simulations),
+        with the owner of its simulation."""
+        sql = (
+            "SELECT e.owner, j.doc FROM hpc_jobs j JOIN entities e ON e.id = j.entity_id "
+            "WHERE e.deleted = 0"
+        )
+        args: list[Any] = []
+        if experiment_id is not None:
+            sql += " AND e.parent_id = ?"
+            args.append(experiment_id)
+        usage = []
+        for owner, doc in self.query(sql, args):
+            job = json.loads(doc)
+            start, end = job.get("StartTime"), job.get("EndTime")
+            seconds = (_instant(end) - _instant(start)).total_seconds() if start and end else 0.0
+            cores = int((job.get("Configuration") or {}).get("MinCores") or 1)
+            size = int(job.get("OutputDirectorySize") or 0)
+            usage.append(JobUsage(str(owner), cores, max(seconds, 0.0), size))
+        return usage
+
+    def asset_bytes(self) -> int:
+        """Bytes of distinct content referenced by entities' files (the blob store in use)."""
+        (total,) = self.query(
+            "SELECT COALESCE(SUM(length), 0) FROM (SELECT DISTINCT md5, length FROM files)"
+        )[0]
+        return int(total)
+
+    def queue(self, active: Sequence[str]) -> list[dict[str, Any]]:
+        """Experiments with simulations in ``active`` states: owner, priority, create times and
+        per-state counts of those simulations (``/api/Metrics/Queue``)."""
+        marks = ",".join("?" * len(active))
+        rows = self.query(
+            "SELECT x.id, x.owner, x.doc, s.state, COUNT(*), MIN(s.date_created), "
+            "MAX(s.date_created) FROM entities s JOIN entities x ON x.id = s.parent_id "
+            f"WHERE s.kind = 'Simulation' AND s.deleted = 0 AND s.state IN ({marks}) "
+            "GROUP BY x.id, s.state",
+            list(active),
+        )
+        buckets: dict[str, dict[str, Any]] = {}
+        for exp_id, owner, doc, state, count, first, last in rows:
+            config = json.loads(doc).get("Configuration") or {}
+            bucket = buckets.setdefault(
+                exp_id,
+                {
+                    "ExperimentId": exp_id,
+                    "Owner": owner,
+                    "Priority": config.get("Priority") or "Normal",
+                    "NodeGroup": config.get("NodeGroupName") or None,
+                    "FirstCreateTime": first,
+                    "LastCreateTime": last,
+                    "SimulationCount": 0,
+                    "SimulationStateCount": {},
+                },
+            )
+            bucket["SimulationCount"] += count
+            bucket["SimulationStateCount"][state] = count
+            bucket["FirstCreateTime"] = min(bucket["FirstCreateTime"], first)
+            bucket["LastCreateTime"] = max(bucket["LastCreateTime"], last)
+        return list(buckets.values())
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """A read-only query (dashboard, runner scans, tests)."""
