@@ -473,3 +473,29 @@ def test_the_chart_stops_soon_after_the_epidemic_does() -> None:
     assert len(over_by_200) == 375
     assert 55 <= active_days([over_by_200, [0.0] * 375]) <= 65  # not 375
     assert active_days([[0.0] * 30]) >= 1  # nothing happened: still a valid axis
+
+
+def test_the_demo_without_matplotlib_names_the_extra_to_install(tmp_path: Path) -> None:
+    """The hint keeps its ``[charts]`` (rich would read it as markup and drop it)."""
+    blocker = tmp_path / "no-matplotlib" / "matplotlib"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('not installed here')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker.parent), "COLUMNS": "200"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "comps_async.cli",
+            "demo",
+            "--sims",
+            "4",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'comps-async[charts]'" in result.stdout + result.stderr

@@ -61,6 +61,7 @@ def test_pycomps_runs_unchanged(
     scenario = HERE / "interop" / "pycomps_scenario.py"
     done = subprocess.run(
         [sys.executable, str(scenario), local.url, USER, PASSWORD, str(work)],
+        cwd=work,  # pyCOMPS writes COMPS_log.log where it runs
         env=client_env,
         capture_output=True,
         text=True,

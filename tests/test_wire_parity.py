@@ -286,6 +286,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
                 script = Path(__file__).parent / "interop" / "parity_pycomps.py"
                 done = subprocess.run(
                     [sys.executable, str(script), server.url, USER, PASSWORD, str(data)],
+                    cwd=root,  # pyCOMPS writes COMPS_log.log where it runs
                     env=env,
                     capture_output=True,
                     text=True,
