@@ -61,7 +61,16 @@ from .policies.retry import RetryPolicy
 from .query import Query
 from .resources.asset_collections import DEFAULT_EXCLUDE, AssetCollections
 from .resources.base import EntityResource, IdLike, StatefulResource
-from .resources.entities import Experiments, Simulations, Suites, WorkItems
+from .resources.entities import (
+    B,
+    Experiments,
+    J,
+    Simulations,
+    Suites,
+    WorkItems,
+    _BatchSaved,
+    _JsonSaved,
+)
 from .resources.outputs import Harvested, Outputs, Target
 from .session import DEFAULT_LIMITS, DEFAULT_TIMEOUT
 from .session import Session as AsyncSession
@@ -223,44 +232,38 @@ class _Stateful(_Entities[E]):
         )
 
 
-class SyncSuites(_Stateful[Suite]):
+class _JsonSavedTwin(_Stateful[J]):
+    """Suites and experiments: saved one by one as JSON (``_JsonSaved``)."""
+
+    _resource: _JsonSaved[J]
+
+    @_twin(_JsonSaved.save)
+    def save(self, entity: J, *, key: str | None = None) -> J:
+        return self._loop.call(self._resource.save, entity, key=key)
+
+    @_twin(_JsonSaved.create)
+    def create(self, entity: J, *, key: str | None = None) -> J:
+        return self._loop.call(self._resource.create, entity, key=key)
+
+    @_twin(_JsonSaved.stats)
+    def stats(self, entity: IdLike) -> dict[str, int]:
+        return self._loop.call(self._resource.stats, entity)
+
+
+class SyncSuites(_JsonSavedTwin[Suite]):
     """``s.suites``."""
 
     _resource: Suites
-
-    @_twin(Suites.save)
-    def save(self, entity: Suite, *, key: str | None = None) -> Suite:
-        return self._loop.call(self._resource.save, entity, key=key)
-
-    @_twin(Suites.create)
-    def create(self, entity: Suite, *, key: str | None = None) -> Suite:
-        return self._loop.call(self._resource.create, entity, key=key)
-
-    @_twin(Suites.stats)
-    def stats(self, entity: IdLike) -> dict[str, int]:
-        return self._loop.call(self._resource.stats, entity)
 
     @_twin(Suites.experiments)
     def experiments(self, suite: IdLike, query: Query | None = None) -> builtins.list[Experiment]:
         return self._loop.call(self._resource.experiments, suite, query)
 
 
-class SyncExperiments(_Stateful[Experiment]):
+class SyncExperiments(_JsonSavedTwin[Experiment]):
     """``s.experiments``."""
 
     _resource: Experiments
-
-    @_twin(Experiments.save)
-    def save(self, entity: Experiment, *, key: str | None = None) -> Experiment:
-        return self._loop.call(self._resource.save, entity, key=key)
-
-    @_twin(Experiments.create)
-    def create(self, entity: Experiment, *, key: str | None = None) -> Experiment:
-        return self._loop.call(self._resource.create, entity, key=key)
-
-    @_twin(Experiments.stats)
-    def stats(self, entity: IdLike) -> dict[str, int]:
-        return self._loop.call(self._resource.stats, entity)
 
     @_twin(Experiments.simulations)
     def simulations(
@@ -269,18 +272,24 @@ class SyncExperiments(_Stateful[Experiment]):
         return self._loop.call(self._resource.simulations, experiment, query)
 
 
-class SyncSimulations(_Stateful[Simulation]):
+class _BatchSavedTwin(_Stateful[B]):
+    """Simulations and work items: saved in multipart batches (``_BatchSaved``)."""
+
+    _resource: _BatchSaved[B]
+
+    @_twin(_BatchSaved.save)
+    def save(self, entity: B, *, key: str | None = None) -> B:
+        return self._loop.call(self._resource.save, entity, key=key)
+
+    @_twin(_BatchSaved.create)
+    def create(self, entity: B, *, key: str | None = None) -> B:
+        return self._loop.call(self._resource.create, entity, key=key)
+
+
+class SyncSimulations(_BatchSavedTwin[Simulation]):
     """``s.simulations``."""
 
     _resource: Simulations
-
-    @_twin(Simulations.save)
-    def save(self, entity: Simulation, *, key: str | None = None) -> Simulation:
-        return self._loop.call(self._resource.save, entity, key=key)
-
-    @_twin(Simulations.create)
-    def create(self, entity: Simulation, *, key: str | None = None) -> Simulation:
-        return self._loop.call(self._resource.create, entity, key=key)
 
     @_twin(Simulations.save_all)
     def save_all(
@@ -304,18 +313,10 @@ class SyncSimulations(_Stateful[Simulation]):
         )
 
 
-class SyncWorkItems(_Stateful[WorkItem]):
+class SyncWorkItems(_BatchSavedTwin[WorkItem]):
     """``s.work_items``."""
 
     _resource: WorkItems
-
-    @_twin(WorkItems.save)
-    def save(self, entity: WorkItem, *, key: str | None = None) -> WorkItem:
-        return self._loop.call(self._resource.save, entity, key=key)
-
-    @_twin(WorkItems.create)
-    def create(self, entity: WorkItem, *, key: str | None = None) -> WorkItem:
-        return self._loop.call(self._resource.create, entity, key=key)
 
     @_twin(WorkItems.save_all)
     def save_all(

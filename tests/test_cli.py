@@ -158,6 +158,8 @@ def finished(comps_server: LocalComps) -> dict[str, str]:
 
 
 def test_main_commands_are_registered() -> None:
+    for command in ("whoami", "download", "cleanup", "doctor"):  # help is read by people
+        assert "``" not in run([command, "--help"]).output
     result = run(["--help"])
     for command in (
         "login",
@@ -253,6 +255,9 @@ def test_asset_collection_clone_rerun_and_cleanup(
     anyio.run(_make_suites, comps_server, name)
     dry = run(["cleanup", "suite", "--name-contains", name, "--json"], env)
     assert len(json.loads(dry.stdout)["would_delete"]) == 2
+    table = run(["cleanup", "suite", "--name-contains", name], {**env, "COLUMNS": "60"})
+    for row in json.loads(dry.stdout)["would_delete"]:  # ids are never cut, even when narrow
+        assert row["id"] in table.output
     done = run(["cleanup", "suite", "--name-contains", name, "--execute", "--json"], env)
     assert len(json.loads(done.stdout)["deleted"]) == 2
     again = run(["cleanup", "suite", "--name-contains", name, "--json"], env)
