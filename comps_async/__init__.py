@@ -8,6 +8,13 @@ async with ca.Session("http://127.0.0.1:8100", token=...) as s:
 
 import logging
 
+from .analyze import (
+    AnalysisFailedError,
+    AnalysisFailure,
+    AnalysisReport,
+    AnalyzedItem,
+    Analyzer,
+)
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -62,6 +69,11 @@ __version__ = "0.1.0"
 __all__ = [
     "BATCH_TAG",
     "KEY_TAG",
+    "AnalysisFailedError",
+    "AnalysisFailure",
+    "AnalysisReport",
+    "AnalyzedItem",
+    "Analyzer",
     "ApiError",
     "AssetCollection",
     "AssetCollectionFile",

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +19,14 @@ import httpx
 from anyio.abc import TaskGroup
 from pydantic import SecretStr
 
+from .analyze import (
+    AnalysisReport,
+    AnalyzedItem,
+    Analyzer,
+    Source,
+    analyze,
+    analyze_iter,
+)
 from .auth import CredentialPrompt, Credentials, TokenManager, console_prompt, interactive
 from .concurrency import deadline
 from .doctor import Capabilities, capabilities_path, load_capabilities, save_capabilities
@@ -421,6 +430,60 @@ class Session:
                     on_change(status)
         assert status is not None
         return status
+
+    # --- analysis --------------------------------------------------------------------------------
+
+    async def analyze(
+        self,
+        source: Source,
+        analyzers: Sequence[Analyzer],
+        *,
+        executor: Executor | None = None,
+        window: int = 16,
+        cache_dir: str | os.PathLike[str] | None = None,
+        fail_fast: bool = False,
+        analyze_failed: bool = False,
+        on_item: Callable[[AnalyzedItem], object] | None = None,
+    ) -> AnalysisReport:
+        """Analyze the outputs of an experiment's simulations (or the items, or a query's) with
+        idmtools-style ``Analyzer``s: ``map`` per item in ``executor`` (worker threads by
+        default) while downloads go on, ``reduce`` once per analyzer. Failures are reported,
+        never fatal unless ``fail_fast``; ``cache_dir`` keeps map results so a re-run maps only
+        what is new. See ``comps_async.analyze``."""
+        return await analyze(
+            self,
+            source,
+            analyzers,
+            executor=executor,
+            window=window,
+            cache_dir=cache_dir,
+            fail_fast=fail_fast,
+            analyze_failed=analyze_failed,
+            on_item=on_item,
+        )
+
+    def analyze_iter(
+        self,
+        source: Source,
+        analyzers: Sequence[Analyzer],
+        *,
+        executor: Executor | None = None,
+        window: int = 16,
+        cache_dir: str | os.PathLike[str] | None = None,
+        fail_fast: bool = False,
+        analyze_failed: bool = False,
+    ) -> AsyncIterator[AnalyzedItem]:
+        """``analyze`` as an async iterator of per-item results (no reduce)."""
+        return analyze_iter(
+            self,
+            source,
+            analyzers,
+            executor=executor,
+            window=window,
+            cache_dir=cache_dir,
+            fail_fast=fail_fast,
+            analyze_failed=analyze_failed,
+        )
 
     # --- environments (§2.7) -------------------------------------------------------------------
 

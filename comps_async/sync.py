@@ -30,6 +30,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from functools import partial
 from os import PathLike
@@ -43,6 +44,7 @@ import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from pydantic import SecretStr
 
+from .analyze import AnalysisReport, AnalyzedItem, Analyzer, Source
 from .auth import CredentialPrompt
 from .models import (
     AssetCollection,
@@ -611,6 +613,55 @@ class Session:
                 experiment_id=experiment_id,
                 simulation_ids=simulation_ids,
                 work_item_id=work_item_id,
+            )
+        )
+
+    @_twin(AsyncSession.analyze)
+    def analyze(
+        self,
+        source: Source,
+        analyzers: Sequence[Analyzer],
+        *,
+        executor: Executor | None = None,
+        window: int = 16,
+        cache_dir: str | os.PathLike[str] | None = None,
+        fail_fast: bool = False,
+        analyze_failed: bool = False,
+        on_item: Callable[[AnalyzedItem], object] | None = None,
+    ) -> AnalysisReport:
+        return self._loop.call(
+            self._session.analyze,
+            source,
+            analyzers,
+            executor=executor,
+            window=window,
+            cache_dir=cache_dir,
+            fail_fast=fail_fast,
+            analyze_failed=analyze_failed,
+            on_item=on_item,
+        )
+
+    @_twin(AsyncSession.analyze_iter)
+    def analyze_iter(
+        self,
+        source: Source,
+        analyzers: Sequence[Analyzer],
+        *,
+        executor: Executor | None = None,
+        window: int = 16,
+        cache_dir: str | os.PathLike[str] | None = None,
+        fail_fast: bool = False,
+        analyze_failed: bool = False,
+    ) -> Iterator[AnalyzedItem]:
+        return self._loop.iterate(
+            lambda: self._session.analyze_iter(
+                source,
+                analyzers,
+                executor=executor,
+                window=window,
+                cache_dir=cache_dir,
+                fail_fast=fail_fast,
+                analyze_failed=analyze_failed,
             )
         )
 

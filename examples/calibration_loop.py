@@ -1,7 +1,8 @@
-"""A calibration loop: submit N simulations, wait, harvest one file each, pick the next
-parameters; 3 iterations. Resumable for real: kill it at any point and run it again with the
-same --name; every create carries a key derived from the name and the iteration, so what landed
-is found again, only the rest is created, and each iteration ends with all of its results.
+"""A calibration loop: submit N simulations, wait, analyze one file each (``s.analyze``), pick
+the next parameters; 3 iterations. Resumable for real: kill it at any point and run it again
+with the same --name; every create carries a key derived from the name and the iteration, so
+what landed is found again, only the rest is created, and each iteration ends with all of its
+results.
 
     python examples/calibration_loop.py --server URL --token TOKEN [--name calib-1] [--sims 20]
     python examples/calibration_loop.py --local      # on an embedded local server
@@ -71,15 +72,25 @@ async def run_iteration(
     ]
     await s.simulations.save_all(sims, key=key, commission=True)
     await s.wait(simulation_ids=sims, timeout=600)
-    beta_of = {sim.id: beta for sim, beta in zip(sims, betas, strict=True)}
-    peaks: dict[float, float] = {}
-    async for got in s.outputs.harvest(sims, ["output/InsetChart.json"], out):
-        if got.ok and got.local_path is not None:
-            chart = json.loads(await anyio.Path(got.local_path).read_text())
-            peaks[beta_of[got.simulation_id]] = max(chart["Channels"]["Infected"]["Data"])
-    if len(peaks) != len(betas):  # never decide on part of the evidence
+    # Mapped as each chart lands; the cache makes a re-run map only what it has not seen.
+    report = await s.analyze(sims, [PeakInfected()], cache_dir=out / "analysis-cache")
+    peaks: dict[float, float] = report.reduced["PeakInfected"]
+    if report.failures or len(peaks) != len(betas):  # never decide on part of the evidence
         raise RuntimeError(f"iteration {iteration}: {len(peaks)} of {len(betas)} results")
     return peaks
+
+
+class PeakInfected(ca.Analyzer):
+    """Peak infected fraction per simulation, reduced to {beta: peak}."""
+
+    filenames = ("output/InsetChart.json",)
+
+    def map(self, data: dict[str, Any], item: Any) -> tuple[float, float]:
+        infected = data["output/InsetChart.json"]["Channels"]["Infected"]["Data"]
+        return float(item.tags["beta"]), max(infected)
+
+    def reduce(self, results: Any, failures: Any) -> dict[float, float]:
+        return dict(results.values())
 
 
 def next_betas(peaks: dict[float, float], count: int) -> list[float]:

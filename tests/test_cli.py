@@ -346,7 +346,8 @@ def test_demo_is_the_main_job(tmp_path: Path) -> None:
     assert Path(summary["chart"]).read_bytes()[:4] == b"\x89PNG"
     rows = Path(summary["summary_csv"]).read_text().splitlines()
     assert len(rows) == 13 and rows[0].startswith("simulation,Base_Infectivity")
-    assert len(list(Path(summary["outputs"]).rglob("InsetChart.json"))) == 12
+    # Analyzed as they landed (Session.analyze): one cached map result per simulation.
+    assert len(list((tmp_path / "out" / "analysis-cache").rglob("*.pickle"))) == 12
 
 
 def test_chart_without_matplotlib_says_how_to_install(
@@ -504,3 +505,36 @@ def test_the_demo_without_matplotlib_names_the_extra_to_install(tmp_path: Path) 
     )
     assert result.returncode == 0, result.stderr
     assert "pip install 'comps-async[charts]'" in result.stdout + result.stderr
+
+
+ANALYZER_FILE = '''
+import comps_async as ca
+
+
+class PeakInfected(ca.Analyzer):
+    filenames = ["output/InsetChart.json"]
+
+    def map(self, data, item):
+        return max(data["output/InsetChart.json"]["Channels"]["Infected"]["Data"])
+
+    def reduce(self, results, failures):
+        return {"mapped": len(results), "failed": len(failures), "peak": max(results.values())}
+'''
+
+
+def test_analyze_runs_an_analyzer_given_as_module_class(
+    env: dict[str, str], finished: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "my_analyzers.py").write_text(ANALYZER_FILE)
+    spec = f"{tmp_path / 'my_analyzers.py'}:PeakInfected"
+    args = ["analyze", finished["experiment"], spec, "--cache", str(tmp_path / "c"), "--json"]
+    first = run([*args, "--processes", "2"], env)
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    reduced = report["reduced"]["PeakInfected"]
+    assert (reduced["mapped"], reduced["failed"]) == (3, 2)  # the failed ones are reported
+    assert 0 < reduced["peak"] <= 1 and report["cached"] == 0
+    again = json.loads(run(args, env).stdout)
+    assert again["cached"] == 3 and again["reduced"] == report["reduced"]
+    bad = run(["analyze", finished["experiment"], "os:path"], env)
+    assert bad.exit_code == 2 and "not an Analyzer" in bad.output

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..analyze import Analyzer
 from ..auth import TokenInfo
 from ..doctor import describe, diagnose
 from ..errors import AuthenticationError, NotFoundError
@@ -592,3 +597,103 @@ async def doctor(
     for note in found.notes:
         console.print(f"note: {escape(note)}")
     console.print(f"recorded in {escape(str(session.capabilities_file))}")
+
+
+# --- analyze -----------------------------------------------------------------------------------
+
+
+def _load_analyzer(spec: str) -> Analyzer:
+    """``module:Class`` (or ``path/to/file.py:Class``) -> an instance of that Analyzer."""
+    module_name, sep, class_name = spec.rpartition(":")
+    if not sep or not module_name or not class_name:
+        raise click.BadParameter(f"{spec!r} is not module:Class", param_hint="ANALYZER")
+    if module_name.endswith(".py"):
+        location = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+        if location is None or location.loader is None:
+            raise click.BadParameter(f"cannot load {module_name}", param_hint="ANALYZER")
+        module = importlib.util.module_from_spec(location)
+        sys.modules[location.name] = module  # a process pool finds its classes by module
+        location.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_name)
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type) or not issubclass(cls, Analyzer):
+        raise click.BadParameter(f"{spec} is not an Analyzer subclass", param_hint="ANALYZER")
+    return cls()
+
+
+@cli.command()
+@click.argument("experiment_id")
+@click.argument("analyzer_specs", nargs=-1, required=True, metavar="ANALYZER...")
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep map results here; a re-run maps only what is new.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1),
+    default=None,
+    metavar="N",
+    help="Map in N processes (default: worker threads).",
+)
+@click.option(
+    "--window",
+    type=click.IntRange(1),
+    default=16,
+    show_default=True,
+    help="Items in flight at once (bounds memory).",
+)
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failure.")
+@connection_options
+@run_async
+async def analyze(
+    experiment_id: str,
+    analyzer_specs: tuple[str, ...],
+    cache: Path | None,
+    processes: int | None,
+    window: int,
+    fail_fast: bool,
+    server: str | None,
+    token: str | None,
+    username: str | None,
+    as_json: bool,
+) -> None:
+    """Run ANALYZER(s) (module:Class) over an experiment's outputs; print each reduce."""
+    analyzers = [_load_analyzer(spec) for spec in analyzer_specs]
+    pool = ProcessPoolExecutor(processes) if processes else None
+    try:
+        async with open_session(server, token, username) as session:
+            experiment = await _resolve(session, "experiment", experiment_id)
+            assert isinstance(experiment, Experiment)
+            with count_progress() as bar:
+                task = bar.add_task("items", total=None)
+                report = await session.analyze(
+                    experiment,
+                    analyzers,
+                    executor=pool,
+                    window=window,
+                    cache_dir=cache,
+                    fail_fast=fail_fast,
+                    on_item=lambda _: bar.advance(task),
+                )
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    for failure in report.failures:
+        console.print(f"[yellow]{escape(str(failure))}[/]")
+    lines = [f"{name}: {result}" for name, result in report.reduced.items()]
+    lines.append(
+        f"{report.items} items, {len(report.failures)} failures, {report.cached} from the cache"
+    )
+    emit(
+        {
+            "reduced": report.reduced,
+            "items": report.items,
+            "cached": report.cached,
+            "failures": [str(f) for f in report.failures],
+        },
+        as_json,
+        "\n".join(lines),
+    )

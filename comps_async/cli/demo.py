@@ -2,8 +2,8 @@
 
 Starts the local COMPS server in-process, uploads an asset collection (the COMPS docs' example
 campaign), submits an experiment of N runs of the built-in SIR model sweeping Base_Infectivity,
-commissions as batches land, waits, harvests InsetChart.json from every simulation and writes a
-multi-chart PNG and a summary table.
+commissions as batches land, waits, analyzes InsetChart.json of every simulation as it lands
+(``Session.analyze``) and writes a multi-chart PNG and a summary table.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -21,11 +22,11 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from ..analyze import Analyzer
 from ..local import LocalComps
 from ..models import AssetCollectionFile, Configuration, Experiment, Simulation, SimulationFile
-from ..query import Query
 from ..session import Session
-from .chart import MATPLOTLIB_MISSING, read_channel, write_multichart
+from .chart import MATPLOTLIB_MISSING, write_multichart
 from .common import bytes_progress, console, count_progress
 from .main import cli, emit, run_async
 
@@ -144,25 +145,35 @@ async def _run(session: Session, count: int, out: Path) -> dict[str, object]:
                 waiting, completed=status.succeeded + status.failed
             ),
         )
-    dest = out / "outputs"
-    series: list[tuple[str, float, list[float]]] = []
-    failures = 0
     with count_progress() as bar:
-        task = bar.add_task("harvest InsetChart.json", total=final.succeeded)
-        tagged = Query().select(["id", "name"]).select_children(["tags"])
-        sims_by_id = {s.id: s for s in await session.experiments.simulations(experiment, tagged)}
-        async for got in session.outputs.harvest(experiment, ["output/InsetChart.json"], dest):
-            bar.advance(task)
-            if not got.ok or got.local_path is None:
-                failures += 1
-                continue
-            data = await anyio.to_thread.run_sync(read_channel, got.local_path, CHANNEL)
-            sim = sims_by_id[got.simulation_id]
-            series.append((str(sim.name), float((sim.tags or {})["Base_Infectivity"] or 0), data))
-    series.sort(key=lambda item: item[1])
+        task = bar.add_task("analyze InsetChart.json as it lands", total=final.succeeded)
+        # Each chart is read and mapped in a worker thread while the next ones download; the
+        # map results stay on disk, so a re-run of the analysis maps nothing twice.
+        report = await session.analyze(
+            experiment,
+            [Curves()],
+            cache_dir=out / "analysis-cache",
+            on_item=lambda _: bar.advance(task),
+        )
+    series: list[tuple[str, float, list[float]]] = report.reduced["Curves"]
+    failures = len(report.failures) - final.failed  # the failed runs are reported there too
     return await anyio.to_thread.run_sync(
         _report, series, out, experiment, final.succeeded, final.failed + failures
     )
+
+
+class Curves(Analyzer):
+    """One InsetChart channel per simulation, with its swept Base_Infectivity, sorted by it."""
+
+    filenames = ("output/InsetChart.json",)
+
+    def map(self, data: dict[str, Any], item: Any) -> tuple[str, float, list[float]]:
+        chart = data["output/InsetChart.json"]
+        beta = float((item.tags or {}).get("Base_Infectivity") or 0)
+        return str(item.name), beta, [float(x) for x in chart["Channels"][CHANNEL]["Data"]]
+
+    def reduce(self, results: Any, failures: Any) -> list[tuple[str, float, list[float]]]:
+        return sorted(results.values(), key=lambda curve: curve[1])
 
 
 def _report(
@@ -207,13 +218,11 @@ def _report(
     console.print(f"experiment {experiment.id}: {succeeded} succeeded, {failed} failed")
     console.print(f"chart:   {escape(str(chart or '(matplotlib not installed)'))}")
     console.print(f"table:   {escape(str(table_path))}")
-    console.print(f"outputs: {escape(str(out / 'outputs'))}")
     return {
         "experiment_id": str(experiment.id),
         "succeeded": succeeded,
         "failed": failed,
         "chart": str(chart) if chart else None,
         "summary_csv": str(table_path),
-        "outputs": str(out / "outputs"),
         "results": str(out),
     }

@@ -153,7 +153,11 @@ class Outputs:
         """The whole content of a small output file, verified like a download: nothing past its
         listed length is read (a server that sends more is cut there), its length and listed
         MD5 must match, and a file with no listed length may not exceed 256 MiB."""
-        meta = (await self.info(entity, [path]))[path]
+        return await self.read_listed((await self.info(entity, [path]))[path])
+
+    async def read_listed(self, meta: OutputFileMetadata) -> bytes:
+        """``read`` for a file already listed by ``info`` (no second listing)."""
+        path = meta.path
         limit = meta.length if meta.length is not None else MAX_READ_BYTES + 1
         if limit > MAX_READ_BYTES + 1:
             raise ValueError(f"{path} is {meta.length} bytes; use download() for big files")

@@ -1,0 +1,399 @@
+"""Analyze outputs as they land: idmtools' AnalyzeManager shape, on the async download engine.
+
+Each item (a simulation or work item) is listed once; the files its analyzers ask for are read
+into memory (verified by length and md5), and every analyzer's ``map`` runs in an executor —
+worker threads by default, or any ``concurrent.futures.Executor`` (a process pool, Dask's or
+Ray's) — while the next items download. At most ``window`` items are in flight, so memory is
+bounded by the window, not by the experiment. A failed item or a ``map`` that raises is
+reported and never stops the others; ``reduce`` gets the successes and the failures. With
+``cache_dir``, each map result is kept on disk under a key of the item id, the analyzer name
+and the md5s of its files, so a re-run only maps what is new or changed.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import hashlib
+import io
+import json
+import logging
+import os
+import pickle
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import anyio
+import anyio.to_thread
+
+from .concurrency import aiter_any, first_error
+from .errors import CompsError
+from .models import Experiment, Simulation, SimulationState, WorkItem
+from .models.outputs import OutputFileMetadata
+from .query import Query
+from .resources.base import as_id
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = [
+    "AnalysisFailedError",
+    "AnalysisFailure",
+    "AnalysisReport",
+    "AnalyzedItem",
+    "Analyzer",
+    "analyze",
+    "analyze_iter",
+    "parse_file",
+]
+
+logger = logging.getLogger(__name__)
+
+Item = Simulation | WorkItem
+Source = Experiment | UUID | str | Query | Iterable[Item]
+# Simulations below Commissioned have no working directory yet.
+_NO_OUTPUT = frozenset(
+    {SimulationState.Created, SimulationState.CommissionRequested, SimulationState.Provisioning}
+)
+
+
+class Analyzer:
+    """Subclass and override ``map`` and ``reduce`` (idmtools' ``IAnalyzer``, simplified).
+
+    ``filenames`` are glob patterns on output paths (``output/InsetChart.json``,
+    ``output/*.csv``); ``map(data, item)`` gets ``{path: content}`` — JSON parsed, CSV as a list
+    of row dicts, anything else bytes; ``parse = False`` gives bytes for everything — and the
+    simulation or work item (with its tags). ``reduce(results, failures)`` runs once with
+    ``{item id: map result}`` and the failures. ``filter(item)`` skips items (by tags, state,
+    ...); ``initialize()`` runs once before anything. ``name`` tells analyzers apart in reports
+    and in the cache (the class name by default). With a process pool, analyzers must pickle.
+    """
+
+    filenames: Sequence[str] = ()
+    parse: bool = True
+
+    @property
+    def name(self) -> str:
+        """How reports and the cache tell this analyzer apart."""
+        return type(self).__name__
+
+    def initialize(self) -> None:
+        """Called once, before the first item."""
+
+    def filter(self, item: Item) -> bool:
+        """Whether to analyze ``item`` (all by default)."""
+        return True
+
+    def map(self, data: dict[str, Any], item: Item) -> Any:
+        """One item's result, from its files."""
+        raise NotImplementedError(f"{self.name}.map")
+
+    def reduce(self, results: Mapping[UUID, Any], failures: Sequence[AnalysisFailure]) -> Any:
+        """The answer, from every item's result (and what failed)."""
+        return dict(results)
+
+
+@dataclass(frozen=True)
+class AnalysisFailure:
+    """An item an analyzer could not map: its listing or a file failed, or ``map`` raised."""
+
+    item_id: UUID
+    analyzer: str  # "" when the item's files could not be read (every analyzer missed it)
+    error: BaseException
+
+    def __str__(self) -> str:
+        who = f"{self.analyzer} on " if self.analyzer else ""
+        return f"{who}{self.item_id}: {type(self.error).__name__}: {self.error}"
+
+
+@dataclass(frozen=True)
+class AnalyzedItem:
+    """One item's outcome for one analyzer, as it comes (``analyze_iter``)."""
+
+    item_id: UUID
+    analyzer: str
+    result: Any = None
+    error: BaseException | None = None
+    cached: bool = False  # the result came from the cache; nothing was downloaded for it
+
+    @property
+    def ok(self) -> bool:
+        """Whether ``map`` produced ``result``."""
+        return self.error is None
+
+
+@dataclass
+class AnalysisReport:
+    """What ``analyze`` returns: each analyzer's ``reduce`` answer, and every failure."""
+
+    reduced: dict[str, Any] = field(default_factory=dict)
+    failures: list[AnalysisFailure] = field(default_factory=list)
+    items: int = 0  # items analyzed (by at least one analyzer)
+    cached: int = 0  # (item, analyzer) results taken from the cache
+
+
+class AnalysisFailedError(CompsError):
+    """``fail_fast=True`` and an item failed."""
+
+    def __init__(self, failure: AnalysisFailure) -> None:
+        self.failure = failure
+        super().__init__(f"analysis stopped at the first failure: {failure}")
+
+
+@dataclass(frozen=True)
+class _Stopped:
+    """The listing of items failed: re-raised in the consumer."""
+
+    error: BaseException
+
+
+def parse_file(path: str, data: bytes) -> Any:
+    """What ``map`` gets for a file: JSON parsed, CSV as a list of row dicts, else bytes."""
+    lowered = path.lower()
+    if lowered.endswith(".json"):
+        return json.loads(data)
+    if lowered.endswith(".csv"):
+        return list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    return data
+
+
+def _map_one(analyzer: Analyzer, files: dict[str, bytes], item: Item) -> Any:
+    """Parse and map in the executor (a thread or another process): CPU work off the loop."""
+    data = {p: parse_file(p, d) for p, d in files.items()} if analyzer.parse else dict(files)
+    return analyzer.map(data, item)
+
+
+def _matches(path: str, patterns: Sequence[str]) -> bool:
+    lowered = path.lower()
+    return any(fnmatch.fnmatchcase(lowered, p.lower()) for p in patterns)
+
+
+class _Cache:
+    """Map results on disk, one pickle per (analyzer, item, md5s of its files)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, analyzer: str, item: UUID, files: Sequence[OutputFileMetadata]) -> Path:
+        signature = ";".join(sorted(f"{f.path}={f.md5 or f.length}" for f in files))
+        digest = hashlib.sha256(f"{analyzer}|{item}|{signature}".encode()).hexdigest()[:32]
+        return self.root / analyzer / f"{item}-{digest}.pickle"
+
+    def get(self, path: Path) -> tuple[bool, Any]:
+        try:
+            return True, pickle.loads(path.read_bytes())
+        except (OSError, pickle.UnpicklingError, EOFError):
+            return False, None
+
+    def put(self, path: Path, result: Any) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_suffix(f".{os.getpid()}.tmp")
+        scratch.write_bytes(pickle.dumps(result))
+        scratch.replace(path)  # all or nothing: a crash never leaves half a result
+
+
+async def analyze_iter(
+    session: Session,
+    source: Source,
+    analyzers: Sequence[Analyzer],
+    *,
+    executor: Executor | None = None,
+    window: int = 16,
+    cache_dir: str | os.PathLike[str] | None = None,
+    fail_fast: bool = False,
+    analyze_failed: bool = False,
+) -> AsyncIterator[AnalyzedItem]:
+    """Per-item results as they come (see the module docstring)."""
+    _check(analyzers, window)
+    for analyzer in analyzers:
+        await anyio.to_thread.run_sync(analyzer.initialize)
+    cache = _Cache(Path(cache_dir)) if cache_dir is not None else None
+    waiting = anyio.CapacityLimiter(window)  # threads that wait on executor futures
+    send, receive = anyio.create_memory_object_stream[AnalyzedItem | _Stopped](
+        window * len(analyzers)
+    )
+
+    async def run_map(analyzer: Analyzer, files: dict[str, bytes], item: Item) -> Any:
+        if executor is None:
+            return await anyio.to_thread.run_sync(_map_one, analyzer, files, item, limiter=waiting)
+        future = executor.submit(_map_one, analyzer, files, item)
+        return await anyio.to_thread.run_sync(future.result, limiter=waiting)
+
+    async def one(item: Item) -> None:
+        assert item.id is not None
+        wanted = [a for a in analyzers if a.filter(item)]
+        if not wanted:
+            return
+        failed = isinstance(item, Simulation) and item.state == SimulationState.Failed
+        if failed and not analyze_failed:
+            error = RuntimeError(f"the simulation failed: {item.error_message or 'no message'}")
+            for analyzer in wanted:
+                await send.send(AnalyzedItem(item.id, analyzer.name, error=error))
+            return
+        try:
+            listing = await session.outputs.info(item)
+        except (CompsError, OSError, ValueError) as exc:
+            for analyzer in wanted:
+                await send.send(AnalyzedItem(item.id, analyzer.name, error=exc))
+            return
+        chosen = {
+            a.name: [m for p, m in listing.items() if _matches(p, a.filenames)] for a in wanted
+        }
+        todo: list[tuple[Analyzer, Path | None]] = []
+        for analyzer in wanted:
+            metas = chosen[analyzer.name]
+            if not metas:
+                missing = FileNotFoundError(f"no output matches {list(analyzer.filenames)}")
+                await send.send(AnalyzedItem(item.id, analyzer.name, error=missing))
+                continue
+            slot = cache.path(analyzer.name, item.id, metas) if cache is not None else None
+            if cache is not None and slot is not None:
+                hit, result = await anyio.to_thread.run_sync(cache.get, slot)
+                if hit:
+                    await send.send(AnalyzedItem(item.id, analyzer.name, result, cached=True))
+                    continue
+            todo.append((analyzer, slot))
+        if not todo:
+            return
+        needed = {m.path: m for a, _ in todo for m in chosen[a.name]}
+        try:
+            contents = {p: await session.outputs.read_listed(m) for p, m in needed.items()}
+        except (CompsError, OSError, ValueError) as exc:
+            for analyzer, _ in todo:
+                await send.send(AnalyzedItem(item.id, analyzer.name, error=exc))
+            return
+        for analyzer, slot in todo:
+            files = {m.path: contents[m.path] for m in chosen[analyzer.name]}
+            try:
+                result = await run_map(analyzer, files, item)
+            except Exception as exc:  # the user's map raised: reported, never fatal
+                await send.send(AnalyzedItem(item.id, analyzer.name, error=exc))
+                continue
+            if cache is not None and slot is not None:
+                await anyio.to_thread.run_sync(cache.put, slot, result)
+            await send.send(AnalyzedItem(item.id, analyzer.name, result))
+
+    scope = anyio.CancelScope()
+
+    async def produce() -> None:
+        slots = anyio.Semaphore(window)  # items in flight: memory bounded by the window
+
+        async def run(item: Item) -> None:
+            try:
+                await one(item)
+            finally:
+                slots.release()
+
+        with scope:
+            async with send:
+                try:
+                    async with anyio.create_task_group() as tg:
+                        async for item in _items(session, source):
+                            await slots.acquire()
+                            tg.start_soon(run, item)
+                except Exception as exc:  # e.g. the experiment does not exist
+                    await send.send(_Stopped(first_error(exc)))
+
+    # As harvest: the work runs in the session's task group, not in this generator (an async
+    # generator must not yield inside a task group); closing the generator cancels the work.
+    session.spawn(produce)
+    try:
+        async with receive:
+            async for outcome in receive:
+                if isinstance(outcome, _Stopped):
+                    raise outcome.error
+                if fail_fast and not outcome.ok:
+                    assert outcome.error is not None
+                    raise AnalysisFailedError(
+                        AnalysisFailure(outcome.item_id, outcome.analyzer, outcome.error)
+                    )
+                yield outcome
+    finally:
+        scope.cancel()
+
+
+async def analyze(
+    session: Session,
+    source: Source,
+    analyzers: Sequence[Analyzer],
+    *,
+    executor: Executor | None = None,
+    window: int = 16,
+    cache_dir: str | os.PathLike[str] | None = None,
+    fail_fast: bool = False,
+    analyze_failed: bool = False,
+    on_item: Callable[[AnalyzedItem], object] | None = None,
+) -> AnalysisReport:
+    """Map every item, then ``reduce`` each analyzer once; returns the answers and failures."""
+    _check(analyzers, window)
+    results: dict[str, dict[UUID, Any]] = {a.name: {} for a in analyzers}
+    report = AnalysisReport()
+    seen: set[UUID] = set()
+    async for outcome in analyze_iter(
+        session,
+        source,
+        analyzers,
+        executor=executor,
+        window=window,
+        cache_dir=cache_dir,
+        fail_fast=fail_fast,
+        analyze_failed=analyze_failed,
+    ):
+        seen.add(outcome.item_id)
+        report.cached += outcome.cached
+        if outcome.ok:
+            results[outcome.analyzer][outcome.item_id] = outcome.result
+        else:
+            assert outcome.error is not None
+            logger.warning("%s on %s failed: %s", outcome.analyzer, outcome.item_id, outcome.error)
+            report.failures.append(
+                AnalysisFailure(outcome.item_id, outcome.analyzer, outcome.error)
+            )
+        if on_item is not None:
+            on_item(outcome)
+    report.items = len(seen)
+    for analyzer in analyzers:
+        failures = [f for f in report.failures if f.analyzer == analyzer.name]
+        report.reduced[analyzer.name] = await anyio.to_thread.run_sync(
+            analyzer.reduce, results[analyzer.name], failures
+        )
+    return report
+
+
+def _check(analyzers: Sequence[Analyzer], window: int) -> None:
+    """Bad input fails before anything is sent."""
+    if not analyzers:
+        raise ValueError("give at least one analyzer")
+    for analyzer in analyzers:
+        if not isinstance(analyzer, Analyzer):
+            raise TypeError(f"{analyzer!r} is not an Analyzer")
+        if not analyzer.filenames:
+            raise ValueError(f"{analyzer.name} names no filenames to analyze")
+    if len({a.name for a in analyzers}) != len(analyzers):
+        raise ValueError("analyzers need distinct names (the cache and reports key on them)")
+    if window < 1:
+        raise ValueError("window must be at least 1")
+
+
+async def _items(session: Session, source: Source) -> AsyncIterator[Item]:
+    """The items of a source: an experiment's simulations (with tags, those that can have
+    outputs), a query's, or the items given."""
+    if isinstance(source, Experiment | UUID | str | Query):
+        query = (
+            source
+            if isinstance(source, Query)
+            else Query()
+            .select(["id", "name", "state", "error_message"])
+            .select_children(["tags"])
+            .where([f"experiment_id={as_id(source)}"])
+        )
+        async for sim in session.simulations.iterate(query):
+            if sim.state not in _NO_OUTPUT:
+                yield sim
+    else:
+        async for item in aiter_any(source):
+            yield item
