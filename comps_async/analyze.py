@@ -30,7 +30,7 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
-from .concurrency import aiter_any, first_error
+from .concurrency import aiter_any, first_error, gather_bounded
 from .errors import CompsError
 from .models import Experiment, Simulation, SimulationState, WorkItem
 from .models.outputs import OutputFileMetadata
@@ -63,6 +63,9 @@ _NO_OUTPUT = frozenset(
 
 class Analyzer:
     """Subclass and override ``map`` and ``reduce`` (idmtools' ``IAnalyzer``, simplified).
+
+    The cache (``cache_dir``) keys results on ``name``: give a new name (or clear the cache)
+    when ``map`` changes what it returns.
 
     ``filenames`` are glob patterns on output paths (``output/InsetChart.json``,
     ``output/*.csv``); ``map(data, item)`` gets ``{path: content}`` — JSON parsed, CSV as a list
@@ -251,7 +254,7 @@ async def analyze_iter(
                 await send.send(AnalyzedItem(item.id, analyzer.name, error=missing))
                 continue
             slot = cache.path(analyzer.name, item.id, metas) if cache is not None else None
-            if cache is not None and slot is not None:
+            if cache is not None and slot is not None:  # the same item, analyzer and files
                 hit, result = await anyio.to_thread.run_sync(cache.get, slot)
                 if hit:
                     await send.send(AnalyzedItem(item.id, analyzer.name, result, cached=True))
@@ -259,9 +262,10 @@ async def analyze_iter(
             todo.append((analyzer, slot))
         if not todo:
             return
-        needed = {m.path: m for a, _ in todo for m in chosen[a.name]}
-        try:
-            contents = {p: await session.outputs.read_listed(m) for p, m in needed.items()}
+        needed = list({m.path: m for a, _ in todo for m in chosen[a.name]}.values())
+        try:  # an item's files are read at once; the window bounds how many items do so
+            read = await gather_bounded(needed, session.outputs.read_listed, len(needed))
+            contents = {m.path: data for m, data in zip(needed, read, strict=True)}
         except (CompsError, OSError, ValueError) as exc:
             for analyzer, _ in todo:
                 await send.send(AnalyzedItem(item.id, analyzer.name, error=exc))

@@ -1,0 +1,276 @@
+"""Analyze benchmark (issue 18), one run, side by side, against the local server in its own
+process with 20 ms of added latency per request: SIMS simulations x 2 output files (a ~200 KB
+InsetChart.json and a 2 MB binary); an analyzer that parses the JSON, sums one channel and
+notes the binary's size; reduce = the total.
+
+(a) comps_async ``Session.analyze`` (defaults: worker threads, a window of 16 items);
+(b) an AnalyzeManager-style baseline: a process pool (CPU-count workers, and idmtools' COMPS
+default of 24), each worker fetching one listing and then every file whole into memory per item
+pyCOMPS-style (a new connection per call), then mapping; results gathered, reduce at the end.
+Each approach runs in its own process; peak RSS is that of the whole process tree (the pool's
+workers included), sampled from /proc every 20 ms.
+
+    python benchmarks/bench_analyze.py [--sims 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import anyio
+import httpx
+
+import comps_async as ca
+
+from common import Timer, report, server_process
+
+LATENCY_S = 0.02
+CHANNEL = "Infected"
+# ~200 KB of InsetChart-shaped JSON and 2 MB of incompressible bytes per simulation.
+WORKLOAD = (
+    "-c \"import json, os, random; os.makedirs('output', exist_ok=True); "
+    "r = random.Random(len(os.getcwd())); "
+    "data = [round(r.random(), 6) for _ in range(22000)]; "
+    "json.dump({'Channels': {'Infected': {'Data': data}}}, open('output/InsetChart.json', 'w')); "
+    "open('output/big.bin', 'wb').write(os.urandom(2000000))\""
+)
+FILES = ("output/InsetChart.json", "output/big.bin")
+
+
+class SumChannel(ca.Analyzer):
+    """Parse the chart, sum one channel, note the binary's size."""
+
+    filenames = FILES
+
+    def map(self, data: dict[str, Any], item: Any) -> tuple[float, int]:
+        return sum(data[FILES[0]]["Channels"][CHANNEL]["Data"]), len(data[FILES[1]])
+
+    def reduce(self, results: Mapping[UUID, Any], failures: Sequence[Any]) -> dict[str, Any]:
+        return {
+            "items": len(results),
+            "sum": round(sum(r[0] for r in results.values()), 3),
+            "binary_bytes": sum(r[1] for r in results.values()),
+            "failures": len(failures),
+        }
+
+
+async def prepare(url: str, token: str, sims: int) -> str:
+    async with ca.Session(url, token=token) as s:
+        exp = await s.experiments.create(
+            ca.Experiment(
+                name="analyze-bench",
+                configuration=ca.Configuration(
+                    environment_name="Local",
+                    executable_path="python3",
+                    simulation_input_args=WORKLOAD,
+                ),
+            )
+        )
+        batch = [ca.Simulation(name=f"a{i}", experiment_id=exp.id) for i in range(sims)]
+        await s.simulations.save_all(batch, commission=True)
+        final = await s.wait(experiment_id=exp, timeout=7200)
+        if final.succeeded != sims:
+            raise RuntimeError(f"benchmark setup failed: {final}")
+        return str(exp.id)
+
+
+class TreeRss:
+    """Peak RSS of this process and all its descendants, sampled from /proc."""
+
+    def __init__(self) -> None:
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> TreeRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak_kb = max(self.peak_kb, _tree_rss_kb(os.getpid()))
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak_kb / 1024, 1)
+
+
+def _tree_rss_kb(root: int) -> int:
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        parents[int(entry)] = int(fields.get("PPid", "0").strip() or 0)
+        rss[int(entry)] = int(fields.get("VmRSS", "0 kB").split()[0] or 0)
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [c for c, p in parents.items() if p == pid and c not in tree]
+        tree.update(children)
+        frontier += children
+    return sum(rss.get(pid, 0) for pid in tree)
+
+
+# --- (a) comps_async ---------------------------------------------------------------------------
+
+
+async def run_sdk(url: str, token: str, experiment: str) -> dict[str, Any]:
+    first: list[float] = []
+    with TreeRss() as rss, Timer() as timer:
+        async with ca.Session(url, token=token) as s:
+            report = await s.analyze(
+                experiment,
+                [SumChannel()],
+                on_item=lambda _: first.append(time.perf_counter()) if not first else None,
+            )
+    return _figures(report.reduced["SumChannel"], timer, first[0] if first else None, rss)
+
+
+# --- (b) AnalyzeManager style ------------------------------------------------------------------
+
+
+def _baseline_item(args: tuple[str, str, str]) -> tuple[float, int]:
+    """One item as an AnalyzeManager worker handles it: listing, whole files, then map."""
+    url, token, sim_id = args
+    headers = {"X-COMPS-Token": token, "Accept": "application/json"}
+    listing = httpx.get(
+        f"{url}/asset/Simulations/{sim_id}/Output?flatten=1", headers=headers, timeout=None
+    ).json()["Resources"]
+    data: dict[str, Any] = {}
+    for resource in listing:
+        path = f"{resource['PathFromRoot']}/{resource['FriendlyName']}"
+        if path in FILES:
+            body = httpx.get(resource["Url"], headers=headers, timeout=None).content
+            data[path] = json.loads(body) if path.endswith(".json") else body
+    return SumChannel().map(data, None)
+
+
+def run_baseline(url: str, token: str, experiment: str, workers: int) -> dict[str, Any]:
+    first: float | None = None
+    with TreeRss() as rss, Timer() as timer:
+        sims = httpx.get(
+            f"{url}/api/Simulations",
+            headers={"X-COMPS-Token": token},
+            params={"filters": f"ExperimentId={experiment}", "fields": "Id"},
+            timeout=None,
+        ).json()["Simulations"]
+        results: dict[UUID, Any] = {}
+        with ProcessPoolExecutor(workers) as pool:
+            futures = {
+                pool.submit(_baseline_item, (url, token, s["Id"])): UUID(s["Id"]) for s in sims
+            }
+            for future in as_completed(futures):
+                first = first or time.perf_counter()
+                results[futures[future]] = future.result()  # buffered until the end
+        reduced = SumChannel().reduce(results, [])
+    return _figures(reduced, timer, first, rss)
+
+
+def _figures(
+    reduced: dict[str, Any], timer: Timer, first: float | None, rss: TreeRss
+) -> dict[str, Any]:
+    return {
+        "seconds": round(timer.seconds, 2),
+        "items_per_s": round(reduced["items"] / timer.seconds, 1),
+        "first_result_s": round(first - timer.start, 2) if first else None,
+        "peak_rss_MB_all_processes": rss.peak_mb,
+        "reduced": reduced,
+    }
+
+
+def child(approach: str, params: dict[str, str]) -> None:
+    url, token, experiment = params["url"], params["token"], params["experiment"]
+    if approach == "comps_async":
+        figures = anyio.run(run_sdk, url, token, experiment)
+    else:
+        workers = int(approach.rsplit("_", 1)[1])
+        figures = run_baseline(url, token, experiment, workers)
+    print(json.dumps(figures))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sims", type=int, default=2000)
+    parser.add_argument("--child", nargs=2, metavar=("APPROACH", "PARAMS_FILE"))
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], json.loads(Path(args.child[1]).read_text()))
+        return
+    cpus = os.cpu_count() or 2
+    approaches = ["comps_async", f"analyzemanager_{cpus}", "analyzemanager_24"]
+    with server_process() as server:
+        started = time.perf_counter()
+        experiment = anyio.run(prepare, server.url, server.token, args.sims)
+        setup_s = time.perf_counter() - started
+        _set_latency(server.url, server.token)
+        params = Path(server.data_dir) / "bench-params.json"
+        params.write_text(
+            json.dumps({"url": server.url, "token": server.token, "experiment": experiment})
+        )
+        results: dict[str, Any] = {}
+        for approach in approaches:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", approach, str(params)],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=Path(__file__).parent,
+            )
+            results[approach] = json.loads(out.stdout.splitlines()[-1])
+    ours, baseline = results["comps_async"], results[f"analyzemanager_{cpus}"]
+    if any(r["reduced"] != ours["reduced"] for r in results.values()):
+        raise RuntimeError(f"the approaches disagree: {results}")
+    report(
+        "analyze",
+        {
+            "simulations": args.sims,
+            "setup_seconds": round(setup_s, 1),
+            "latency_ms_per_request": LATENCY_S * 1000,
+            **results,
+            "speedup_vs_analyzemanager_cpu_count": round(baseline["seconds"] / ours["seconds"], 1),
+            "speedup_vs_analyzemanager_24": round(
+                results["analyzemanager_24"]["seconds"] / ours["seconds"], 1
+            ),
+            "rss_fraction_of_cpu_count_pool": round(
+                ours["peak_rss_MB_all_processes"] / baseline["peak_rss_MB_all_processes"], 2
+            ),
+            "rss_fraction_of_24_pool": round(
+                ours["peak_rss_MB_all_processes"]
+                / results["analyzemanager_24"]["peak_rss_MB_all_processes"],
+                2,
+            ),
+        },
+    )
+
+
+def _set_latency(url: str, token: str) -> None:
+    httpx.put(
+        f"{url}/api/_local/faults",
+        json={"latency_s": LATENCY_S},
+        headers={"X-COMPS-Token": token},
+    ).raise_for_status()
+
+
+if __name__ == "__main__":
+    main()
