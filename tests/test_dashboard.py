@@ -193,6 +193,12 @@ def test_the_eight_views_show_what_the_database_holds(tmp_path: Path) -> None:
             refreshes = re.search(r'data-refreshes="(\d+)"', dom)
             assert refreshes is not None and int(refreshes.group(1)) >= 3
 
+            # A host whose queue route answers 404 (here: an environment it does not have):
+            # that view says so, the others still show.
+            elsewhere = shown(render(f"{url}&environment=Nowhere", tmp_path / "profile3", 2000))
+            assert "queue-unavailable" in elsewhere and "problems" in elsewhere
+            assert elsewhere["per-state-Succeeded"] == "3"
+
             # Without a token the page loads but shows the server's refusal, not data.
             refused = shown(render(f"{server.url}/dashboard", tmp_path / "profile2", 2000))
             assert "problems" in refused and "loaded" not in refused
