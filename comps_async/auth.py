@@ -112,6 +112,10 @@ class TokenInfo:
         return self.expires - ahead
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def token_cache_dir() -> Path:
     """Per-user directory of token cache files: ``$XDG_RUNTIME_DIR`` (shared with pyCOMPS) when
     it is private to this user, else ``~/.cache/comps_async`` — never a shared directory (CI
@@ -158,6 +162,8 @@ class TokenManager:
         self._prompt = prompt
         self._cache_dir = cache_dir if cache_dir is not None else token_cache_dir()
         self._lock = anyio.Lock()
+        # What time it is when judging a token's expiry (replaceable: tests jump ahead).
+        self.clock: Callable[[], datetime] = _utc_now
 
     def __repr__(self) -> str:
         return f"TokenManager(host={self.host.base!r}, token=**********)"
@@ -231,13 +237,13 @@ class TokenManager:
         except ValueError:
             return False  # opaque to us: let the server judge it
         if info.system:  # pyCOMPS's AuthManager: system tokens cannot be renewed (§2.4)
-            return datetime.now(UTC) >= info.expires and self.can_relogin
-        return datetime.now(UTC) >= info.renew_at()
+            return self.clock() >= info.expires and self.can_relogin
+        return self.clock() >= info.renew_at()
 
     async def _refresh(self) -> None:
         assert self._token is not None
         info = TokenInfo.parse(self._token.get_secret_value())
-        if datetime.now(UTC) < info.expires and not info.system:
+        if self.clock() < info.expires and not info.system:
             try:
                 await self._renew()
                 return
@@ -334,7 +340,7 @@ class TokenManager:
             info = TokenInfo.parse(token)
         except (OSError, IndexError, ValueError):
             return None
-        if datetime.now(UTC) >= info.expires:
+        if self.clock() >= info.expires:
             return None
         if self._credentials is not None and info.user != self._credentials.username:
             return None

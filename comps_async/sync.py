@@ -449,6 +449,10 @@ class SyncOutputs:
     def read(self, entity: Target, path: str) -> bytes:
         return self._loop.call(self._outputs.read, entity, path)
 
+    @_twin(Outputs.read_listed)
+    def read_listed(self, meta: OutputFileMetadata) -> bytes:
+        return self._loop.call(self._outputs.read_listed, meta)
+
     @_twin(Outputs.read_range)
     def read_range(self, entity: Target, path: str, start: int, end: int | None = None) -> bytes:
         return self._loop.call(self._outputs.read_range, entity, path, start, end)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import comps_async as ca
@@ -20,12 +23,20 @@ def public_members(obj: object) -> list[tuple[str, object]]:
     ]
 
 
+def written_doc(value: object) -> str:
+    """The docstring someone wrote: a dataclass without one gets its signature as __doc__."""
+    doc = (getattr(value, "__doc__", None) or "").strip()
+    if dataclasses.is_dataclass(value) and doc.startswith(f"{getattr(value, '__name__', '')}("):
+        return ""
+    return doc
+
+
 def test_public_names_have_docstrings() -> None:
     values = {name: getattr(ca, name) for name in ca.__all__}
     missing = [
         name
         for name, value in values.items()
-        if not (value.__doc__ or "").strip()
+        if not written_doc(value)
         and not isinstance(value, str)
         and not hasattr(value, "__origin__")  # type aliases such as CallNext
     ]
@@ -49,3 +60,14 @@ def test_public_names_have_docstrings() -> None:
 
 def test_package_is_typed() -> None:
     assert (Path(ca.__file__).parent / "py.typed").exists()
+
+
+def test_the_pytest_plugin_does_not_import_the_server() -> None:
+    """Every pytest run of everyone who installs the SDK loads the plugin: it must not import
+    Starlette and uvicorn until a test asks for ``comps_server``."""
+    check = (
+        "import sys, comps_async.testing; "
+        "assert not {'starlette', 'uvicorn'} & set(sys.modules), sorted(sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-500:]

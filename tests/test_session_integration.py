@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from uuid import uuid4
 
-import anyio
 import httpx
 import pytest
 
@@ -213,17 +212,17 @@ async def test_unreachable_server_is_a_transfer_error(tmp_path: Path) -> None:
 
 
 async def test_token_renewal_against_the_local_server(tmp_path: Path) -> None:
-    from datetime import timedelta
+    """Logged in, then renewed (PUT /api/tokens) once the session's clock passes the renewal
+    point, then logged in again when the token has expired: no real waiting."""
+    from datetime import UTC, datetime, timedelta
 
-    async with LocalComps(
-        tmp_path / "short", token_lifetime=timedelta(seconds=4), users={"carol": "pw"}
-    ) as server:
-        seen: set[str] = set()
+    async with LocalComps(tmp_path / "server", users={"carol": "pw"}) as server:
+        seen: list[str] = []
 
         class Tokens:
             async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
                 if request.url.path.endswith("/Suites"):
-                    seen.add(request.headers["X-COMPS-Token"])
+                    seen.append(request.headers["X-COMPS-Token"])
                 return await call_next(request)
 
         async with ca.Session(
@@ -233,14 +232,20 @@ async def test_token_renewal_against_the_local_server(tmp_path: Path) -> None:
             policies=[Tokens()],
             token_cache_dir=tmp_path,
         ) as s:
-            with anyio.fail_after(15):
-                while len(seen) < 2:  # poll until the session has renewed its token
-                    await s.suites.list()
-                    await anyio.sleep(0.2)  # poll interval; fail_after above is the deadline
-        renewals = (
-            server.faults.counters["PUT /api/tokens"] + server.faults.counters["POST /api/tokens"]
-        )
-    assert len(seen) >= 2 and renewals >= 2  # logged in, then renewed before expiry
+            await s.suites.list()
+            assert server.faults.counters["POST /api/tokens"] == 1
+            now = datetime.now(UTC)
+            # 3 h 45 min later: inside the last 30 minutes of a 4-hour token.
+            s.tokens.clock = lambda: now + timedelta(hours=3, minutes=45)
+            await s.suites.list()
+            assert server.faults.counters["PUT /api/tokens"] == 1
+            s.tokens.clock = lambda: datetime.now(UTC)
+            await s.suites.list()  # the renewed token is good for hours: no second renewal
+            assert server.faults.counters["PUT /api/tokens"] == 1
+            s.tokens.clock = lambda: now + timedelta(hours=5)  # expired: log in again
+            await s.suites.list()
+            assert server.faults.counters["POST /api/tokens"] == 2
+    assert len(seen) == 4 and all(seen)  # every call carried a token
 
 
 async def test_a_work_item_runs_its_work_order(session: ca.Session) -> None:
