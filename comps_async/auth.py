@@ -22,6 +22,7 @@ import anyio
 import httpx
 from pydantic import SecretStr
 
+from ._constants import TOKEN_HEADER
 from .errors import AuthenticationError, error_for_status
 from .hosts import Host
 
@@ -261,7 +262,7 @@ class TokenManager:
         request = httpx.Request(
             "PUT",
             self.host.url("tokens"),
-            headers={**_JSON_HEADERS, "X-COMPS-Token": self._token.get_secret_value()},
+            headers={**_JSON_HEADERS, TOKEN_HEADER: self._token.get_secret_value()},
             json={"ClientVersion": CLIENT_VERSION},
         )
         await self._accept(await self._send(request), "renew")
@@ -321,7 +322,7 @@ class TokenManager:
                 method=response.request.method,
                 url=str(response.request.url),
             )
-        token = response.headers.get("x-comps-token") or _json_or_empty(response).get("Token")
+        token = response.headers.get(TOKEN_HEADER) or _json_or_empty(response).get("Token")
         if not token:
             raise AuthenticationError(
                 response.status_code, f"the server's {what} answer carries no token"

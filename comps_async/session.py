@@ -19,6 +19,7 @@ import httpx
 from anyio.abc import TaskGroup
 from pydantic import SecretStr
 
+from ._constants import DEFAULT_MAX_CONCURRENT_REQUESTS
 from .analyze import (
     AnalysisReport,
     AnalyzedItem,
@@ -110,7 +111,7 @@ class Session:
         retry: RetryPolicy | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         limits: httpx.Limits = DEFAULT_LIMITS,
-        max_concurrent_requests: int = 64,
+        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: bool | str = True,
         token_cache_dir: str | os.PathLike[str] | None = None,

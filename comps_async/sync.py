@@ -44,6 +44,7 @@ import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from pydantic import SecretStr
 
+from ._constants import DEFAULT_MAX_CONCURRENT_REQUESTS
 from .analyze import AnalysisReport, AnalyzedItem, Analyzer, Source
 from .auth import CredentialPrompt
 from .models import (
@@ -529,7 +530,7 @@ class Session:
         retry: RetryPolicy | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         limits: httpx.Limits = DEFAULT_LIMITS,
-        max_concurrent_requests: int = 64,
+        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: bool | str = True,
         token_cache_dir: str | os.PathLike[str] | None = None,

@@ -507,7 +507,7 @@ def test_the_demo_without_matplotlib_names_the_extra_to_install(tmp_path: Path) 
     assert "pip install 'comps-async[charts]'" in result.stdout + result.stderr
 
 
-ANALYZER_FILE = '''
+ANALYZER_FILE = """
 import comps_async as ca
 
 
@@ -519,7 +519,7 @@ class PeakInfected(ca.Analyzer):
 
     def reduce(self, results, failures):
         return {"mapped": len(results), "failed": len(failures), "peak": max(results.values())}
-'''
+"""
 
 
 def test_analyze_runs_an_analyzer_given_as_module_class(

@@ -99,6 +99,7 @@ class LocalComps:
         self.initial_password = self.user_directory.initial_password
         for name, password in (users or {}).items():
             self.user_directory.set_password(name, password)
+        self.history = History(self.store, dashboard_interval_s)
         self.app = LocalApp(
             self.data_dir,
             self.store,
@@ -106,9 +107,8 @@ class LocalComps:
             self.user_directory,
             limits or ServerLimits(),
             compat or Compat(),
+            history=self.history,
         )
-        self.history = History(self.store, dashboard_interval_s)
-        self.app.history = self.history
         self.runner = Runner(self.app, max_concurrent_runs or os.cpu_count() or 2, poll_interval_s)
         self.app.on_commission = self.runner.wake
         self.faults = FaultInjector(self.app.build(), faults or FaultConfig())

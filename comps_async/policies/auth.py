@@ -6,12 +6,11 @@ from dataclasses import dataclass
 
 import httpx
 
+from .._constants import TOKEN_HEADER
 from ..auth import TokenManager
 from ..pipeline import OPTION_NO_AUTH, CallNext, option
 
 __all__ = ["AuthPolicy"]
-
-TOKEN_HEADER = "X-COMPS-Token"
 
 
 @dataclass

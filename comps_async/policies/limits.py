@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 import anyio
 import httpx
 
+from .._constants import DEFAULT_MAX_CONCURRENT_REQUESTS
 from ..pipeline import CallNext
 
 __all__ = ["ConcurrencyPolicy"]
-
-DEFAULT_MAX_CONCURRENT_REQUESTS = 64  # below httpx's default pool of 100 connections
 
 
 @dataclass

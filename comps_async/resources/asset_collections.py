@@ -14,6 +14,7 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
+from .._constants import MAX_ZIP_BYTES
 from ..concurrency import first_error, gather_bounded
 from ..errors import MissingAssetsError
 from ..models import AssetCollection, AssetCollectionFile
@@ -34,7 +35,6 @@ DEFAULT_EXCLUDE = ("idmtools.log", "COMPS_log.log")
 # §8.3: an asset-collection request may carry 100 files and 398 MiB; file-only requests are kept
 # far smaller so that their bodies fit the session's byte budget.
 MAX_FILES_PER_REQUEST = 100
-MAX_ZIP_BYTES = 1 << 30
 
 
 class AssetCollections(EntityResource[AssetCollection]):

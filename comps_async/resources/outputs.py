@@ -16,6 +16,7 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
+from .._constants import MAX_ZIP_BYTES
 from ..concurrency import aiter_any, first_error, gather_bounded
 from ..errors import ChecksumMismatchError, CompsError, MalformedResponseError, NotFoundError
 from ..models import Entity, Experiment, OutputFileMetadata, Simulation, SimulationState, WorkItem
@@ -31,7 +32,6 @@ __all__ = ["MAX_ZIP_BYTES", "Harvest", "Harvested", "Outputs"]
 
 logger = logging.getLogger(__name__)
 
-MAX_ZIP_BYTES = 1 << 30  # the server's zip limit (§10.3)
 MAX_READ_BYTES = 256 << 20  # read() is for small files; bigger ones go to download()
 _UTF8_SLACK = 3  # a UTF-8 character has at most 3 continuation bytes (§10.4, tail utility)
 # Simulations below Commissioned have no working directory yet (getexpout skips them, §13).
