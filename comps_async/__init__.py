@@ -9,6 +9,7 @@ async with ca.Session("http://127.0.0.1:8100", token=...) as s:
 import logging
 
 from .analyze import (
+    Analysis,
     AnalysisFailedError,
     AnalysisFailure,
     AnalysisReport,
@@ -69,6 +70,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BATCH_TAG",
     "KEY_TAG",
+    "Analysis",
     "AnalysisFailedError",
     "AnalysisFailure",
     "AnalysisReport",

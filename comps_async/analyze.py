@@ -20,8 +20,17 @@ import json
 import logging
 import os
 import pickle
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import Executor
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,13 +50,12 @@ if TYPE_CHECKING:
     from .session import Session
 
 __all__ = [
+    "Analysis",
     "AnalysisFailedError",
     "AnalysisFailure",
     "AnalysisReport",
     "AnalyzedItem",
     "Analyzer",
-    "analyze",
-    "analyze_iter",
     "parse_file",
 ]
 
@@ -115,7 +123,7 @@ class AnalysisFailure:
 
 @dataclass(frozen=True)
 class AnalyzedItem:
-    """One item's outcome for one analyzer, as it comes (``analyze_iter``)."""
+    """One item's outcome for one analyzer, as it comes (``async for`` over an ``Analysis``)."""
 
     item_id: UUID
     analyzer: str
@@ -199,173 +207,183 @@ class _Cache:
         scratch.replace(path)  # all or nothing: a crash never leaves half a result
 
 
-async def analyze_iter(
-    session: Session,
-    source: Source,
-    analyzers: Sequence[Analyzer],
-    *,
-    executor: Executor | None = None,
-    window: int = 16,
-    cache_dir: str | os.PathLike[str] | None = None,
-    fail_fast: bool = False,
-    analyze_failed: bool = False,
-) -> AsyncIterator[AnalyzedItem]:
-    """Per-item results as they come (see the module docstring)."""
-    _check(analyzers, window)
-    for analyzer in analyzers:
-        await anyio.to_thread.run_sync(analyzer.initialize)
-    cache = _Cache(Path(cache_dir)) if cache_dir is not None else None
-    waiting = anyio.CapacityLimiter(window)  # threads that wait on executor futures
-    send, receive = anyio.create_memory_object_stream[AnalyzedItem | _Stopped](
-        window * len(analyzers)
-    )
+class Analysis:
+    """One analysis (``Session.analyze``): ``await`` it for the ``AnalysisReport``, or
+    ``async for`` over it for each item's outcome as it comes (no reduce). Bad input is refused
+    here, before anything is sent."""
 
-    async def run_map(analyzer: Analyzer, files: dict[str, bytes], item: Item) -> Any:
-        if executor is None:
-            return await anyio.to_thread.run_sync(_map_one, analyzer, files, item, limiter=waiting)
-        future = executor.submit(_map_one, analyzer, files, item)
-        return await anyio.to_thread.run_sync(future.result, limiter=waiting)
+    def __init__(
+        self,
+        session: Session,
+        source: Source,
+        analyzers: Sequence[Analyzer],
+        *,
+        executor: Executor | None = None,
+        window: int = 16,
+        cache_dir: str | os.PathLike[str] | None = None,
+        fail_fast: bool = False,
+        analyze_failed: bool = False,
+        on_item: Callable[[AnalyzedItem], object] | None = None,
+    ) -> None:
+        _check(analyzers, window)
+        self.session = session
+        self.source = source
+        self.analyzers = list(analyzers)
+        self.executor = executor
+        self.window = window
+        self.cache_dir = cache_dir
+        self.fail_fast = fail_fast
+        self.analyze_failed = analyze_failed
+        self.on_item = on_item
 
-    async def one(item: Item) -> None:
-        assert item.id is not None
-        wanted = [a for a in analyzers if a.filter(item)]
-        if not wanted:
-            return
-        failed = isinstance(item, Simulation) and item.state == SimulationState.Failed
-        if failed and not analyze_failed:
-            error = RuntimeError(f"the simulation failed: {item.error_message or 'no message'}")
-            for analyzer in wanted:
-                await send.send(AnalyzedItem(item.id, analyzer.name, error=error))
-            return
-        try:
-            listing = await session.outputs.info(item)
-        except (CompsError, OSError, ValueError) as exc:
-            for analyzer in wanted:
-                await send.send(AnalyzedItem(item.id, analyzer.name, error=exc))
-            return
-        chosen = {
-            a.name: [m for p, m in listing.items() if _matches(p, a.filenames)] for a in wanted
-        }
-        todo: list[tuple[Analyzer, Path | None]] = []
-        for analyzer in wanted:
-            metas = chosen[analyzer.name]
-            if not metas:
-                missing = FileNotFoundError(f"no output matches {list(analyzer.filenames)}")
-                await send.send(AnalyzedItem(item.id, analyzer.name, error=missing))
-                continue
-            slot = cache.path(analyzer.name, item.id, metas) if cache is not None else None
-            if cache is not None and slot is not None:  # the same item, analyzer and files
-                hit, result = await anyio.to_thread.run_sync(cache.get, slot)
-                if hit:
-                    await send.send(AnalyzedItem(item.id, analyzer.name, result, cached=True))
-                    continue
-            todo.append((analyzer, slot))
-        if not todo:
-            return
-        needed = list({m.path: m for a, _ in todo for m in chosen[a.name]}.values())
-        try:  # an item's files are read at once; the window bounds how many items do so
-            read = await gather_bounded(needed, session.outputs.read_listed, len(needed))
-            contents = {m.path: data for m, data in zip(needed, read, strict=True)}
-        except (CompsError, OSError, ValueError) as exc:
-            for analyzer, _ in todo:
-                await send.send(AnalyzedItem(item.id, analyzer.name, error=exc))
-            return
-        for analyzer, slot in todo:
-            files = {m.path: contents[m.path] for m in chosen[analyzer.name]}
-            try:
-                result = await run_map(analyzer, files, item)
-            except Exception as exc:  # the user's map raised: reported, never fatal
-                await send.send(AnalyzedItem(item.id, analyzer.name, error=exc))
-                continue
-            if cache is not None and slot is not None:
-                await anyio.to_thread.run_sync(cache.put, slot, result)
-            await send.send(AnalyzedItem(item.id, analyzer.name, result))
+    def __await__(self) -> Generator[Any, None, AnalysisReport]:
+        return self.report().__await__()
 
-    scope = anyio.CancelScope()
+    def __aiter__(self) -> AsyncGenerator[AnalyzedItem, None]:
+        return self._outcomes()
 
-    async def produce() -> None:
-        slots = anyio.Semaphore(window)  # items in flight: memory bounded by the window
-
-        async def run(item: Item) -> None:
-            try:
-                await one(item)
-            finally:
-                slots.release()
-
-        with scope:
-            async with send:
-                try:
-                    async with anyio.create_task_group() as tg:
-                        async for item in _items(session, source):
-                            await slots.acquire()
-                            tg.start_soon(run, item)
-                except Exception as exc:  # e.g. the experiment does not exist
-                    await send.send(_Stopped(first_error(exc)))
-
-    # As harvest: the work runs in the session's task group, not in this generator (an async
-    # generator must not yield inside a task group); closing the generator cancels the work.
-    session.spawn(produce)
-    try:
-        async with receive:
-            async for outcome in receive:
-                if isinstance(outcome, _Stopped):
-                    raise outcome.error
-                if fail_fast and not outcome.ok:
+    async def report(self) -> AnalysisReport:
+        """Map every item, then ``reduce`` each analyzer once: the answers and the failures."""
+        analyzers, on_item = self.analyzers, self.on_item
+        results: dict[str, dict[UUID, Any]] = {a.name: {} for a in analyzers}
+        report = AnalysisReport()
+        seen: set[UUID] = set()
+        async with aclosing(self._outcomes()) as outcomes:
+            async for outcome in outcomes:
+                seen.add(outcome.item_id)
+                report.cached += outcome.cached
+                if outcome.ok:
+                    results[outcome.analyzer][outcome.item_id] = outcome.result
+                else:
                     assert outcome.error is not None
-                    raise AnalysisFailedError(
+                    logger.warning(
+                        "%s on %s failed: %s", outcome.analyzer, outcome.item_id, outcome.error
+                    )
+                    report.failures.append(
                         AnalysisFailure(outcome.item_id, outcome.analyzer, outcome.error)
                     )
-                yield outcome
-    finally:
-        scope.cancel()
-
-
-async def analyze(
-    session: Session,
-    source: Source,
-    analyzers: Sequence[Analyzer],
-    *,
-    executor: Executor | None = None,
-    window: int = 16,
-    cache_dir: str | os.PathLike[str] | None = None,
-    fail_fast: bool = False,
-    analyze_failed: bool = False,
-    on_item: Callable[[AnalyzedItem], object] | None = None,
-) -> AnalysisReport:
-    """Map every item, then ``reduce`` each analyzer once; returns the answers and failures."""
-    _check(analyzers, window)
-    results: dict[str, dict[UUID, Any]] = {a.name: {} for a in analyzers}
-    report = AnalysisReport()
-    seen: set[UUID] = set()
-    async for outcome in analyze_iter(
-        session,
-        source,
-        analyzers,
-        executor=executor,
-        window=window,
-        cache_dir=cache_dir,
-        fail_fast=fail_fast,
-        analyze_failed=analyze_failed,
-    ):
-        seen.add(outcome.item_id)
-        report.cached += outcome.cached
-        if outcome.ok:
-            results[outcome.analyzer][outcome.item_id] = outcome.result
-        else:
-            assert outcome.error is not None
-            logger.warning("%s on %s failed: %s", outcome.analyzer, outcome.item_id, outcome.error)
-            report.failures.append(
-                AnalysisFailure(outcome.item_id, outcome.analyzer, outcome.error)
+                if on_item is not None:
+                    on_item(outcome)
+        report.items = len(seen)
+        for analyzer in analyzers:
+            failures = [f for f in report.failures if f.analyzer == analyzer.name]
+            report.reduced[analyzer.name] = await anyio.to_thread.run_sync(
+                analyzer.reduce, results[analyzer.name], failures
             )
-        if on_item is not None:
-            on_item(outcome)
-    report.items = len(seen)
-    for analyzer in analyzers:
-        failures = [f for f in report.failures if f.analyzer == analyzer.name]
-        report.reduced[analyzer.name] = await anyio.to_thread.run_sync(
-            analyzer.reduce, results[analyzer.name], failures
+        return report
+
+    async def _outcomes(self) -> AsyncGenerator[AnalyzedItem, None]:
+        session, source, analyzers = self.session, self.source, self.analyzers
+        executor, window, fail_fast = self.executor, self.window, self.fail_fast
+        cache_dir, analyze_failed = self.cache_dir, self.analyze_failed
+        for analyzer in analyzers:
+            await anyio.to_thread.run_sync(analyzer.initialize)
+        cache = _Cache(Path(cache_dir)) if cache_dir is not None else None
+        waiting = anyio.CapacityLimiter(window)  # threads that wait on executor futures
+        send, receive = anyio.create_memory_object_stream[AnalyzedItem | _Stopped](
+            window * len(analyzers)
         )
-    return report
+
+        async def run_map(analyzer: Analyzer, files: dict[str, bytes], item: Item) -> Any:
+            if executor is None:
+                return await anyio.to_thread.run_sync(
+                    _map_one, analyzer, files, item, limiter=waiting
+                )
+            future = executor.submit(_map_one, analyzer, files, item)
+            return await anyio.to_thread.run_sync(future.result, limiter=waiting)
+
+        async def one(item: Item) -> None:
+            assert item.id is not None
+            wanted = [a for a in analyzers if a.filter(item)]
+            if not wanted:
+                return
+            failed = isinstance(item, Simulation) and item.state == SimulationState.Failed
+            if failed and not analyze_failed:
+                error = RuntimeError(f"the simulation failed: {item.error_message or 'no message'}")
+                for analyzer in wanted:
+                    await send.send(AnalyzedItem(item.id, analyzer.name, error=error))
+                return
+            try:
+                listing = await session.outputs.info(item)
+            except (CompsError, OSError, ValueError) as exc:
+                for analyzer in wanted:
+                    await send.send(AnalyzedItem(item.id, analyzer.name, error=exc))
+                return
+            chosen = {
+                a.name: [m for p, m in listing.items() if _matches(p, a.filenames)] for a in wanted
+            }
+            todo: list[tuple[Analyzer, Path | None]] = []
+            for analyzer in wanted:
+                metas = chosen[analyzer.name]
+                if not metas:
+                    missing = FileNotFoundError(f"no output matches {list(analyzer.filenames)}")
+                    await send.send(AnalyzedItem(item.id, analyzer.name, error=missing))
+                    continue
+                slot = cache.path(analyzer.name, item.id, metas) if cache is not None else None
+                if cache is not None and slot is not None:  # the same item, analyzer and files
+                    hit, result = await anyio.to_thread.run_sync(cache.get, slot)
+                    if hit:
+                        await send.send(AnalyzedItem(item.id, analyzer.name, result, cached=True))
+                        continue
+                todo.append((analyzer, slot))
+            if not todo:
+                return
+            needed = list({m.path: m for a, _ in todo for m in chosen[a.name]}.values())
+            try:  # an item's files are read at once; the window bounds how many items do so
+                read = await gather_bounded(needed, session.outputs.read_listed, len(needed))
+                contents = {m.path: data for m, data in zip(needed, read, strict=True)}
+            except (CompsError, OSError, ValueError) as exc:
+                for analyzer, _ in todo:
+                    await send.send(AnalyzedItem(item.id, analyzer.name, error=exc))
+                return
+            for analyzer, slot in todo:
+                files = {m.path: contents[m.path] for m in chosen[analyzer.name]}
+                try:
+                    result = await run_map(analyzer, files, item)
+                except Exception as exc:  # the user's map raised: reported, never fatal
+                    await send.send(AnalyzedItem(item.id, analyzer.name, error=exc))
+                    continue
+                if cache is not None and slot is not None:
+                    await anyio.to_thread.run_sync(cache.put, slot, result)
+                await send.send(AnalyzedItem(item.id, analyzer.name, result))
+
+        scope = anyio.CancelScope()
+
+        async def produce() -> None:
+            slots = anyio.Semaphore(window)  # items in flight: memory bounded by the window
+
+            async def run(item: Item) -> None:
+                try:
+                    await one(item)
+                finally:
+                    slots.release()
+
+            with scope:
+                async with send:
+                    try:
+                        async with anyio.create_task_group() as tg:
+                            async for item in _items(session, source):
+                                await slots.acquire()
+                                tg.start_soon(run, item)
+                    except Exception as exc:  # e.g. the experiment does not exist
+                        await send.send(_Stopped(first_error(exc)))
+
+        # As harvest: the work runs in the session's task group, not in this generator (an async
+        # generator must not yield inside a task group); closing the generator cancels the work.
+        session.spawn(produce)
+        try:
+            async with receive:
+                async for outcome in receive:
+                    if isinstance(outcome, _Stopped):
+                        raise outcome.error
+                    if fail_fast and not outcome.ok:
+                        assert outcome.error is not None
+                        raise AnalysisFailedError(
+                            AnalysisFailure(outcome.item_id, outcome.analyzer, outcome.error)
+                        )
+                    yield outcome
+        finally:
+            scope.cancel()
 
 
 def _check(analyzers: Sequence[Analyzer], window: int) -> None:

@@ -20,14 +20,7 @@ from anyio.abc import TaskGroup
 from pydantic import SecretStr
 
 from ._constants import DEFAULT_MAX_CONCURRENT_REQUESTS
-from .analyze import (
-    AnalysisReport,
-    AnalyzedItem,
-    Analyzer,
-    Source,
-    analyze,
-    analyze_iter,
-)
+from .analyze import Analysis, AnalyzedItem, Analyzer, Source
 from .auth import CredentialPrompt, Credentials, TokenManager, console_prompt, interactive
 from .concurrency import deadline
 from .doctor import Capabilities, capabilities_path, load_capabilities, save_capabilities
@@ -434,7 +427,7 @@ class Session:
 
     # --- analysis --------------------------------------------------------------------------------
 
-    async def analyze(
+    def analyze(
         self,
         source: Source,
         analyzers: Sequence[Analyzer],
@@ -445,13 +438,14 @@ class Session:
         fail_fast: bool = False,
         analyze_failed: bool = False,
         on_item: Callable[[AnalyzedItem], object] | None = None,
-    ) -> AnalysisReport:
+    ) -> Analysis:
         """Analyze the outputs of an experiment's simulations (or the items, or a query's) with
         idmtools-style ``Analyzer``s: ``map`` per item in ``executor`` (worker threads by
-        default) while downloads go on, ``reduce`` once per analyzer. Failures are reported,
-        never fatal unless ``fail_fast``; ``cache_dir`` keeps map results so a re-run maps only
-        what is new. See ``comps_async.analyze``."""
-        return await analyze(
+        default) while downloads go on, ``reduce`` once per analyzer. ``await`` the result for
+        the ``AnalysisReport``, or ``async for`` over it for each item's outcome as it comes.
+        Failures are reported, never fatal unless ``fail_fast``; ``cache_dir`` keeps map results
+        so a re-run maps only what is new. See ``comps_async.analyze``."""
+        return Analysis(
             self,
             source,
             analyzers,
@@ -461,29 +455,6 @@ class Session:
             fail_fast=fail_fast,
             analyze_failed=analyze_failed,
             on_item=on_item,
-        )
-
-    def analyze_iter(
-        self,
-        source: Source,
-        analyzers: Sequence[Analyzer],
-        *,
-        executor: Executor | None = None,
-        window: int = 16,
-        cache_dir: str | os.PathLike[str] | None = None,
-        fail_fast: bool = False,
-        analyze_failed: bool = False,
-    ) -> AsyncIterator[AnalyzedItem]:
-        """``analyze`` as an async iterator of per-item results (no reduce)."""
-        return analyze_iter(
-            self,
-            source,
-            analyzers,
-            executor=executor,
-            window=window,
-            cache_dir=cache_dir,
-            fail_fast=fail_fast,
-            analyze_failed=analyze_failed,
         )
 
     # --- environments (§2.7) -------------------------------------------------------------------

@@ -45,7 +45,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from pydantic import SecretStr
 
 from ._constants import DEFAULT_MAX_CONCURRENT_REQUESTS
-from .analyze import AnalysisReport, AnalyzedItem, Analyzer, Source
+from .analyze import Analysis, AnalysisReport, AnalyzedItem, Analyzer, Source
 from .auth import CredentialPrompt
 from .models import (
     AssetCollection,
@@ -82,7 +82,7 @@ from .transfer.download import DownloadSettings
 from .transfer.upload import UploadSettings
 from .waiting import WaitSettings, WaitStatus
 
-__all__ = ["Session", "SessionClosedError"]
+__all__ = ["Session", "SessionClosedError", "SyncAnalysis"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -513,6 +513,22 @@ class SyncOutputs:
         )
 
 
+class SyncAnalysis:
+    """``s.analyze(...)``: ``.report()`` for the ``AnalysisReport``, or iterate over it for
+    each item's outcome as it comes (no reduce)."""
+
+    def __init__(self, loop: _Loop, analysis: Analysis) -> None:
+        self._loop = loop
+        self._analysis = analysis
+
+    def report(self) -> AnalysisReport:
+        """Map every item, then reduce each analyzer once: the answers and the failures."""
+        return self._loop.call(self._analysis.report)
+
+    def __iter__(self) -> Iterator[AnalyzedItem]:
+        return self._loop.iterate(self._analysis.__aiter__)
+
+
 class Session:
     """Blocking ``Session``: the same arguments, resources and methods as the async one; use
     it in a ``with`` block or call ``close()``. ``backend`` picks the event loop it runs
@@ -633,9 +649,8 @@ class Session:
         fail_fast: bool = False,
         analyze_failed: bool = False,
         on_item: Callable[[AnalyzedItem], object] | None = None,
-    ) -> AnalysisReport:
-        return self._loop.call(
-            self._session.analyze,
+    ) -> SyncAnalysis:
+        analysis = self._session.analyze(
             source,
             analyzers,
             executor=executor,
@@ -645,30 +660,7 @@ class Session:
             analyze_failed=analyze_failed,
             on_item=on_item,
         )
-
-    @_twin(AsyncSession.analyze_iter)
-    def analyze_iter(
-        self,
-        source: Source,
-        analyzers: Sequence[Analyzer],
-        *,
-        executor: Executor | None = None,
-        window: int = 16,
-        cache_dir: str | os.PathLike[str] | None = None,
-        fail_fast: bool = False,
-        analyze_failed: bool = False,
-    ) -> Iterator[AnalyzedItem]:
-        return self._loop.iterate(
-            lambda: self._session.analyze_iter(
-                source,
-                analyzers,
-                executor=executor,
-                window=window,
-                cache_dir=cache_dir,
-                fail_fast=fail_fast,
-                analyze_failed=analyze_failed,
-            )
-        )
+        return SyncAnalysis(self._loop, analysis)
 
     @_twin(AsyncSession.environments)
     def environments(self) -> builtins.list[str]:

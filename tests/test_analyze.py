@@ -125,7 +125,7 @@ async def test_failures_are_reported_and_never_stop_the_others(
     failed = {(f.analyzer, str(f.error)) for f in report.failures}
     assert ("Picky", "this one is broken") in failed  # which analyzer, which error
     assert any(a == "BestBeta" and "failed" in e for a, e in failed)  # the failed simulation
-    items = [o async for o in session.analyze_iter(exp, [Picky()])]
+    items = [o async for o in session.analyze(exp, [Picky()])]
     assert len(items) == 4  # beta 0.5 filtered out by its tag
     assert sorted(o.result for o in items if o.ok) == [0.1, 0.3]
     with pytest.raises(ca.AnalysisFailedError, match=r"broken|failed"):
@@ -217,5 +217,5 @@ def test_the_sync_session_analyzes_too(comps_server: LocalComps) -> None:
         ]
         s.simulations.save_all(sims, commission=True)
         s.wait(experiment_id=exp.id, timeout=60)
-        assert s.analyze(exp, [BestBeta()]).reduced["BestBeta"]["best_beta"] == 0.3
-        assert len(list(s.analyze_iter(exp, [BestBeta()]))) == 5
+        assert s.analyze(exp, [BestBeta()]).report().reduced["BestBeta"]["best_beta"] == 0.3
+        assert len(list(s.analyze(exp, [BestBeta()]))) == 5
