@@ -174,6 +174,8 @@ def test_main_commands_are_registered() -> None:
         "cleanup",
         "chart",
         "whoami",
+        "analyze",
+        "doctor",
     ):
         assert command in result.output
 
