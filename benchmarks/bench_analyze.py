@@ -8,7 +8,7 @@ notes the binary's size; reduce = the total.
 default of 24), each worker fetching one listing and then every file whole into memory per item
 pyCOMPS-style (a new connection per call), then mapping; results gathered, reduce at the end.
 Each approach runs in its own process; peak RSS is that of the whole process tree (the pool's
-workers included), sampled from /proc every 20 ms.
+workers included), sampled from /proc ten times a second.
 
     python benchmarks/bench_analyze.py [--sims 2000]
 """
@@ -46,15 +46,17 @@ WORKLOAD = (
     "open('output/big.bin', 'wb').write(os.urandom(2000000))\""
 )
 FILES = ("output/InsetChart.json", "output/big.bin")
+SAMPLE_S = 0.1  # RSS sampling period (10 Hz: a steady workload's peak is still caught)
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 class SumChannel(ca.Analyzer):
     """Parse the chart, sum one channel, note the binary's size."""
 
-    filenames = FILES
+    filenames: tuple[str, ...] = FILES
 
     def map(self, data: dict[str, Any], item: Any) -> tuple[float, int]:
-        return sum(data[FILES[0]]["Channels"][CHANNEL]["Data"]), len(data[FILES[1]])
+        return sum(data[FILES[0]]["Channels"][CHANNEL]["Data"]), len(data.get(FILES[1], b""))
 
     def reduce(self, results: Mapping[UUID, Any], failures: Sequence[Any]) -> dict[str, Any]:
         return {
@@ -63,6 +65,19 @@ class SumChannel(ca.Analyzer):
             "binary_bytes": sum(r[1] for r in results.values()),
             "failures": len(failures),
         }
+
+
+class SumChannelOnly(SumChannel):
+    """The same from the JSON alone: the 2 MB binary stays on the server."""
+
+    filenames = FILES[:1]
+
+
+# Both files read (the harder case), or only the one the channel is in.
+VARIANTS: dict[str, type[SumChannel]] = {
+    "json_and_binary": SumChannel,
+    "json_only": SumChannelOnly,
+}
 
 
 async def prepare(url: str, token: str, sims: int) -> str:
@@ -102,7 +117,7 @@ class TreeRss:
         self._thread.join()
 
     def _sample(self) -> None:
-        while not self._stop.wait(0.02):
+        while not self._stop.wait(SAMPLE_S):
             self.peak_kb = max(self.peak_kb, _tree_rss_kb(os.getpid()))
 
     @property
@@ -111,18 +126,20 @@ class TreeRss:
 
 
 def _tree_rss_kb(root: int) -> int:
+    """RSS of ``root`` and its descendants, from /proc/<pid>/stat (cheap: the sampler runs in
+    the measured process and must not compete with it for the GIL)."""
     parents: dict[int, int] = {}
     rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            status = Path(f"/proc/{entry}/status").read_text()
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        parents[int(entry)] = int(fields.get("PPid", "0").strip() or 0)
-        rss[int(entry)] = int(fields.get("VmRSS", "0 kB").split()[0] or 0)
+        parents[int(entry)] = int(fields[1])
+        rss[int(entry)] = int(fields[21]) * PAGE_KB
     tree, frontier = {root}, [root]
     while frontier:
         pid = frontier.pop()
@@ -135,24 +152,26 @@ def _tree_rss_kb(root: int) -> int:
 # --- (a) comps_async ---------------------------------------------------------------------------
 
 
-async def run_sdk(url: str, token: str, experiment: str) -> dict[str, Any]:
+async def run_sdk(url: str, token: str, experiment: str, variant: str) -> dict[str, Any]:
     first: list[float] = []
+    analyzer = VARIANTS[variant]()
     with TreeRss() as rss, Timer() as timer:
         async with ca.Session(url, token=token) as s:
             report = await s.analyze(
                 experiment,
-                [SumChannel()],
+                [analyzer],
                 on_item=lambda _: first.append(time.perf_counter()) if not first else None,
             )
-    return _figures(report.reduced["SumChannel"], timer, first[0] if first else None, rss)
+    return _figures(report.reduced[analyzer.name], timer, first[0] if first else None, rss)
 
 
 # --- (b) AnalyzeManager style ------------------------------------------------------------------
 
 
-def _baseline_item(args: tuple[str, str, str]) -> tuple[float, int]:
+def _baseline_item(args: tuple[str, str, str, str]) -> tuple[float, int]:
     """One item as an AnalyzeManager worker handles it: listing, whole files, then map."""
-    url, token, sim_id = args
+    url, token, sim_id, variant = args
+    analyzer = VARIANTS[variant]()
     headers = {"X-COMPS-Token": token, "Accept": "application/json"}
     listing = httpx.get(
         f"{url}/asset/Simulations/{sim_id}/Output?flatten=1", headers=headers, timeout=None
@@ -160,13 +179,15 @@ def _baseline_item(args: tuple[str, str, str]) -> tuple[float, int]:
     data: dict[str, Any] = {}
     for resource in listing:
         path = f"{resource['PathFromRoot']}/{resource['FriendlyName']}"
-        if path in FILES:
+        if path in analyzer.filenames:
             body = httpx.get(resource["Url"], headers=headers, timeout=None).content
             data[path] = json.loads(body) if path.endswith(".json") else body
-    return SumChannel().map(data, None)
+    return analyzer.map(data, None)
 
 
-def run_baseline(url: str, token: str, experiment: str, workers: int) -> dict[str, Any]:
+def run_baseline(
+    url: str, token: str, experiment: str, variant: str, workers: int
+) -> dict[str, Any]:
     first: float | None = None
     with TreeRss() as rss, Timer() as timer:
         sims = httpx.get(
@@ -178,12 +199,13 @@ def run_baseline(url: str, token: str, experiment: str, workers: int) -> dict[st
         results: dict[UUID, Any] = {}
         with ProcessPoolExecutor(workers) as pool:
             futures = {
-                pool.submit(_baseline_item, (url, token, s["Id"])): UUID(s["Id"]) for s in sims
+                pool.submit(_baseline_item, (url, token, s["Id"], variant)): UUID(s["Id"])
+                for s in sims
             }
             for future in as_completed(futures):
                 first = first or time.perf_counter()
                 results[futures[future]] = future.result()  # buffered until the end
-        reduced = SumChannel().reduce(results, [])
+        reduced = VARIANTS[variant]().reduce(results, [])
     return _figures(reduced, timer, first, rss)
 
 
@@ -199,23 +221,23 @@ def _figures(
     }
 
 
-def child(approach: str, params: dict[str, str]) -> None:
+def child(approach: str, variant: str, params: dict[str, str]) -> None:
     url, token, experiment = params["url"], params["token"], params["experiment"]
     if approach == "comps_async":
-        figures = anyio.run(run_sdk, url, token, experiment)
+        figures = anyio.run(run_sdk, url, token, experiment, variant)
     else:
         workers = int(approach.rsplit("_", 1)[1])
-        figures = run_baseline(url, token, experiment, workers)
+        figures = run_baseline(url, token, experiment, variant, workers)
     print(json.dumps(figures))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sims", type=int, default=2000)
-    parser.add_argument("--child", nargs=2, metavar=("APPROACH", "PARAMS_FILE"))
+    parser.add_argument("--child", nargs=3, metavar=("APPROACH", "VARIANT", "PARAMS_FILE"))
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], json.loads(Path(args.child[1]).read_text()))
+        child(args.child[0], args.child[1], json.loads(Path(args.child[2]).read_text()))
         return
     cpus = os.cpu_count() or 2
     approaches = ["comps_async", f"analyzemanager_{cpus}", "analyzemanager_24"]
@@ -228,40 +250,41 @@ def main() -> None:
         params.write_text(
             json.dumps({"url": server.url, "token": server.token, "experiment": experiment})
         )
-        results: dict[str, Any] = {}
-        for approach in approaches:
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", approach, str(params)],
-                capture_output=True,
-                text=True,
-                check=True,
-                cwd=Path(__file__).parent,
-            )
-            results[approach] = json.loads(out.stdout.splitlines()[-1])
-    ours, baseline = results["comps_async"], results[f"analyzemanager_{cpus}"]
-    if any(r["reduced"] != ours["reduced"] for r in results.values()):
-        raise RuntimeError(f"the approaches disagree: {results}")
+        figures: dict[str, Any] = {}
+        for variant in VARIANTS:
+            results: dict[str, Any] = {}
+            for approach in approaches:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", approach, variant, str(params)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    cwd=Path(__file__).parent,
+                )
+                results[approach] = json.loads(out.stdout.splitlines()[-1])
+            figures[variant] = {**results, **_ratios(results, f"analyzemanager_{cpus}")}
     report(
         "analyze",
         {
             "simulations": args.sims,
             "setup_seconds": round(setup_s, 1),
             "latency_ms_per_request": LATENCY_S * 1000,
-            **results,
-            "speedup_vs_analyzemanager_cpu_count": round(baseline["seconds"] / ours["seconds"], 1),
-            "speedup_vs_analyzemanager_24": round(
-                results["analyzemanager_24"]["seconds"] / ours["seconds"], 1
-            ),
-            "rss_fraction_of_cpu_count_pool": round(
-                ours["peak_rss_MB_all_processes"] / baseline["peak_rss_MB_all_processes"], 2
-            ),
-            "rss_fraction_of_24_pool": round(
-                ours["peak_rss_MB_all_processes"]
-                / results["analyzemanager_24"]["peak_rss_MB_all_processes"],
-                2,
-            ),
+            **figures,
         },
     )
+
+
+def _ratios(results: dict[str, Any], cpu_pool: str) -> dict[str, float]:
+    ours = results["comps_async"]
+    if any(r["reduced"] != ours["reduced"] for r in results.values()):
+        raise RuntimeError(f"the approaches disagree: {results}")
+    ratios = {}
+    for pool, label in ((cpu_pool, "cpu_count_pool"), ("analyzemanager_24", "24_pool")):
+        ratios[f"speedup_vs_{label}"] = round(results[pool]["seconds"] / ours["seconds"], 1)
+        ratios[f"rss_fraction_of_{label}"] = round(
+            ours["peak_rss_MB_all_processes"] / results[pool]["peak_rss_MB_all_processes"], 2
+        )
+    return ratios
 
 
 def _set_latency(url: str, token: str) -> None:
