@@ -44,7 +44,7 @@ from .errors import CompsError
 from .models import Experiment, Simulation, SimulationState, WorkItem
 from .models.outputs import OutputFileMetadata
 from .query import Query
-from .resources.base import as_id
+from .resources.outputs import simulations_of
 
 if TYPE_CHECKING:
     from .session import Session
@@ -63,10 +63,8 @@ logger = logging.getLogger(__name__)
 
 Item = Simulation | WorkItem
 Source = Experiment | UUID | str | Query | Iterable[Item]
-# Simulations below Commissioned have no working directory yet.
-_NO_OUTPUT = frozenset(
-    {SimulationState.Created, SimulationState.CommissionRequested, SimulationState.Provisioning}
-)
+# What map and filter see of a listed simulation (tags above all).
+_WITH_TAGS = Query().select(["id", "name", "state", "error_message"]).select_children(["tags"])
 
 
 class Analyzer:
@@ -401,21 +399,9 @@ def _check(analyzers: Sequence[Analyzer], window: int) -> None:
         raise ValueError("window must be at least 1")
 
 
-async def _items(session: Session, source: Source) -> AsyncIterator[Item]:
-    """The items of a source: an experiment's simulations (with tags, those that can have
-    outputs), a query's, or the items given."""
+def _items(session: Session, source: Source) -> AsyncIterator[Item]:
+    """An experiment's or a query's simulations (listed with their tags, as harvest lists
+    them), or the simulations and work items given."""
     if isinstance(source, Experiment | UUID | str | Query):
-        query = (
-            source
-            if isinstance(source, Query)
-            else Query()
-            .select(["id", "name", "state", "error_message"])
-            .select_children(["tags"])
-            .where([f"experiment_id={as_id(source)}"])
-        )
-        async for sim in session.simulations.iterate(query):
-            if sim.state not in _NO_OUTPUT:
-                yield sim
-    else:
-        async for item in aiter_any(source):
-            yield item
+        return simulations_of(session, source, _WITH_TAGS)
+    return aiter_any(source)

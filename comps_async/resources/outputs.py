@@ -326,7 +326,7 @@ class Outputs:
         counts: Harvest,
     ) -> AsyncGenerator[Harvested, None]:
         send, receive = anyio.create_memory_object_stream[Harvested | _Failed](concurrency * 4)
-        sims = _simulations(self._session, source)
+        sims = simulations_of(self._session, source)
         scope = anyio.CancelScope()
 
         async def harvest_one(sim: Simulation) -> None:
@@ -464,18 +464,21 @@ def _matches(path: str, patterns: Sequence[str], case_sensitive: bool) -> bool:
     return any(fnmatch.fnmatchcase(path.lower(), p.lower()) for p in patterns)
 
 
-async def _simulations(
+async def simulations_of(
     session: Session,
     source: Experiment | UUID | str | Query | Iterable[Simulation] | AsyncIterable[Simulation],
+    selection: Query | None = None,
 ) -> AsyncIterator[Simulation]:
-    """The simulations a harvest covers. Listed from the server, those that cannot have outputs
-    yet are skipped; simulations the caller passes are all tried (their local state may be
-    stale)."""
+    """The simulations a harvest or an analysis covers. Listed from the server (an
+    experiment's, with ``selection``'s fields and children; or a query's), those that cannot
+    have outputs yet are skipped; simulations the caller passes are all tried (their local
+    state may be stale)."""
     if isinstance(source, Experiment | UUID | str | Query):
+        chosen = selection or Query().select(["id", "state"])
         query = (
             source
             if isinstance(source, Query)
-            else (Query().select(["id", "state"]).where([f"experiment_id={as_id(source)}"]))
+            else chosen.where([f"experiment_id={as_id(source)}"])
         )
         async for sim in session.simulations.iterate(query):
             if sim.state not in _NO_OUTPUT_STATES:
