@@ -23,6 +23,7 @@ import pickle
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
+    Awaitable,
     Callable,
     Generator,
     Iterable,
@@ -39,7 +40,7 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
-from .concurrency import aiter_any, first_error, gather_bounded
+from .concurrency import aiter_any, gather_bounded, stream_bounded
 from .errors import CompsError
 from .models import Experiment, Simulation, SimulationState, WorkItem
 from .models.outputs import OutputFileMetadata
@@ -151,13 +152,6 @@ class AnalysisFailedError(CompsError):
     def __init__(self, failure: AnalysisFailure) -> None:
         self.failure = failure
         super().__init__(f"analysis stopped at the first failure: {failure}")
-
-
-@dataclass(frozen=True)
-class _Stopped:
-    """The listing of items failed: re-raised in the consumer."""
-
-    error: BaseException
 
 
 def parse_file(path: str, data: bytes) -> Any:
@@ -278,9 +272,6 @@ class Analysis:
             await anyio.to_thread.run_sync(analyzer.initialize)
         cache = _Cache(Path(cache_dir)) if cache_dir is not None else None
         waiting = anyio.CapacityLimiter(window)  # threads that wait on executor futures
-        send, receive = anyio.create_memory_object_stream[AnalyzedItem | _Stopped](
-            window * len(analyzers)
-        )
 
         async def run_map(analyzer: Analyzer, files: dict[str, bytes], item: Item) -> Any:
             if executor is None:
@@ -290,7 +281,7 @@ class Analysis:
             future = executor.submit(_map_one, analyzer, files, item)
             return await anyio.to_thread.run_sync(future.result, limiter=waiting)
 
-        async def one(item: Item) -> None:
+        async def one(item: Item, emit: Callable[[AnalyzedItem], Awaitable[None]]) -> None:
             assert item.id is not None
             wanted = [a for a in analyzers if a.filter(item)]
             if not wanted:
@@ -299,13 +290,13 @@ class Analysis:
             if failed and not analyze_failed:
                 error = RuntimeError(f"the simulation failed: {item.error_message or 'no message'}")
                 for analyzer in wanted:
-                    await send.send(AnalyzedItem(item.id, analyzer.name, error=error))
+                    await emit(AnalyzedItem(item.id, analyzer.name, error=error))
                 return
             try:
                 listing = await session.outputs.info(item)
             except (CompsError, OSError, ValueError) as exc:
                 for analyzer in wanted:
-                    await send.send(AnalyzedItem(item.id, analyzer.name, error=exc))
+                    await emit(AnalyzedItem(item.id, analyzer.name, error=exc))
                 return
             chosen = {
                 a.name: [m for p, m in listing.items() if _matches(p, a.filenames)] for a in wanted
@@ -315,13 +306,13 @@ class Analysis:
                 metas = chosen[analyzer.name]
                 if not metas:
                     missing = FileNotFoundError(f"no output matches {list(analyzer.filenames)}")
-                    await send.send(AnalyzedItem(item.id, analyzer.name, error=missing))
+                    await emit(AnalyzedItem(item.id, analyzer.name, error=missing))
                     continue
                 slot = cache.path(analyzer.name, item.id, metas) if cache is not None else None
                 if cache is not None and slot is not None:  # the same item, analyzer and files
                     hit, result = await anyio.to_thread.run_sync(cache.get, slot)
                     if hit:
-                        await send.send(AnalyzedItem(item.id, analyzer.name, result, cached=True))
+                        await emit(AnalyzedItem(item.id, analyzer.name, result, cached=True))
                         continue
                 todo.append((analyzer, slot))
             if not todo:
@@ -332,56 +323,30 @@ class Analysis:
                 contents = {m.path: data for m, data in zip(needed, read, strict=True)}
             except (CompsError, OSError, ValueError) as exc:
                 for analyzer, _ in todo:
-                    await send.send(AnalyzedItem(item.id, analyzer.name, error=exc))
+                    await emit(AnalyzedItem(item.id, analyzer.name, error=exc))
                 return
             for analyzer, slot in todo:
                 files = {m.path: contents[m.path] for m in chosen[analyzer.name]}
                 try:
                     result = await run_map(analyzer, files, item)
                 except Exception as exc:  # the user's map raised: reported, never fatal
-                    await send.send(AnalyzedItem(item.id, analyzer.name, error=exc))
+                    await emit(AnalyzedItem(item.id, analyzer.name, error=exc))
                     continue
                 if cache is not None and slot is not None:
                     await anyio.to_thread.run_sync(cache.put, slot, result)
-                await send.send(AnalyzedItem(item.id, analyzer.name, result))
+                await emit(AnalyzedItem(item.id, analyzer.name, result))
 
-        scope = anyio.CancelScope()
-
-        async def produce() -> None:
-            slots = anyio.Semaphore(window)  # items in flight: memory bounded by the window
-
-            async def run(item: Item) -> None:
-                try:
-                    await one(item)
-                finally:
-                    slots.release()
-
-            with scope:
-                async with send:
-                    try:
-                        async with anyio.create_task_group() as tg:
-                            async for item in _items(session, source):
-                                await slots.acquire()
-                                tg.start_soon(run, item)
-                    except Exception as exc:  # e.g. the experiment does not exist
-                        await send.send(_Stopped(first_error(exc)))
-
-        # As harvest: the work runs in the session's task group, not in this generator (an async
-        # generator must not yield inside a task group); closing the generator cancels the work.
-        session.spawn(produce)
-        try:
-            async with receive:
-                async for outcome in receive:
-                    if isinstance(outcome, _Stopped):
-                        raise outcome.error
-                    if fail_fast and not outcome.ok:
-                        assert outcome.error is not None
-                        raise AnalysisFailedError(
-                            AnalysisFailure(outcome.item_id, outcome.analyzer, outcome.error)
-                        )
-                    yield outcome
-        finally:
-            scope.cancel()
+        outcomes = stream_bounded(
+            session.spawn, _items(session, source), one, window, window * len(analyzers)
+        )
+        async with aclosing(outcomes):
+            async for outcome in outcomes:
+                if fail_fast and not outcome.ok:
+                    assert outcome.error is not None
+                    raise AnalysisFailedError(
+                        AnalysisFailure(outcome.item_id, outcome.analyzer, outcome.error)
+                    )
+                yield outcome
 
 
 def _check(analyzers: Sequence[Analyzer], window: int) -> None:

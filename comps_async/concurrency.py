@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+)
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
 
 from .errors import DeadlineExceededError
 
-__all__ = ["aiter_any", "deadline", "first_error", "gather_bounded"]
+__all__ = ["aiter_any", "deadline", "first_error", "gather_bounded", "stream_bounded"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -48,6 +58,62 @@ async def gather_bounded(
             )
         raise errors[0]
     return results
+
+
+@dataclass(frozen=True)
+class _SourceFailed:
+    """Pulling the items failed (not one item's work): re-raised in the consumer."""
+
+    error: BaseException
+
+
+async def stream_bounded(
+    spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
+    items: AsyncIterable[T],
+    work: Callable[[T, Callable[[R], Awaitable[None]]], Awaitable[None]],
+    limit: int,
+    buffer: int,
+) -> AsyncGenerator[R, None]:
+    """``work(item, emit)`` over ``items``, at most ``limit`` at once, yielding what the work
+    emits as it comes (harvest, analyze).
+
+    The work runs in ``spawn``'s task group (a session's background group), not in this
+    generator: an async generator must not yield inside a task group, as a consumer that stops
+    early would close it from another task. A slot is taken before an item is pulled, so the
+    source never runs ahead of the work and memory stays bounded however many items there are.
+    If pulling items fails, that error is raised here; closing the generator cancels the work.
+    """
+    send, receive = anyio.create_memory_object_stream[R | _SourceFailed](buffer)
+    scope = anyio.CancelScope()
+
+    async def produce() -> None:
+        slots = anyio.Semaphore(limit)
+
+        async def run(item: T) -> None:
+            try:
+                await work(item, send.send)
+            finally:
+                slots.release()
+
+        with scope:
+            async with send:
+                try:
+                    async with anyio.create_task_group() as tg:
+                        async for item in items:
+                            await slots.acquire()
+                            tg.start_soon(run, item)
+                except Exception as exc:  # e.g. the experiment does not exist
+                    await send.send(_SourceFailed(first_error(exc)))
+
+    spawn(produce)
+    try:
+        async with receive:
+            async for got in receive:
+                if isinstance(got, _SourceFailed):
+                    raise got.error
+                yield got
+    finally:
+        scope.cancel()
 
 
 async def aiter_any(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:

@@ -6,7 +6,15 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -17,7 +25,7 @@ import anyio
 import anyio.to_thread
 
 from .._constants import MAX_ZIP_BYTES
-from ..concurrency import aiter_any, first_error, gather_bounded
+from ..concurrency import aiter_any, gather_bounded, stream_bounded
 from ..errors import ChecksumMismatchError, CompsError, MalformedResponseError, NotFoundError
 from ..models import Entity, Experiment, OutputFileMetadata, Simulation, SimulationState, WorkItem
 from ..query import Query
@@ -96,13 +104,6 @@ class Harvest:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-@dataclass(frozen=True)
-class _Failed:
-    """The whole harvest failed (not one simulation): re-raised in the consumer."""
-
-    error: BaseException
 
 
 def _target(entity: Target) -> tuple[str, UUID]:
@@ -315,7 +316,7 @@ class Outputs:
             )
         )
 
-    async def _harvest(
+    def _harvest(
         self,
         source: Experiment | UUID | str | Query | Iterable[Simulation] | AsyncIterable[Simulation],
         patterns: Sequence[str],
@@ -325,11 +326,9 @@ class Outputs:
         case_sensitive: bool,
         counts: Harvest,
     ) -> AsyncGenerator[Harvested, None]:
-        send, receive = anyio.create_memory_object_stream[Harvested | _Failed](concurrency * 4)
-        sims = simulations_of(self._session, source)
-        scope = anyio.CancelScope()
-
-        async def harvest_one(sim: Simulation) -> None:
+        async def harvest_one(
+            sim: Simulation, emit: Callable[[Harvested], Awaitable[None]]
+        ) -> None:
             assert sim.id is not None
             listed = False
             try:
@@ -342,48 +341,17 @@ class Outputs:
                 counts.files_matched += len(wanted)
                 for path, meta in wanted:
                     target, fetched = await self._fetch(meta, root, f"{sim.id}/{path}", overwrite)
-                    await send.send(
+                    await emit(
                         Harvested(sim.id, path, target, meta.length or 0, skipped=not fetched)
                     )
             except (CompsError, OSError, ValueError) as exc:
                 if not listed:
                     counts.simulations_listed += 1  # with nothing to fetch
                 logger.warning("harvest of %s failed: %s", sim.id, exc)
-                await send.send(Harvested(sim.id, None, None, 0, error=exc))
+                await emit(Harvested(sim.id, None, None, 0, error=exc))
 
-        async def produce() -> None:
-            # A slot is taken before a simulation is pulled from the source, so listing never
-            # runs ahead of the work: memory stays bounded however many simulations there are.
-            slots = anyio.Semaphore(concurrency)
-
-            async def run(sim: Simulation) -> None:
-                try:
-                    await harvest_one(sim)
-                finally:
-                    slots.release()
-
-            with scope:
-                async with send:
-                    try:
-                        async with anyio.create_task_group() as tg:
-                            async for sim in sims:
-                                await slots.acquire()
-                                tg.start_soon(run, sim)
-                    except Exception as exc:  # e.g. the experiment does not exist
-                        await send.send(_Failed(first_error(exc)))
-
-        # The work runs in the session's task group, not in this generator: an async generator
-        # must not yield inside a task group (a consumer that stops early would close it from
-        # another task). Closing the generator cancels the work.
-        self._session.spawn(produce)
-        try:
-            async with receive:
-                async for item in receive:
-                    if isinstance(item, _Failed):
-                        raise item.error
-                    yield item
-        finally:
-            scope.cancel()
+        sims = simulations_of(self._session, source)
+        return stream_bounded(self._session.spawn, sims, harvest_one, concurrency, concurrency * 4)
 
     async def zip(
         self,
