@@ -40,7 +40,7 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
-from .concurrency import aiter_any, gather_bounded, stream_bounded
+from .concurrency import Spawn, aiter_any, gather_bounded, stream_bounded
 from .errors import CompsError
 from .models import Experiment, Simulation, SimulationState, WorkItem
 from .models.outputs import OutputFileMetadata
@@ -48,7 +48,7 @@ from .query import Query
 from .resources.outputs import simulations_of
 
 if TYPE_CHECKING:
-    from .session import Session
+    from .resources.peers import Peers
 
 __all__ = [
     "Analysis",
@@ -206,7 +206,8 @@ class Analysis:
 
     def __init__(
         self,
-        session: Session,
+        resources: Peers,
+        spawn: Spawn,
         source: Source,
         analyzers: Sequence[Analyzer],
         *,
@@ -218,7 +219,8 @@ class Analysis:
         on_item: Callable[[AnalyzedItem], object] | None = None,
     ) -> None:
         _check(analyzers, window)
-        self.session = session
+        self.resources = resources
+        self.spawn = spawn
         self.source = source
         self.analyzers = list(analyzers)
         self.executor = executor
@@ -265,7 +267,7 @@ class Analysis:
         return report
 
     async def _outcomes(self) -> AsyncGenerator[AnalyzedItem, None]:
-        session, source, analyzers = self.session, self.source, self.analyzers
+        resources, source, analyzers = self.resources, self.source, self.analyzers
         executor, window, fail_fast = self.executor, self.window, self.fail_fast
         cache_dir, analyze_failed = self.cache_dir, self.analyze_failed
         for analyzer in analyzers:
@@ -293,7 +295,7 @@ class Analysis:
                     await emit(AnalyzedItem(item.id, analyzer.name, error=error))
                 return
             try:
-                listing = await session.outputs.info(item)
+                listing = await resources.outputs.info(item)
             except (CompsError, OSError, ValueError) as exc:
                 for analyzer in wanted:
                     await emit(AnalyzedItem(item.id, analyzer.name, error=exc))
@@ -319,7 +321,7 @@ class Analysis:
                 return
             needed = list({m.path: m for a, _ in todo for m in chosen[a.name]}.values())
             try:  # an item's files are read at once; the window bounds how many items do so
-                read = await gather_bounded(needed, session.outputs.read_listed, len(needed))
+                read = await gather_bounded(needed, resources.outputs.read_listed, len(needed))
                 contents = {m.path: data for m, data in zip(needed, read, strict=True)}
             except (CompsError, OSError, ValueError) as exc:
                 for analyzer, _ in todo:
@@ -337,7 +339,7 @@ class Analysis:
                 await emit(AnalyzedItem(item.id, analyzer.name, result))
 
         outcomes = stream_bounded(
-            session.spawn, _items(session, source), one, window, window * len(analyzers)
+            self.spawn, _items(resources, source), one, window, window * len(analyzers)
         )
         async with aclosing(outcomes):
             async for outcome in outcomes:
@@ -364,9 +366,9 @@ def _check(analyzers: Sequence[Analyzer], window: int) -> None:
         raise ValueError("window must be at least 1")
 
 
-def _items(session: Session, source: Source) -> AsyncIterator[Item]:
+def _items(resources: Peers, source: Source) -> AsyncIterator[Item]:
     """An experiment's or a query's simulations (listed with their tags, as harvest lists
     them), or the simulations and work items given."""
     if isinstance(source, Experiment | UUID | str | Query):
-        return simulations_of(session, source, _WITH_TAGS)
+        return simulations_of(resources.simulations, source, _WITH_TAGS)
     return aiter_any(source)

@@ -20,7 +20,7 @@ import anyio
 
 from .errors import DeadlineExceededError
 
-__all__ = ["aiter_any", "deadline", "first_error", "gather_bounded", "stream_bounded"]
+__all__ = ["Spawn", "aiter_any", "deadline", "first_error", "gather_bounded", "stream_bounded"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -67,8 +67,12 @@ class _SourceFailed:
     error: BaseException
 
 
+# Runs a coroutine function in background work that outlives the caller (Requester.spawn).
+Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
+
+
 async def stream_bounded(
-    spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
+    spawn: Spawn,
     items: AsyncIterable[T],
     work: Callable[[T, Callable[[R], Awaitable[None]]], Awaitable[None]],
     limit: int,

@@ -7,16 +7,13 @@ one small suite, probes tag filters and a partial update on it, and deletes it.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import uuid
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import anyio
 
+from ._capabilities import Capabilities, capabilities_path, load_capabilities, save_capabilities
 from .errors import ApiError, CompsError
 from .models import Suite
 from .models.outputs import md5_hex
@@ -27,50 +24,15 @@ from .responses import json_body, json_list
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["Capabilities", "capabilities_path", "diagnose"]
+__all__ = [
+    "Capabilities",
+    "capabilities_path",
+    "diagnose",
+    "load_capabilities",
+    "save_capabilities",
+]
 
 logger = logging.getLogger(__name__)
-
-Answer = Literal["yes", "no", "unknown"]
-
-
-@dataclass
-class Capabilities:
-    """What one host answered to each probe ("unknown" where there was nothing to probe)."""
-
-    host: str
-    token_kind: str = "unknown"  # "Auth" (a user's, renewed) or "System" (never renewed)
-    stats_forms: list[str] = field(default_factory=list)  # "path" and/or "query"
-    ids_param: str = "unknown"  # "accept", "ignore" or "reject"
-    content_range: Answer = "unknown"  # lists say Content-Range when partial
-    listing_md5: str = "unknown"  # "hex", "uuid", "base64", "none" or "unreadable"
-    range_requests: Answer = "unknown"  # a ranged GET of an output answers 206
-    upload_check_404: Answer = "unknown"  # /upload/check of unknown content answers 404
-    tag_filter_exact: Answer = "unknown"  # write probe: tagfilters=k=v finds the entity
-    tag_filter_case_insensitive: Answer = "unknown"  # ... with the value in other case
-    partial_update_keeps_fields: Answer = "unknown"  # an update without Description keeps it
-    # A batch may attach content shared by several entities once; "no" once a server refused
-    # it (learned by a save, which then sends pyCOMPS's one part per file).
-    shared_parts: Answer = "unknown"
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> str:
-        """The record as written beside the token cache."""
-        return json.dumps(asdict(self), indent=2)
-
-
-def capabilities_path(cache_dir: Path, host_key: str) -> Path:
-    """Where a host's record lives: beside its cached token."""
-    return cache_dir / f"COMPS_Capabilities_{host_key}.json"
-
-
-def load_capabilities(path: Path) -> Capabilities | None:
-    """Blocking: a host's record, or None (absent or unreadable)."""
-    try:
-        data = json.loads(path.read_text())
-        return Capabilities(**data)
-    except (OSError, ValueError, TypeError):
-        return None
 
 
 async def diagnose(session: Session, *, write: bool = False) -> Capabilities:
@@ -90,13 +52,6 @@ async def diagnose(session: Session, *, write: bool = False) -> Capabilities:
     session.adopt(found)
     await anyio.to_thread.run_sync(save_capabilities, session.capabilities_file, found)
     return found
-
-
-def save_capabilities(path: Path, found: Capabilities) -> None:
-    """Blocking: write a host's record (private file, private directory)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text(found.to_json())
-    os.chmod(path, 0o600)
 
 
 async def _probe_lists(session: Session, found: Capabilities) -> None:

@@ -23,9 +23,14 @@ outside this tree so that ``except CompsError`` never hides a bug.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from uuid import UUID
+
+import httpx
 
 __all__ = [
     "ApiError",
@@ -43,6 +48,9 @@ __all__ = [
     "RateLimitedError",
     "ServerError",
     "TransferError",
+    "api_error",
+    "retry_after_s",
+    "transfer_error",
 ]
 
 
@@ -261,3 +269,88 @@ class DeadlineExceededError(TransferError):
     retry to resume."""
 
     hint = RESUMES
+
+
+# --- from HTTP to this tree: the one place that maps responses and httpx errors ---------------
+
+
+def api_error(response: httpx.Response) -> ApiError:
+    """The typed error for a 3xx/4xx/5xx answer, with ResponseMessage and CorrelationId (§3.3).
+    The body must have been read."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        text = response.text[:200].strip() if response.content else ""
+        body = {"ResponseMessage": text or response.reason_phrase}
+    message = str(body.get("ResponseMessage") or response.reason_phrase)
+    if 300 <= response.status_code < 400:
+        message = f"unexpected redirect to {response.headers.get('location', '?')}"
+    return error_for_status(response.status_code)(
+        response.status_code,
+        message,
+        correlation_id=str(body.get("CorrelationId") or "") or None,
+        details={k: v for k, v in body.items() if k not in ("ResponseMessage", "CorrelationId")},
+        method=response.request.method,
+        url=str(response.request.url.copy_with(query=None)),
+        retry_after_s=retry_after_s(response),
+    )
+
+
+def transfer_error(request: httpx.Request, exc: httpx.TransportError) -> TransferError:
+    """The typed error for a connection that failed."""
+    if isinstance(exc, httpx.TimeoutException):
+        return TransferError(
+            f"{request.method} timed out ({type(exc).__name__})", url=str(request.url)
+        )
+    hint = None
+    if request.url.scheme == "https" and any(
+        "WRONG_VERSION_NUMBER" in str(cause) for cause in _causes(exc)
+    ):
+        # The server answered TLS with plain HTTP: a host given without a scheme means https.
+        plain = request.url.copy_with(scheme="http", path="/", query=None)
+        hint = f"The server speaks plain HTTP: did you mean {str(plain).rstrip('/')}?"
+    return TransferError(
+        f"{request.method} failed: {type(exc).__name__}: {exc}", url=str(request.url), hint=hint
+    )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it was raised from (httpx under trio keeps the TLS reason there)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def retry_after_s(response: httpx.Response | None, *, now: datetime | None = None) -> float | None:
+    """Seconds the server asked us to wait (``Retry-After-Ms``, ``Retry-After`` seconds or
+    HTTP-date), or ``None``."""
+    if response is None:
+        return None
+    millis = response.headers.get("retry-after-ms")
+    if millis:
+        try:
+            seconds = float(millis) / 1000
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(seconds):
+                return max(seconds, 0.0)
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None  # "nan", "inf": ignored
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)

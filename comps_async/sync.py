@@ -599,8 +599,8 @@ class Session:
         return f"sync.Session({self.host.base!r})"
 
     @_twin(AsyncSession.request)
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self._loop.call(self._session.request, method, path, **kwargs)
+    def request(self, method: str, path: str, **options: Any) -> httpx.Response:
+        return self._loop.call(self._session.request, method, path, **options)
 
     @_twin(AsyncSession.wait)
     def wait(

@@ -24,7 +24,7 @@ from .query import Query
 from .resources.base import IdLike, as_id
 
 if TYPE_CHECKING:
-    from .session import Session
+    from .resources.peers import Peers
 
 __all__ = ["WaitSettings", "WaitStatus", "watch"]
 
@@ -75,7 +75,7 @@ Poll = Callable[[], Awaitable[dict[str, int]]]
 
 
 async def watch(
-    session: Session,
+    resources: Peers,
     *,
     experiment_id: IdLike | None = None,
     simulation_ids: Iterable[IdLike] | None = None,
@@ -84,7 +84,7 @@ async def watch(
 ) -> AsyncIterator[WaitStatus]:
     """Yield the state counts now and after every change, until everything is finished."""
     settings = settings or WaitSettings()
-    poll = _poller(session, experiment_id, simulation_ids, work_item_id)
+    poll = _poller(resources, experiment_id, simulation_ids, work_item_id)
     interval = settings.initial_interval_s
     last: dict[str, int] | None = None
     polls = 0
@@ -105,7 +105,7 @@ async def watch(
 
 
 def _poller(
-    session: Session,
+    resources: Peers,
     experiment_id: IdLike | None,
     simulation_ids: Iterable[IdLike] | None,
     work_item_id: IdLike | None,
@@ -114,17 +114,17 @@ def _poller(
     if sum(given) != 1:
         raise ValueError("wait for exactly one of experiment_id, simulation_ids, work_item_id")
     if experiment_id is not None:
-        return _ExperimentPoll(session, as_id(experiment_id)).poll
+        return _ExperimentPoll(resources, as_id(experiment_id)).poll
     if simulation_ids is not None:
         ids = [as_id(i) for i in simulation_ids]
         if not ids:
             raise ValueError("simulation_ids is empty")
-        return _SimulationsPoll(session, ids).poll
+        return _SimulationsPoll(resources, ids).poll
     assert work_item_id is not None
     wi_id = as_id(work_item_id)
 
     async def poll_work_item() -> dict[str, int]:
-        item = await session.work_items.get(wi_id, query=Query().select(["id", "state"]))
+        item = await resources.work_items.get(wi_id, query=Query().select(["id", "state"]))
         return {str(item.state): 1}
 
     return poll_work_item
@@ -132,35 +132,35 @@ def _poller(
 
 @dataclass
 class _ExperimentPoll:
-    session: Session
+    resources: Peers
     experiment_id: UUID
     use_stats: bool = True
 
     async def poll(self) -> dict[str, int]:
         if self.use_stats:
             try:
-                return await self.session.experiments.stats(self.experiment_id)
+                return await self.resources.experiments.stats(self.experiment_id)
             except (ApiError, MalformedResponseError) as exc:
                 if isinstance(exc, ApiError) and exc.status not in (400, 404, 405, 501):
                     raise
             # Stats are unavailable here. An unknown id must raise, never read as "finished".
-            await self.session.experiments.get(self.experiment_id)
+            await self.resources.experiments.get(self.experiment_id)
             self.use_stats = False
         query = Query().select(["id", "state"]).where([f"experiment_id={self.experiment_id}"])
         counts: Counter[str] = Counter()
-        async for sim in self.session.simulations.iterate(query):
+        async for sim in self.resources.simulations.iterate(query):
             counts[str(sim.state)] += 1
         return dict(counts)
 
 
 @dataclass
 class _SimulationsPoll:
-    session: Session
+    resources: Peers
     pending: list[UUID]
     done: Counter[str] = field(default_factory=Counter)
 
     async def poll(self) -> dict[str, int]:
-        sims = await self.session.simulations.get_many(
+        sims = await self.resources.simulations.get_many(
             self.pending, query=Query().select(["id", "state"])
         )
         found = {s.id for s in sims}

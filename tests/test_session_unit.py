@@ -22,6 +22,7 @@ import respx
 
 import comps_async as ca
 from comps_async.pipeline import CallNext
+from comps_async.transfer.upload import Uploader
 
 from helpers import make_token
 
@@ -687,7 +688,7 @@ async def test_json_saves_and_upload_shapes(mock: respx.MockRouter, session: ca.
     )
     check = mock.get(f"/api/upload/check/{SIM}").respond(206, json={"Size": 3})
     chunk = mock.post(f"/api/upload/{SIM}").respond(json={})
-    sent = await session.uploader.upload(ca.models.ContentSource(data=b"abcdefgh"), SIM, 8)
+    sent = await _uploader(session).upload(ca.models.ContentSource(data=b"abcdefgh"), SIM, 8)
     assert sent == 5 and check.called
     request = chunk.calls.last.request
     assert request.headers["Content-Range"] == "bytes 3-7/8"
@@ -758,6 +759,11 @@ async def test_asset_collections_over_the_inline_size_ask_what_is_missing_first(
     assert saves.calls[0].request.url.params["groupnames"] == "idm-group"
 
 
+def _uploader(session: ca.Session) -> Uploader:
+    """The upload engine over the session's request layer (engines never see the Session)."""
+    return Uploader(session._requester, ca.UploadSettings())
+
+
 @pytest.mark.parametrize("status", [200, 204, 206])
 async def test_only_200_from_upload_check_means_complete(
     mock: respx.MockRouter, session: ca.Session, status: int
@@ -765,7 +771,7 @@ async def test_only_200_from_upload_check_means_complete(
     body = {"Size": 3} if status in (200, 206) else None
     mock.get(f"/api/upload/check/{SIM}").respond(status, json=body)
     chunk = mock.post(f"/api/upload/{SIM}").respond(json={})
-    sent = await session.uploader.upload(ca.models.ContentSource(data=b"abcdefgh"), SIM, 8)
+    sent = await _uploader(session).upload(ca.models.ContentSource(data=b"abcdefgh"), SIM, 8)
     expected = {200: None, 204: "bytes 0-7/8", 206: "bytes 3-7/8"}[status]  # pyCOMPS's reading
     assert (chunk.calls.last.request.headers["Content-Range"] if chunk.called else None) == expected
     assert sent == (0 if status == 200 else 8 - (3 if status == 206 else 0))

@@ -6,13 +6,10 @@ awaits and sleeps, through an injectable ``sleep``.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 import anyio
 import httpx
@@ -25,9 +22,10 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from ..errors import retry_after_s
 from ..pipeline import OPTION_DEADLINE, OPTION_IDEMPOTENT, OPTION_MAX_ATTEMPTS, CallNext, option
 
-__all__ = ["RetryPolicy", "is_idempotent", "retry_after_s", "should_retry"]
+__all__ = ["RetryPolicy", "is_idempotent", "should_retry"]
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -59,36 +57,6 @@ def should_retry(
     if response is None or response.status_code not in RETRYABLE_STATUSES:
         return False
     return is_idempotent(request) or response.status_code == 429
-
-
-def retry_after_s(response: httpx.Response | None, *, now: datetime | None = None) -> float | None:
-    """Seconds the server asked us to wait (``Retry-After-Ms``, ``Retry-After`` seconds or
-    HTTP-date), or ``None``."""
-    if response is None:
-        return None
-    millis = response.headers.get("retry-after-ms")
-    if millis:
-        try:
-            seconds = float(millis) / 1000
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(seconds):
-                return max(seconds, 0.0)
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(seconds, 0.0) if math.isfinite(seconds) else None  # "nan", "inf": ignored
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
 @dataclass

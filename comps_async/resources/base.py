@@ -38,7 +38,8 @@ from ..transfer.exactly_once import (
 )
 
 if TYPE_CHECKING:
-    from ..session import Session
+    from .._requester import Requester
+    from .peers import Peers
 
 __all__ = ["EntityResource", "StatefulResource", "as_id", "parse_content_range"]
 
@@ -102,8 +103,9 @@ class EntityResource(Generic[E]):
     model: ClassVar[type[Entity]]
     default_page_size: ClassVar[int] = 5000
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def __init__(self, requester: Requester, peers: Peers) -> None:
+        self._requester = requester
+        self._peers = peers
         self.unreadable_rows: deque[Any] = deque(maxlen=UNREADABLE_ROWS_KEPT)
         """The last rows of list answers that could not be read (each was logged)."""
         self.ids_param_works: bool | None = None  # None: try Ids= and fall back (see get_many)
@@ -146,7 +148,7 @@ class EntityResource(Generic[E]):
         if children:
             q = q.select_children(children)
         params = q.to_params(self.model)
-        response = await self._session.request(
+        response = await self._requester.request(
             "GET", f"{self._plural}/{as_id(entity_id)}", params=params
         )
         items = self._items(response)
@@ -172,7 +174,7 @@ class EntityResource(Generic[E]):
         for start in range(0, len(wanted), IDS_PER_REQUEST):
             chunk = wanted[start : start + IDS_PER_REQUEST]
             try:
-                response = await self._session.request(
+                response = await self._requester.request(
                     "GET",
                     self._plural,
                     params={**base, IDS_PARAM: ",".join(map(str, chunk)), "count": str(len(chunk))},
@@ -214,7 +216,7 @@ class EntityResource(Generic[E]):
             params = {**base, "count": str(want)}
             if offset:  # pyCOMPS leaves offset=0 out (QueryCriteria.to_param_dict)
                 params["offset"] = str(offset)
-            response = await self._session.request("GET", self._plural, params=params)
+            response = await self._requester.request("GET", self._plural, params=params)
             items = self._items(response)
             if items and items == previous:  # offset ignored: the same page for ever
                 raise MalformedResponseError(
@@ -245,7 +247,7 @@ class EntityResource(Generic[E]):
         """How many entities match ``query`` (one small request)."""
         q = (query or Query()).select(["id"])
         params = {**q.to_params(self.model), "count": "1", "offset": "0"}
-        response = await self._session.request("GET", self._plural, params=params)
+        response = await self._requester.request("GET", self._plural, params=params)
         total = parse_content_range(response.headers.get("content-range"))
         return total if total is not None else len(self._items(response))
 
@@ -268,7 +270,7 @@ class EntityResource(Generic[E]):
         whose save has started): {index in ``entities``: entity on the server}. One exact-match
         tag query per key group (see ``transfer/exactly_once.py``), asked only once a create of
         them that got no answer has had time to settle."""
-        await settle(entities, self._session.retry.sleep)
+        await settle(entities, self._requester.retry.sleep)
         fields = ["id", "name"] if "name" in self.model.model_fields else ["id"]
         candidates: list[E] = []
         for group in groups_of(entities):
@@ -282,7 +284,7 @@ class EntityResource(Generic[E]):
     ) -> E:
         """Create ``entity`` exactly once through ``post`` (which returns the new id): it gets
         its key first, and is looked up instead of re-sent whenever it may exist already."""
-        if not self._session.idempotency_tags:
+        if not self._requester.idempotency_tags:
             if key is not None:
                 raise ValueError("key= needs the reserved tags (Session(idempotency_tags=True))")
             keys = None
@@ -305,8 +307,8 @@ class EntityResource(Generic[E]):
                 post=send,
                 lookup=lookup if keys is not None else None,
                 maybe_sent=keys is not None and keys.assign(entity, 0),
-                delay=self._session.retry.delay_s,
-                sleep=self._session.retry.sleep,
+                delay=self._requester.retry.delay_s,
+                sleep=self._requester.retry.sleep,
             )
         except CreateFailed as failure:
             if failure.unknown:
@@ -325,9 +327,9 @@ class EntityResource(Generic[E]):
         path = f"WorkItems/RelatedEntityId/{as_id(entity)}/Type/{self.model.__name__}"
         if relation is not None:
             path += f"/Relation/{relation.value}"
-        response = await self._session.request("GET", path)
+        response = await self._requester.request("GET", path)
         ids = [response_uuid(p.get("Id"), response) for p in json_list(response, "Parents")]
-        return await self._session.work_items.get_many(ids)
+        return await self._peers.work_items.get_many(ids)
 
     # --- tags (§9) -----------------------------------------------------------------------------
 
@@ -347,7 +349,7 @@ class EntityResource(Generic[E]):
         payload = {"Tags": _tags_payload(tags), "OperationMode": mode.value}
         entity_id = as_id(entity)
         # Merge/Replace/Delete converge to the same tags when repeated: safe to retry.
-        await self._session.request(
+        await self._requester.request(
             "POST", f"{self._plural}/{entity_id}/tags", json=payload, idempotent=True
         )
         if isinstance(entity, Entity):
@@ -401,7 +403,7 @@ class StatefulResource(EntityResource[E]):
         params = {"expirenow": "True"} if expire_now else None
         await self._gather(
             ids,
-            lambda i: self._session.request("DELETE", f"{self._plural}/{i}", params=params),
+            lambda i: self._requester.request("DELETE", f"{self._plural}/{i}", params=params),
             concurrency,
         )
 
@@ -411,7 +413,7 @@ class StatefulResource(EntityResource[E]):
         ids = _id_list(entities)
         await self._gather(
             ids,
-            lambda i: self._session.request("PUT", f"{self._plural}/{i}/State/{state}"),
+            lambda i: self._requester.request("PUT", f"{self._plural}/{i}/State/{state}"),
             concurrency,
         )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from uuid import UUID
 
 from ..errors import ApiError, BatchSaveError, MalformedResponseError, OutcomeUnknownError
@@ -21,6 +21,12 @@ from ..responses import json_body, json_list, parse_ids, response_uuid
 from ..transfer.batching import BatchLimits, BatchSaver, ProgressCallback
 from ..transfer.exactly_once import keyed_wire
 from .base import EntityResource, IdLike, StatefulResource, as_id
+
+if TYPE_CHECKING:
+    from .._requester import Requester
+    from ..transfer.fingerprints import Hasher
+    from ..transfer.upload import Uploader
+    from .peers import Peers
 
 __all__ = ["Experiments", "Simulations", "Suites", "WorkItems"]
 
@@ -46,19 +52,21 @@ class _JsonSaved(StatefulResource[J]):
         if entity.id is not None:
             if key is not None:
                 raise ValueError("key= names a create; this entity already has an id")
-            response = await self._session.request(
+            response = await self._requester.request(
                 "POST", self._plural, json={self._plural: [entity.to_update_wire()]}
             )
             entity.id = UUID(parse_ids(response, 1)[0])
             entity.mark_saved()
             return entity
         wire = entity.to_save_wire()
-        create = {**wire, **entity.create_defaults(await self._session.tokens.user())}
+        create = {**wire, **entity.create_defaults(await self._requester.tokens.user())}
 
         async def post() -> str:
             body = {self._plural: [keyed_wire(entity, create)]}
             # One attempt: create_once retries (and looks up) itself, so retries never stack.
-            response = await self._session.request("POST", self._plural, json=body, max_attempts=1)
+            response = await self._requester.request(
+                "POST", self._plural, json=body, max_attempts=1
+            )
             return parse_ids(response, 1)[0]
 
         await self._create_one(entity, key, post)
@@ -85,7 +93,7 @@ class _JsonSaved(StatefulResource[J]):
         for index, form in enumerate(names):
             path, params = known[form]
             try:
-                response = await self._session.request("GET", path, params=params)
+                response = await self._requester.request("GET", path, params=params)
             except ApiError as exc:
                 if exc.status in (400, 404, 405, 501) and index + 1 < len(names):
                     continue  # this server knows the other form
@@ -122,7 +130,7 @@ class Suites(_JsonSaved[Suite]):
     async def experiments(self, suite: IdLike, query: Query | None = None) -> list[Experiment]:
         """The experiments of a suite (the caller's query is not modified)."""
         q = (query or Query()).where([f"suite_id={as_id(suite)}"])
-        return await self._session.experiments.list(q)
+        return await self._peers.experiments.list(q)
 
 
 class Experiments(_JsonSaved[Experiment]):
@@ -133,11 +141,18 @@ class Experiments(_JsonSaved[Experiment]):
     async def simulations(self, experiment: IdLike, query: Query | None = None) -> list[Simulation]:
         """The simulations of an experiment, every page (the caller's query is not modified)."""
         q = (query or Query()).where([f"experiment_id={as_id(experiment)}"])
-        return await self._session.simulations.list(q)
+        return await self._peers.simulations.list(q)
 
 
 class _BatchSaved(StatefulResource[B]):
     """Simulations and WorkItems are saved in multipart batches (§8.1-8.2)."""
+
+    def __init__(
+        self, requester: Requester, peers: Peers, *, hasher: Hasher, uploader: Uploader
+    ) -> None:
+        super().__init__(requester, peers)
+        self._hasher = hasher
+        self._uploader = uploader
 
     async def save(self, entity: B, *, key: str | None = None) -> B:
         """Save one entity (a batch of one); its id is set in place."""
@@ -181,14 +196,16 @@ class _BatchSaved(StatefulResource[B]):
         Raises ``BatchSaveError`` (``saved``, ``failed``, ``unknown``) if some could not be
         saved; running the same call again finishes the job without duplicates."""
         saver: BatchSaver[B] = BatchSaver(
-            self._session,
+            self._requester,
             self.model,  # type: ignore[arg-type]
+            hasher=self._hasher,
+            uploader=self._uploader,
             concurrency=concurrency,
             limits=limits,
             on_progress=on_progress,
             after_batch=after_batch,
             key=key,
-            find_by_key=self.find_by_keys if self._session.idempotency_tags else None,
+            find_by_key=self.find_by_keys if self._requester.idempotency_tags else None,
         )
         return await saver.run(entities)
 
@@ -216,7 +233,7 @@ class Simulations(_BatchSaved[Simulation]):
         async def commission_batch(batch: list[Simulation]) -> None:
             experiments = {s.experiment_id for s in batch if s.experiment_id is not None}
             commissioned.update(experiments)
-            await self._session.experiments.commission(experiments)
+            await self._peers.experiments.commission(experiments)
 
         saved = await super().save_all(
             entities,
@@ -227,7 +244,7 @@ class Simulations(_BatchSaved[Simulation]):
             key=key,
         )
         if commission and commissioned:  # catches batches that landed during a commission
-            await self._session.experiments.commission(commissioned)
+            await self._peers.experiments.commission(commissioned)
         return saved
 
 
@@ -240,7 +257,7 @@ class WorkItems(_BatchSaved[WorkItem]):
         self, work_item: IdLike, related: Entity, relation: RelationType = RelationType.DependsOn
     ) -> None:
         """Record that ``work_item`` depends on (or created) ``related``."""
-        await self._session.request(
+        await self._requester.request(
             "POST",
             f"WorkItems/{as_id(work_item)}/Related/{relation.value}/"
             f"{type(related).__name__}/{as_id(related)}",
@@ -260,7 +277,7 @@ class WorkItems(_BatchSaved[WorkItem]):
             params["RelatedObject"] = entity_type(object_type).__name__
         if relation is not None:
             params["RelationType"] = relation.value
-        response = await self._session.request(
+        response = await self._requester.request(
             "GET", f"WorkItems/{as_id(work_item)}/Related", params=params
         )
         by_type: dict[str, list[UUID]] = {}
@@ -270,6 +287,6 @@ class WorkItems(_BatchSaved[WorkItem]):
             )
         result: dict[str, list[Entity]] = {}
         for type_name, ids in by_type.items():
-            resource: EntityResource[Any] = self._session.resource(type_name)
+            resource: EntityResource[Any] = self._peers.resource(type_name)
             result[type_name] = list(await resource.get_many(ids))
         return result

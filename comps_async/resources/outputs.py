@@ -34,7 +34,9 @@ from ..transfer.download import Downloader, extract_zip_safely, safe_join
 from .base import as_id
 
 if TYPE_CHECKING:
-    from ..session import Session
+    from .._requester import Requester
+    from .entities import Simulations
+    from .peers import Peers
 
 __all__ = ["MAX_ZIP_BYTES", "Harvest", "Harvested", "Outputs"]
 
@@ -122,9 +124,10 @@ def _target(entity: Target) -> tuple[str, UUID]:
 class Outputs:
     """Output files of simulations and work items."""
 
-    def __init__(self, session: Session, downloader: Downloader) -> None:
-        self._session = session
-        self.downloader = downloader
+    def __init__(self, requester: Requester, peers: Peers, downloader: Downloader) -> None:
+        self._requester = requester
+        self._peers = peers
+        self._downloader = downloader
         self._warned_md5 = False
 
     async def info(
@@ -142,7 +145,7 @@ class Outputs:
             if plural == "WorkItems":
                 raise ValueError("work items have no HPC jobs; do not pass hpc_job")
             params["hpcjobid"] = str(as_id(hpc_job))
-        response = await self._session.request(
+        response = await self._requester.request(
             "GET", f"asset/{plural}/{entity_id}/Output", params=params
         )
         url = str(response.request.url)
@@ -186,7 +189,7 @@ class Outputs:
         """The body of ``url``, or its first ``limit`` bytes if it is longer."""
         pieces: list[bytes] = []
         size = 0
-        async with self._session.stream("GET", url) as response:
+        async with self._requester.stream("GET", url) as response:
             async for chunk in response.aiter_bytes():
                 if size + len(chunk) > limit:  # slicing copies: only the last piece needs it
                     chunk = chunk[: limit - size]
@@ -212,7 +215,7 @@ class Outputs:
             spec = f"bytes={start}-" + ("" if end is None else str(end))
         if meta.length == 0:
             return b""
-        response = await self._session.request("GET", _url(meta), headers={"Range": spec})
+        response = await self._requester.request("GET", _url(meta), headers={"Range": spec})
         return response.content
 
     async def tail(self, entity: Target, path: str, nbytes: int = 1024) -> str:
@@ -224,7 +227,7 @@ class Outputs:
         if length == 0:
             return ""
         want = min(length, nbytes + _UTF8_SLACK)
-        response = await self._session.request(
+        response = await self._requester.request(
             "GET", _url(meta), headers={"Range": f"bytes=-{want}"}
         )
         data = response.content
@@ -255,7 +258,7 @@ class Outputs:
             target, _ = await self._fetch(item[1], root, item[0], overwrite)
             return target
 
-        return await gather_bounded(list(listing.items()), one, self.downloader.settings.streams)
+        return await gather_bounded(list(listing.items()), one, self._downloader.settings.streams)
 
     def _md5_of(self, meta: OutputFileMetadata) -> str | None:
         """The listed MD5 to verify against; an MD5 in a form no one can read is not a reason
@@ -275,7 +278,7 @@ class Outputs:
     ) -> tuple[Path, bool]:
         """Download one listed file to ``root/path``; (local path, whether bytes were fetched)."""
         target = safe_join(root, path)
-        fetched = await self.downloader.fetch(
+        fetched = await self._downloader.fetch(
             _url(meta),
             target,
             length=meta.length,
@@ -350,8 +353,10 @@ class Outputs:
                 logger.warning("harvest of %s failed: %s", sim.id, exc)
                 await emit(Harvested(sim.id, None, None, 0, error=exc))
 
-        sims = simulations_of(self._session, source)
-        return stream_bounded(self._session.spawn, sims, harvest_one, concurrency, concurrency * 4)
+        sims = simulations_of(self._peers.simulations, source)
+        return stream_bounded(
+            self._requester.spawn, sims, harvest_one, concurrency, concurrency * 4
+        )
 
     async def zip(
         self,
@@ -376,7 +381,7 @@ class Outputs:
         params = {"zip": "1"}
         if hpc_job is not None:
             params["hpcjobid"] = str(as_id(hpc_job))
-        response = await self._session.request(
+        response = await self._requester.request(
             "POST",
             f"asset/{plural}/{entity_id}/Output",
             params=params,
@@ -393,7 +398,7 @@ class Outputs:
         if not isinstance(resources, list) or len(resources) != 1:
             raise MalformedResponseError(f"expected one zip resource, got {str(resources)[:200]}")
         meta = read_model(OutputFileMetadata, resources[0])
-        await self.downloader.fetch(_url(meta), dest_file, length=meta.length, overwrite=True)
+        await self._downloader.fetch(_url(meta), dest_file, length=meta.length, overwrite=True)
         if extract_to is not None:
             await anyio.to_thread.run_sync(extract_zip_safely, dest_file, Path(extract_to))
         return dest_file
@@ -433,7 +438,7 @@ def _matches(path: str, patterns: Sequence[str], case_sensitive: bool) -> bool:
 
 
 async def simulations_of(
-    session: Session,
+    simulations: Simulations,
     source: Experiment | UUID | str | Query | Iterable[Simulation] | AsyncIterable[Simulation],
     selection: Query | None = None,
 ) -> AsyncIterator[Simulation]:
@@ -448,7 +453,7 @@ async def simulations_of(
             if isinstance(source, Query)
             else chosen.where([f"experiment_id={as_id(source)}"])
         )
-        async for sim in session.simulations.iterate(query):
+        async for sim in simulations.iterate(query):
             if sim.state not in _NO_OUTPUT_STATES:
                 yield sim
     else:

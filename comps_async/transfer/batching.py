@@ -48,7 +48,9 @@ from .exactly_once import (
 from .upload import LARGE_FILE_BYTES
 
 if TYPE_CHECKING:
-    from ..session import Session
+    from .._requester import Requester
+    from .fingerprints import Hasher
+    from .upload import Uploader
 
 __all__ = ["BATCH_TAG", "BatchLimits", "BatchSaver", "FindByKey"]
 
@@ -96,9 +98,11 @@ class BatchSaver(Generic[E]):
 
     def __init__(
         self,
-        session: Session,
+        requester: Requester,
         model: type[E],
         *,
+        hasher: Hasher,
+        uploader: Uploader,
         concurrency: int = 4,
         limits: BatchLimits | None = None,
         on_progress: ProgressCallback | None = None,
@@ -111,7 +115,9 @@ class BatchSaver(Generic[E]):
             raise ValueError("concurrency must be at least 1")
         if key is not None and find_by_key is None:
             raise ValueError("key= needs the reserved tags (Session(idempotency_tags=True))")
-        self._session = session
+        self._requester = requester
+        self._hasher = hasher
+        self._uploader = uploader
         self._model = model
         # Without find_by_key (idempotency_tags=False) entities carry no key: at least once.
         self._keys = KeyAssigner(key) if find_by_key is not None else None
@@ -130,12 +136,12 @@ class BatchSaver(Generic[E]):
         self._total: int | None = None
         self._owner: str | None = None  # the logged-in user, sent as Owner on creates
         # Attach content shared by several entities once per batch, unless this host refused it.
-        self._shared_parts = session.capabilities.shared_parts != "no"
+        self._shared_parts = requester.capabilities.shared_parts != "no"
         self._shared_parts_refused = False
 
     async def run(self, entities: Iterable[E] | AsyncIterable[E]) -> int:
         """Save everything; returns how many were saved or raises BatchSaveError."""
-        self._owner = await self._session.tokens.user()
+        self._owner = await self._requester.tokens.user()
         if isinstance(entities, Sized) and isinstance(entities, Iterable):
             entities = list(entities)
             for index, entity in enumerate(entities):  # bad input fails before any request
@@ -254,7 +260,7 @@ class BatchSaver(Generic[E]):
         parts: dict[UUID, tuple[str, bytes]] = {}
         uses: list[UUID] = []
         files = [f for f in _files_of(entity) if f.source is not None]  # others: md5-only
-        await ensure_md5s(files, self._session.hasher)  # one worker-thread call per entity
+        await ensure_md5s(files, self._hasher)  # one worker-thread call per entity
         for file in files:
             md5 = file.md5_checksum
             assert md5 is not None and file.source is not None
@@ -262,7 +268,7 @@ class BatchSaver(Generic[E]):
             size = file.length if file.length is not None else file.source.size or 0
             if size > self._limits.large_file_bytes:
                 if md5 not in self._uploaded:
-                    await self._session.uploader.upload(file.source, md5, size)
+                    await self._uploader.upload(file.source, md5, size)
                     self._uploaded.add(md5)
             else:
                 if md5 not in parts:
@@ -329,8 +335,8 @@ class BatchSaver(Generic[E]):
                 post=post,
                 lookup=lookup if self._find_by_key is not None else None,
                 maybe_sent=batch.maybe_sent,
-                delay=self._session.retry.delay_s,
-                sleep=self._session.retry.sleep,
+                delay=self._requester.retry.delay_s,
+                sleep=self._requester.retry.sleep,
                 max_attempts=self._limits.max_attempts,
                 recover=recover,
             )
@@ -354,15 +360,15 @@ class BatchSaver(Generic[E]):
         sent = [batch.entities[i] for i in indexes]
         try:
             # One attempt: this loop retries (and looks up) itself, so retries never stack.
-            response = await self._session.request(
+            response = await self._requester.request(
                 "POST", self._model.plural, params=self._params, files=files, max_attempts=1
             )
             ids = parse_ids(response, len(indexes))
         except BaseException as exc:  # lost or cancelled: a look-up must let it settle
             mark_sent(sent, exc)
             raise
-        if self._shared_parts_refused and self._session.capabilities.shared_parts != "no":
-            await self._session.remember(shared_parts="no")  # this layout works; that did not
+        if self._shared_parts_refused and self._requester.capabilities.shared_parts != "no":
+            await self._requester.remember(shared_parts="no")  # this layout works; that did not
         return ids
 
     def _assign(self, batch: _Batch[E], ids: dict[int, str]) -> None:
@@ -397,7 +403,7 @@ class BatchSaver(Generic[E]):
             if size is None:
                 assert source.path is not None
                 size = (await anyio.Path(source.path).stat()).st_size
-            await self._session.uploader.upload(source, md5, size)
+            await self._uploader.upload(source, md5, size)
 
 
 def _name(entity: Entity) -> str:

@@ -40,7 +40,7 @@ from ..errors import (
 from .fileio import pwrite_all
 
 if TYPE_CHECKING:
-    from ..session import Session
+    from .._requester import Requester
 
 __all__ = [
     "DownloadSettings",
@@ -129,7 +129,7 @@ class DownloadSettings:
 class Downloader:
     """The session-wide download engine; ``streams`` bounds bytes in flight for every caller."""
 
-    session: Session
+    requester: Requester
     settings: DownloadSettings
     _slots: anyio.CapacityLimiter | None = None
 
@@ -209,18 +209,19 @@ class Downloader:
     ) -> AbstractAsyncContextManager[httpx.Response]:
         # The engine retries (and resumes) itself: one attempt per call through the pipeline,
         # so retries never stack; a stall ends the attempt, not the download.
-        base = self.session.timeout
+        base = self.requester.timeout
         timeout = httpx.Timeout(
             connect=base.connect,
             read=self.settings.stall_timeout_s,
             write=base.write,
             pool=base.pool,
         )
-        return self.session.stream("GET", url, headers=headers, timeout=timeout, max_attempts=1)
+        return self.requester.stream("GET", url, headers=headers, timeout=timeout, max_attempts=1)
 
     async def _pause(self, attempt: int, error: BaseException) -> None:
         asked = error.retry_after_s if isinstance(error, ApiError) else None
-        await self.session.retry.sleep(self.session.retry.delay_s(attempt, asked))
+        retry = self.requester.retry
+        await retry.sleep(retry.delay_s(attempt, asked))
 
     async def _sequential(
         self, url: str, part: Path, length: int | None, digest: _InOrderDigest, have: int

@@ -24,13 +24,13 @@ from ..responses import json_body
 from .budget import ByteBudget
 
 if TYPE_CHECKING:
-    from ..session import Session
+    from .._requester import Requester
 
 __all__ = ["LARGE_FILE_BYTES", "UploadSettings", "Uploader"]
 
 LARGE_FILE_BYTES = 10 * 1024 * 1024  # strictly larger goes through /upload (§8.4)
 
-ProgressCallback = Callable[[int], None]
+BytesSentCallback = Callable[[int], None]  # on_progress(bytes_sent_now)
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,8 @@ class UploadSettings:
 class Uploader:
     """The session-wide upload engine."""
 
-    def __init__(self, session: Session, settings: UploadSettings) -> None:
-        self.session = session
+    def __init__(self, requester: Requester, settings: UploadSettings) -> None:
+        self.requester = requester
         self.settings = settings
         self.budget = ByteBudget(settings.budget_bytes)
 
@@ -66,7 +66,7 @@ class Uploader:
         """What the server holds of ``md5``: -1 when complete (HTTP 200), the partial size after
         an interrupted upload (HTTP 206), or None (start at byte 0)."""
         try:
-            response = await self.session.request("GET", f"upload/check/{md5}")
+            response = await self.requester.request("GET", f"upload/check/{md5}")
         except NotFoundError:
             return None
         # pyCOMPS (upload_large_asset, §8.4): 200 complete, 206 partial, anything else: start.
@@ -84,7 +84,7 @@ class Uploader:
         source: ContentSource,
         md5: UUID,
         size: int,
-        on_progress: ProgressCallback | None = None,
+        on_progress: BytesSentCallback | None = None,
     ) -> int:
         """Upload ``source`` unless the server has it; returns the bytes actually sent."""
         have = await self.server_has(md5)
@@ -106,7 +106,7 @@ class Uploader:
             body = _SourceSlice(source, start, length, self.settings.stream_block_bytes)
             async with self.budget.hold(self.settings.stream_block_bytes):
                 try:
-                    await self.session.request(
+                    await self.requester.request(
                         "POST",
                         f"upload/{md5}",
                         content=body,
