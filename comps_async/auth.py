@@ -8,6 +8,7 @@ as ``SecretStr`` so that they never show up in reprs, logs or exceptions.
 from __future__ import annotations
 
 import base64
+import functools
 import getpass
 import logging
 import os
@@ -111,6 +112,15 @@ class TokenInfo:
         if self.created is not None:
             ahead = min(ahead, (self.expires - self.created) / 2)
         return self.expires - ahead
+
+
+@functools.lru_cache(maxsize=8)
+def _readable(token: str) -> TokenInfo | None:
+    """``TokenInfo.parse``, once per token (every request asks whether it needs renewing)."""
+    try:
+        return TokenInfo.parse(token)
+    except ValueError:
+        return None
 
 
 def _utc_now() -> datetime:
@@ -233,9 +243,8 @@ class TokenManager:
             return self._token.get_secret_value()
 
     def _needs_refresh(self, token: str) -> bool:
-        try:
-            info = TokenInfo.parse(token)
-        except ValueError:
+        info = _readable(token)
+        if info is None:
             return False  # opaque to us: let the server judge it
         if info.system:  # pyCOMPS's AuthManager: system tokens cannot be renewed (§2.4)
             return self.clock() >= info.expires and self.can_relogin

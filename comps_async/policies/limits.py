@@ -23,7 +23,14 @@ class ConcurrencyPolicy:
 
     async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
         """Send ``request`` once a slot of the session's limiter is free."""
-        if self._limiter is None:  # created lazily: needs a running event loop
-            self._limiter = anyio.CapacityLimiter(self.max_concurrent_requests)
-        async with self._limiter:
+        limiter = self._limiter
+        if limiter is None:  # created lazily: needs a running event loop
+            limiter = self._limiter = anyio.CapacityLimiter(self.max_concurrent_requests)
+        try:  # a free slot is taken without a trip through the event loop (first come, first
+            limiter.acquire_nowait()  # served still: it refuses while others wait)
+        except anyio.WouldBlock:
+            await limiter.acquire()
+        try:
             return await call_next(request)
+        finally:
+            limiter.release()

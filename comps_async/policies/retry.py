@@ -88,8 +88,27 @@ class RetryPolicy:
     async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
         """Send ``request``, retrying what is safe to retry (see ``should_retry``)."""
         attempts = int(option(request, OPTION_MAX_ATTEMPTS, self.max_attempts))
+        # The first attempt is made here: most calls succeed at once, and setting tenacity up
+        # costs more client CPU than the rest of a request's policies together. When it must
+        # be retried, tenacity takes over and replays its outcome as attempt 1.
+        first: httpx.Response | _Retryable
+        try:
+            first = await call_next(request)
+        except httpx.TransportError as exc:
+            if attempts <= 1 or not should_retry(request, None, exc):
+                raise
+            first = _Retryable(exc)
+        else:
+            if attempts <= 1 or not should_retry(request, first, None):
+                return first
+        replay = [first]
 
         async def attempt() -> httpx.Response:
+            if replay:
+                outcome = replay.pop()
+                if isinstance(outcome, _Retryable):
+                    raise outcome
+                return outcome
             try:
                 response = await call_next(request)
             except httpx.TransportError as exc:
