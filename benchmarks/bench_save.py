@@ -3,7 +3,12 @@ file each, against the local server (own process).
 
 (a) comps_async ``save_all`` (batches of 100, 4 in flight, content shared by a batch sent once);
 (b) pyCOMPS style: the same batches POSTed one after the other, each on a new connection, the
-shared file attached once per simulation (pyCOMPS attaches a part per entity).
+shared file attached once per simulation (pyCOMPS attaches a part per entity);
+(c) the floor: bare aiohttp POSTing the same multipart batches (JSON from plain dicts, the shared
+file once per batch), 4 in flight — no models, no pipeline, no exactly-once look-ups.
+
+Client CPU (``time.process_time()``, this process only; the server runs in its own) is reported
+per simulation for (a) and (c).
 
     python benchmarks/bench_save.py [--sims 10000]
 """
@@ -12,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from importlib import resources
 
+import aiohttp
 import anyio
 import httpx
 
@@ -24,7 +31,8 @@ from common import Timer, report, server_process
 CONFIG = resources.files("comps_async.local").joinpath("examples", "config.json").read_bytes()
 
 
-async def run_sdk(url: str, token: str, count: int) -> float:
+async def run_sdk(url: str, token: str, count: int) -> tuple[float, float]:
+    """Seconds and client CPU seconds of ``save_all``."""
     async with ca.Session(url, token=token) as s:
         exp = await s.experiments.create(ca.Experiment(name="save-bench"))
         config = ca.SimulationFile.from_bytes("config.json", CONFIG)
@@ -32,9 +40,50 @@ async def run_sdk(url: str, token: str, count: int) -> float:
             ca.Simulation(name=f"s{i}", experiment_id=exp.id, tags={"i": i}, files=[config])
             for i in range(count)
         ]
+        cpu = time.process_time()
         with Timer() as timer:
             await s.simulations.save_all(sims, concurrency=4)
-    return timer.seconds
+        cpu = time.process_time() - cpu
+    return timer.seconds, cpu
+
+
+async def run_bare_aiohttp(url: str, token: str, count: int) -> tuple[float, float]:
+    """The floor: the same batches (shared part once per batch) over one aiohttp session."""
+    headers = {"X-COMPS-Token": token, "Accept": "application/json"}
+    md5 = str(ca.models.md5_uuid(CONFIG))
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(
+            f"{url}/api/Experiments", json={"Experiments": [{"Name": "save-bench-bare"}]}
+        ) as r:
+            exp = (await r.json())["Ids"][0]
+        starts = iter(range(0, count, 100))
+        file = {"FileName": "config.json", "MD5Checksum": md5, "FileType": "input"}
+
+        async def worker() -> None:
+            for start in starts:
+                rows = [
+                    {"Name": f"s{i}", "ExperimentId": exp, "Tags": {"i": i}, "Files": [file]}
+                    for i in range(start, min(start + 100, count))
+                ]
+                form = aiohttp.FormData()
+                form.add_field(
+                    "not_a_file",
+                    json.dumps(rows).encode(),
+                    filename="Simulations",
+                    content_type="application/json",
+                )
+                form.add_field(md5, CONFIG, filename="config.json", content_type="application/json")
+                async with http.post(f"{url}/api/Simulations", data=form) as response:
+                    response.raise_for_status()
+                    await response.read()
+
+        cpu = time.process_time()
+        with Timer() as timer:
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(worker)
+        cpu = time.process_time() - cpu
+    return timer.seconds, cpu
 
 
 def run_pycomps(url: str, token: str, count: int) -> float:
@@ -77,18 +126,32 @@ def main() -> None:
     parser.add_argument("--sims", type=int, default=10_000)
     args = parser.parse_args()
     with server_process() as server:
-        sdk = anyio.run(run_sdk, server.url, server.token, args.sims)
+        sdk, sdk_cpu = anyio.run(run_sdk, server.url, server.token, args.sims)
+        bare, bare_cpu = anyio.run(
+            run_bare_aiohttp, server.url, server.token, args.sims, backend="asyncio"
+        )
         pycomps = run_pycomps(server.url, server.token, args.sims)
+    sdk_us, bare_us = sdk_cpu / args.sims * 1e6, bare_cpu / args.sims * 1e6
     report(
         "save simulations",
         {
             "simulations": args.sims,
-            "comps_async": {"seconds": round(sdk, 2), "simulations_per_s": round(args.sims / sdk)},
+            "comps_async": {
+                "seconds": round(sdk, 2),
+                "simulations_per_s": round(args.sims / sdk),
+                "client_cpu_us_per_simulation": round(sdk_us, 1),
+            },
+            "bare_aiohttp_floor": {
+                "seconds": round(bare, 2),
+                "simulations_per_s": round(args.sims / bare),
+                "client_cpu_us_per_simulation": round(bare_us, 1),
+            },
             "pycomps_style": {
                 "seconds": round(pycomps, 2),
                 "simulations_per_s": round(args.sims / pycomps),
             },
             "speedup": round(pycomps / sdk, 1),
+            "cpu_per_simulation_vs_floor": round(sdk_us / bare_us, 2),
         },
     )
 

@@ -98,7 +98,10 @@ class _AssetFile(WireModel):
     @property
     def source(self) -> ContentSource | None:
         """The content the SDK holds for this file (``None`` for md5-only references)."""
-        return self._source
+        # Read from pydantic's private-attribute store directly: ``self._source`` goes through
+        # BaseModel.__getattr__, and a bulk save asks every file several times.
+        private = self.__pydantic_private__
+        return None if private is None else private.get("_source")
 
     @classmethod
     def _build(cls, fields: dict[str, Any], source: ContentSource | None) -> Self:

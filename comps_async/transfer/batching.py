@@ -249,8 +249,9 @@ class BatchSaver(Generic[E]):
             ):
                 raise ValueError(f"work item {name!r} needs worker and environment_name")
         for file in _files_of(entity):
-            if file.source is not None and file.source.path is not None:
-                check_readable_file(file.source.path)
+            source = file.source
+            if source is not None and source.path is not None:
+                check_readable_file(source.path)
 
     async def _prepare(
         self, entity: E
@@ -262,17 +263,17 @@ class BatchSaver(Generic[E]):
         files = [f for f in _files_of(entity) if f.source is not None]  # others: md5-only
         await ensure_md5s(files, self._hasher)  # one worker-thread call per entity
         for file in files:
-            md5 = file.md5_checksum
-            assert md5 is not None and file.source is not None
-            self._sources[md5] = file.source
-            size = file.length if file.length is not None else file.source.size or 0
+            md5, source = file.md5_checksum, file.source
+            assert md5 is not None and source is not None
+            self._sources[md5] = source
+            size = file.length if file.length is not None else source.size or 0
             if size > self._limits.large_file_bytes:
                 if md5 not in self._uploaded:
-                    await self._uploader.upload(file.source, md5, size)
+                    await self._uploader.upload(source, md5, size)
                     self._uploaded.add(md5)
             else:
                 if md5 not in parts:
-                    parts[md5] = (file.file_name, await read_source(file.source))
+                    parts[md5] = (file.file_name, await read_source(source))
                 uses.append(md5)
         return entity.to_save_wire(), parts, uses
 
