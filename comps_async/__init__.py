@@ -57,6 +57,7 @@ from .models import (
 from .pipeline import CallNext, Pipeline, Policy
 from .policies import AuthPolicy, ConcurrencyPolicy, LoggingPolicy, RetryPolicy
 from .query import Query
+from .resources.entities import Rerun
 from .resources.outputs import Harvest, Harvested
 from .session import Session
 from .transfer.batching import BatchLimits
@@ -110,6 +111,7 @@ __all__ = [
     "Query",
     "RateLimitedError",
     "RelationType",
+    "Rerun",
     "RetryPolicy",
     "ServerError",
     "Session",

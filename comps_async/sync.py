@@ -68,6 +68,7 @@ from .resources.entities import (
     B,
     Experiments,
     J,
+    Rerun,
     Simulations,
     Suites,
     WorkItems,
@@ -313,6 +314,29 @@ class SyncSimulations(_BatchSavedTwin[Simulation]):
             limits=limits,
             commission=commission,
             key=key,
+        )
+
+    @_twin(Simulations.clone)
+    def clone(
+        self, simulation: IdLike, *, experiment: IdLike | None = None, key: str | None = None
+    ) -> Simulation:
+        return self._loop.call(self._resource.clone, simulation, experiment=experiment, key=key)
+
+    @_twin(Simulations.rerun_failed)
+    def rerun_failed(
+        self,
+        experiment: IdLike,
+        *,
+        commission: bool = True,
+        delete_old: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> Rerun:
+        return self._loop.call(
+            self._resource.rerun_failed,
+            experiment,
+            commission=commission,
+            delete_old=delete_old,
+            on_progress=on_progress,
         )
 
 

@@ -117,7 +117,7 @@ async def test_create_from_dir_uploads_only_what_is_missing(
     by_path = {a.path_in_collection: a for a in fetched.assets or []}
     for name, data in contents.items():
         assert by_path[name].md5_checksum == UUID(hashlib.md5(data).hexdigest())
-        assert server.app.blobs.path(by_path[name].md5_checksum).read_bytes() == data
+        assert server.blobs.path(by_path[name].md5_checksum).read_bytes() == data
 
     recorder.calls.clear()
     again = await session.asset_collections.create_from_dir(tmp_path / "inputs")
@@ -173,7 +173,7 @@ async def test_interrupted_upload_resumes_from_the_server_size(
         "bytes 192000-255999/300000",
         "bytes 256000-299999/300000",
     ]
-    assert server.app.blobs.path(md5_of(big)).read_bytes() == big.read_bytes()
+    assert server.blobs.path(md5_of(big)).read_bytes() == big.read_bytes()
 
 
 async def test_md5_only_file_the_server_lacks(recorded: tuple[ca.Session, Recorder]) -> None:
@@ -329,7 +329,7 @@ async def test_parallel_chunks_on_a_server_that_accepts_them(tmp_path: Path) -> 
             server.faults.configure(latency_s=0.05, routes="POST /api/upload/")
             collection = await s.asset_collections.create([ca.AssetCollectionFile.from_path(big)])
         assert collection.id is not None and inflight.peak > 1
-        assert server.app.blobs.path(md5_of(big)).read_bytes() == big.read_bytes()
+        assert server.blobs.path(md5_of(big)).read_bytes() == big.read_bytes()
 
 
 async def test_out_of_order_chunks_on_the_local_server(tmp_path: Path) -> None:
@@ -354,7 +354,7 @@ async def test_out_of_order_chunks_on_the_local_server(tmp_path: Path) -> None:
             assert check.status_code == 206 and check.json() == {"Size": 0}  # no prefix yet
             assert (await chunk(0, 99_999)).status_code == 200
             assert (await http.get(f"/api/upload/check/{md5}")).status_code == 200
-        assert server.app.blobs.path(md5).read_bytes() == data
+        assert server.blobs.path(md5).read_bytes() == data
 
 
 def md5_of_bytes(data: bytes) -> UUID:

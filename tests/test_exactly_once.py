@@ -178,6 +178,49 @@ async def test_a_caller_key_survives_the_process(tmp_path: Path) -> None:
         assert rows_by_key(server.data_dir, "Experiment") == (1, 1)
 
 
+async def test_rerun_failed_that_crashed_after_its_clones_landed_is_finished_once(
+    tmp_path: Path,
+) -> None:
+    """``rerun_failed`` dies after saving its clones (before commissioning or retiring the
+    originals); run again, it finds those clones by key instead of making new ones, then
+    finishes; a third run has nothing left to do."""
+    failing = ca.Configuration(
+        environment_name="Local",
+        executable_path="python3",
+        simulation_input_args='-c "raise SystemExit(1)"',
+    )
+    async with (
+        LocalComps(tmp_path / "server") as server,
+        ca.Session(server.url, token=server.token, token_cache_dir=tmp_path) as s,
+    ):
+        experiment = await s.experiments.create(ca.Experiment(name="r", configuration=failing))
+        await s.simulations.save_all(make_sims(experiment, 30), commission=True)
+        await s.wait(experiment_id=experiment, timeout=60)
+
+        class Crash(Exception):
+            pass
+
+        def crash(done: int, total: int | None) -> None:
+            raise Crash
+
+        with pytest.raises(Crash):
+            await s.simulations.rerun_failed(experiment, on_progress=crash)
+        assert rows_by_key(server.data_dir)[0] == 60  # the clones landed, nothing else ran
+        rerun = await s.simulations.rerun_failed(experiment)
+        assert len(rerun.clones) == len(rerun.retired) == 30
+        assert rows_by_key(server.data_dir) == (60, 60)  # 30 originals + 30 clones, no more
+        assert len(await ids_on_server(s, experiment)) == 60
+        clones = await s.simulations.get_many(rerun.clones, children=["tags"])
+        assert {c.tags["ClonedFromSimulation"] for c in clones if c.tags} == {
+            str(r.id) for r in rerun.retired
+        }
+        assert all(c.state != ca.SimulationState.Created for c in clones)  # commissioned
+        await s.wait(experiment_id=experiment, timeout=60)
+        again = await s.simulations.rerun_failed(experiment)  # the originals are retired
+        assert len(again.clones) == 30  # the clones failed too: each gets one clone of its own
+        assert rows_by_key(server.data_dir)[0] == 90
+
+
 async def test_server_killed_mid_save_then_restarted(tmp_path: Path) -> None:
     total = 1200
     server = LocalCompsProcess(tmp_path / "data").start()

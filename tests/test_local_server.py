@@ -208,7 +208,7 @@ async def test_multipart_save_is_atomic_and_dedups(
     ]
     response = await http.post("/api/Simulations", files=multipart(md5only, {}))
     assert response.status_code == 200
-    blob = server.app.blobs.path(UUID(md5_of(CONFIG)))
+    blob = server.blobs.path(UUID(md5_of(CONFIG)))
     assert blob.read_bytes() == CONFIG
     sim = (await http.get(f"/api/Simulations/{ids[0]}", params={"children": "Files,Tags"})).json()[
         "Simulations"
@@ -418,7 +418,7 @@ async def test_chunked_upload_resume_gaps_and_md5(
     assert gap.status_code == 400 and "gap" in gap.json()["ResponseMessage"]
     assert (await chunk(100_000, len(data) - 1)).status_code == 200
     assert (await http.get(f"/api/upload/check/{md5}")).status_code == 200
-    assert server.app.blobs.path(UUID(md5)).read_bytes() == data
+    assert server.blobs.path(UUID(md5)).read_bytes() == data
     # Wrong content under an md5 is refused and nothing is published.
     other = str(uuid4())
     bad = await http.post(
@@ -456,7 +456,7 @@ async def garbage_chunk_arriving(
 ) -> AsyncIterator[anyio.abc.SocketStream]:
     """The rest of the upload as a chunk still arriving: 5 MB of garbage sent on a raw
     connection (its first block already on disk), the rest not yet; closed on exit."""
-    partial_file = server.app.blobs.partial_path(UUID(md5))
+    partial_file = server.blobs.partial_path(UUID(md5))
     host, port = server.url.removeprefix("http://").split(":")
     async with await anyio.connect_tcp(host, int(port)) as raw:
         head = (
@@ -480,7 +480,7 @@ async def test_a_chunk_cut_short_or_too_long_leaves_the_upload_where_it_was(
     data, md5 = await upload_begun(http)
     async with garbage_chunk_arriving(server, data, md5):
         pass  # then the client dies: the connection closes mid-chunk
-    partial_file = server.app.blobs.partial_path(UUID(md5))
+    partial_file = server.blobs.partial_path(UUID(md5))
     with anyio.fail_after(10):
         while partial_file.stat().st_size != 100_000:  # undone once the server notices
             await anyio.sleep(0.02)  # poll interval, bounded by fail_after
@@ -500,7 +500,7 @@ async def test_a_chunk_cut_short_or_too_long_leaves_the_upload_where_it_was(
 
     rest = await post_rest(http, data, md5)
     assert rest.status_code == 200, rest.text
-    assert server.app.blobs.path(UUID(md5)).read_bytes() == data
+    assert server.blobs.path(UUID(md5)).read_bytes() == data
 
 
 async def test_a_chunk_still_arriving_cannot_touch_the_published_blob(
@@ -517,7 +517,7 @@ async def test_a_chunk_still_arriving_cannot_touch_the_published_blob(
         with anyio.fail_after(10):
             reply = await chunk_a.receive()  # A is refused instead of writing into the blob
     assert b" 400 " in reply.split(b"\r\n", 1)[0]
-    assert server.app.blobs.path(UUID(md5)).read_bytes() == data
+    assert server.blobs.path(UUID(md5)).read_bytes() == data
 
 
 def test_overlapping_chunks_that_fail_leave_the_received_size_as_it_was(tmp_path: Path) -> None:

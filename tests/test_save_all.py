@@ -131,7 +131,7 @@ async def test_large_files_go_through_chunked_upload_once(
     assert len(uploads) == 1  # one file, uploaded once for three simulations
     md5 = UUID(hashlib.md5(big.read_bytes()).hexdigest())
     assert all(s.files and s.files[0].md5_checksum == md5 for s in sims)
-    assert server.app.blobs.path(md5).read_bytes() == big.read_bytes()
+    assert server.blobs.path(md5).read_bytes() == big.read_bytes()
 
 
 async def test_bad_input_fails_before_anything_is_sent(

@@ -11,7 +11,6 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import anyio
 import anyio.to_thread
@@ -29,8 +28,6 @@ from ..models import (
     Entity,
     Experiment,
     Simulation,
-    SimulationFile,
-    SimulationState,
     WorkItem,
 )
 from ..query import Query
@@ -327,29 +324,6 @@ async def create_asset_collection(
 # --- clone-simulation and rerun-failed ---------------------------------------------------------
 
 
-def _clone(sim: Simulation, experiment_id: UUID | None, tag: dict[str, Any]) -> Simulation:
-    """A new simulation with the same configuration, tags and files (by md5)."""
-    tags = {k: v for k, v in (sim.tags or {}).items() if not k.startswith("comps_async.")}
-    files = [
-        SimulationFile.from_md5(
-            f.file_name, f.md5_checksum, file_type=f.file_type, description=f.description
-        )
-        for f in sim.files or []
-        if f.md5_checksum is not None
-    ]
-    return Simulation(
-        name=sim.name,
-        description=sim.description,
-        experiment_id=experiment_id or sim.experiment_id,
-        configuration=sim.configuration,
-        tags={**tags, **tag},
-        files=files,
-    )
-
-
-_FULL = ["tags", "files", "configuration"]
-
-
 @cli.command("clone-simulation")
 @click.argument("simulation_id")
 @click.option("--experiment-id", "-e", help="Put the clone here (default: the same experiment).")
@@ -365,10 +339,7 @@ async def clone_simulation(
 ) -> None:
     """Copy a simulation (configuration, tags, files by md5)."""
     async with open_session(server, token, username) as session:
-        original = await session.simulations.get(simulation_id, children=_FULL)
-        target = (await session.experiments.get(experiment_id)).id if experiment_id else None
-        clone = _clone(original, target, {"ClonedFromSimulation": str(original.id)})
-        await session.simulations.save(clone)
+        clone = await session.simulations.clone(simulation_id, experiment=experiment_id)
     emit(
         {"simulation_id": str(clone.id), "experiment_id": str(clone.experiment_id)},
         as_json,
@@ -394,27 +365,19 @@ async def rerun_failed(
     """Clone the failed simulations of an experiment, commission them, retire the old ones."""
     async with open_session(server, token, username) as session:
         experiment = await session.experiments.get(experiment_id)
-        failed = await session.experiments.simulations(
-            experiment, Query().where([f"state={SimulationState.Failed}"]).select_children(_FULL)
-        )
-        clones = [_clone(s, None, {"ClonedFromSimulation": str(s.id)}) for s in failed]
         with count_progress() as bar:
-            task = bar.add_task("clone", total=len(clones))
-            await session.simulations.save_all(
-                clones, on_progress=lambda done, _: bar.update(task, completed=done)
+            task = bar.add_task("clone", total=None)
+            rerun = await session.simulations.rerun_failed(
+                experiment,
+                commission=not create_only,
+                delete_old=delete_old,
+                on_progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
-        if clones and not create_only:  # the clones only, not every Created simulation
-            await session.simulations.commission(clones)
-        if delete_old:
-            await session.simulations.delete(failed)
-        else:
-            for sim in failed:
-                await session.simulations.merge_tags(sim, {"ClonedToRerun": None})
     emit(
-        {"rerun": [str(c.id) for c in clones], "old": [str(s.id) for s in failed]},
+        {"rerun": [str(c.id) for c in rerun.clones], "old": [str(s.id) for s in rerun.retired]},
         as_json,
-        f"{len(clones)} failed simulations cloned"
-        + ("" if create_only or not clones else " and commissioned"),
+        f"{len(rerun.clones)} failed simulations cloned"
+        + ("" if create_only or not rerun.clones else " and commissioned"),
     )
 
 

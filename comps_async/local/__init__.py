@@ -1,10 +1,10 @@
 """A COMPS-compatible server for one machine: the SDK's embedded default for demos and tests."""
 
-from .app import Compat, ServerLimits
 from .faults import FaultConfig
 from .process import LocalCompsProcess
 from .recorder import RecordedRequest, WireRecorder
 from .server import LocalComps, sir_configuration
+from .state import Compat, ServerLimits
 
 __all__ = [
     "Compat",

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
-from ..transfer.fileio import pwrite_all
-
 __all__ = ["BlobStore", "Md5MismatchError", "RangeWriter", "UploadRangeError"]
 
 _BLOCK = 1024 * 1024
@@ -303,3 +301,21 @@ class RangeWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+# The local server is a component of its own: it imports only the SDK's public wire models, so
+# this small helper is its own copy of transfer/fileio.py's.
+def pwrite_all(fd: int, pieces: Sequence[bytes | memoryview], offset: int) -> int:
+    """Write ``pieces`` at ``offset`` with vectored writes (the pieces go to the page cache
+    without being joined into one buffer first); returns the bytes written."""
+    views = [memoryview(piece) for piece in pieces]
+    position = offset
+    while views:
+        written = os.pwritev(fd, views[:1024], position)  # at most IOV_MAX buffers per call
+        position += written
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+    return position - offset

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["FaultConfig", "FaultInjector", "route_key"]
+__all__ = ["FaultConfig", "FaultInjector", "FaultyApp", "route_key"]
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -52,9 +52,9 @@ def route_key(method: str, path: str) -> str:
 
 @dataclass
 class FaultInjector:
-    """ASGI middleware; ``config`` may be replaced at any time (tests switch faults on and off)."""
+    """The fault knobs and per-route counters; ``config`` may be replaced at any time (tests
+    switch faults on and off). ``FaultyApp`` applies them to an ASGI app."""
 
-    app: ASGIApp
     config: FaultConfig = field(default_factory=FaultConfig)
     counters: Counter[str] = field(default_factory=Counter)
     injected: Counter[str] = field(default_factory=Counter)
@@ -71,17 +71,33 @@ class FaultInjector:
         if self.config.seed is not None:
             self._random.seed(self.config.seed)
 
-    def _roll(self, rate: float) -> bool:
-        return rate > 0 and self._random.random() < rate
+    def count(self, key: str) -> None:
+        """Count one request of a route."""
+        with self._lock:
+            self.counters[key] += 1
+
+    def roll(self, rate: float, name: str) -> bool:
+        """Whether to inject fault ``name`` now (counted when it is)."""
+        if rate > 0 and self._random.random() < rate:
+            self.injected[name] += 1
+            return True
+        return False
+
+
+@dataclass
+class FaultyApp:
+    """ASGI middleware: ``app`` with the faults of ``faults`` injected."""
+
+    app: ASGIApp
+    faults: FaultInjector
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         key = route_key(scope["method"], scope["path"])
-        with self._lock:
-            self.counters[key] += 1
-        cfg = self.config
+        self.faults.count(key)
+        cfg = self.faults.config
         # The control routes (/api/_local/...) are never faulted: a test must be able to
         # switch faults off through them.
         if not re.search(cfg.routes, key) or scope["path"].startswith("/api/_local/"):
@@ -89,29 +105,22 @@ class FaultInjector:
             return
         if cfg.latency_s:
             await anyio.sleep(cfg.latency_s)
-        if self._roll(cfg.error_503_rate):
-            self.injected["503"] += 1
+        if self.faults.roll(cfg.error_503_rate, "503"):
             await _error(send, 503, {"retry-after": f"{cfg.retry_after_s:g}"})
             return
-        if self._roll(cfg.error_429_rate):
-            self.injected["429"] += 1
+        if self.faults.roll(cfg.error_429_rate, "429"):
             await _error(send, 429, {"retry-after": f"{cfg.retry_after_s:g}"})
             return
-        if self._roll(cfg.reset_before_rate):
-            self.injected["reset_before"] += 1
+        if self.faults.roll(cfg.reset_before_rate, "reset_before"):
             await _drop(send)
-        if self._roll(cfg.reset_after_rate):
-            self.injected["reset_after"] += 1
+        if self.faults.roll(cfg.reset_after_rate, "reset_after"):
             await self.app(scope, receive, _swallow)  # commits, answer lost
             await _drop(send)
-        if self._roll(cfg.garble_rate):
-            self.injected["garble"] += 1
+        if self.faults.roll(cfg.garble_rate, "garble"):
             await self.app(scope, receive, _swallow)  # commits, answer replaced
             await _garbled(send)
             return
-        truncate = self._roll(cfg.truncate_rate)
-        if truncate:
-            self.injected["truncate"] += 1
+        truncate = self.faults.roll(cfg.truncate_rate, "truncate")
         await self.app(scope, receive, _Throttled(send, cfg.bandwidth_bytes_per_s, truncate))
 
 

@@ -26,7 +26,7 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
-from .app import LocalApp
+from .state import ServerState
 from .store import KINDS, Store, now_wire
 
 __all__ = ["Runner"]
@@ -40,7 +40,7 @@ _PYTHON_NAMES = frozenset({"python", "python3", "python.exe"})
 class Runner:
     """Runs up to ``max_concurrent_runs`` jobs at once; woken when something is commissioned."""
 
-    app: LocalApp
+    state: ServerState
     max_concurrent_runs: int = field(default_factory=lambda: os.cpu_count() or 2)
     poll_interval_s: float = 0.5
     _wake: anyio.Event | None = None
@@ -48,7 +48,7 @@ class Runner:
 
     @property
     def store(self) -> Store:
-        return self.app.store
+        return self.state.store
 
     def wake(self) -> None:
         """Look for work now (called by the app after a commission or cancel)."""
@@ -58,13 +58,13 @@ class Runner:
     async def run_forever(self) -> None:
         """The scheduling loop; cancel the enclosing scope to stop it."""
         self._wake = anyio.Event()
-        await self.app.db(self._requeue_orphans)
+        await self.state.db(self._requeue_orphans)
         async with anyio.create_task_group() as tg:
             while True:
                 await self._cancel_requested()
                 free = self.max_concurrent_runs - len(self._running)
                 if free > 0:
-                    for kind, entity_id in await self.app.db(self._claim, free):
+                    for kind, entity_id in await self.state.db(self._claim, free):
                         self._start(tg, kind, entity_id)
                 with anyio.move_on_after(self.poll_interval_s):
                     await self._wake.wait()  # woken early by wake(); the poll is a backstop
@@ -83,10 +83,10 @@ class Runner:
                 else:
                     await self._run_work_item(entity_id)
             if scope.cancelled_caught:
-                await self.app.db(self._set_state, entity_id, "Canceled", None)
+                await self.state.db(self._set_state, entity_id, "Canceled", None)
         except Exception as exc:  # a runner bug must not take the server down
             logger.exception("run of %s failed", entity_id)
-            await self.app.db(self._set_state, entity_id, "Failed", f"runner error: {exc}")
+            await self.state.db(self._set_state, entity_id, "Failed", f"runner error: {exc}")
         finally:
             self._running.pop(entity_id, None)
             self.wake()
@@ -121,7 +121,7 @@ class Runner:
         return self.store.run(tx)
 
     async def _cancel_requested(self) -> None:
-        rows = await self.app.db(
+        rows = await self.state.db(
             self.store.query, "SELECT id FROM entities WHERE state = 'CancelRequested'"
         )
         for row in rows:
@@ -129,7 +129,7 @@ class Runner:
             if scope is not None:
                 scope.cancel()
             else:
-                await self.app.db(self._set_state, row[0], "Canceled", None)
+                await self.state.db(self._set_state, row[0], "Canceled", None)
 
     def _set_state(self, entity_id: str, state: str, error: str | None) -> None:
         def tx(conn: Any) -> None:
@@ -157,18 +157,18 @@ class Runner:
     async def _run_simulation(self, sim_id: str) -> None:
         attempt = 0
         while True:
-            job_id, workdir, config = await self.app.db(self._provision, sim_id)
-            await self.app.db(self._set_state, sim_id, "Commissioned", None)
-            await self.app.db(self._set_state, sim_id, "Running", None)
-            await self.app.db(
+            job_id, workdir, config = await self.state.db(self._provision, sim_id)
+            await self.state.db(self._set_state, sim_id, "Commissioned", None)
+            await self.state.db(self._set_state, sim_id, "Running", None)
+            await self.state.db(
                 self._update_job, job_id, {"JobState": "Running", "StartTime": now_wire()}
             )
             command = self._command(
                 config.get("ExecutablePath"), config.get("SimulationInputArgs"), workdir
             )
             code, error = await self._execute(command, workdir)
-            size = await self.app.db(self._index_outputs, job_id, workdir)
-            await self.app.db(
+            size = await self.state.db(self._index_outputs, job_id, workdir)
+            await self.state.db(
                 self._update_job,
                 job_id,
                 {
@@ -179,21 +179,21 @@ class Runner:
                 },
             )
             if code == 0:
-                await self.app.db(self._set_state, sim_id, "Succeeded", None)
+                await self.state.db(self._set_state, sim_id, "Succeeded", None)
                 return
             retries = int(config.get("MaximumNumberOfRetries") or 0)
             if attempt >= retries:
-                await self.app.db(self._set_state, sim_id, "Failed", error)
+                await self.state.db(self._set_state, sim_id, "Failed", error)
                 return
             attempt += 1
-            await self.app.db(self._set_state, sim_id, "Retry", error)
+            await self.state.db(self._set_state, sim_id, "Retry", error)
 
     def _provision(self, sim_id: str) -> tuple[str, Path, dict[str, Any]]:
         kind = KINDS["Simulation"]
         row = self.store.get(kind, sim_id)
-        config = self.app.effective_configuration(kind, row) or {}
+        config = self.state.store.effective_configuration(kind, row) or {}
         job_id = str(uuid.uuid4())
-        workdir = self.app.data_dir / "work" / sim_id[:3] / sim_id[3:6] / sim_id / job_id[:8]
+        workdir = self.state.data_dir / "work" / sim_id[:3] / sim_id[3:6] / sim_id / job_id[:8]
         workdir.mkdir(parents=True, exist_ok=True)
         self._materialise(sim_id, workdir, config.get("AssetCollectionId"))
         job = {
@@ -221,13 +221,13 @@ class Runner:
         # The entity's own files are copied (a model may rewrite its inputs); the collection is
         # linked read-only under Assets/, as COMPS mounts it, so big collections cost nothing.
         for _, md5, _, doc in self._files(entity_id):
-            shutil.copyfile(self.app.blobs.path(uuid.UUID(md5)), workdir / doc["FileName"])
+            shutil.copyfile(self.state.blobs.path(uuid.UUID(md5)), workdir / doc["FileName"])
         if collection_id:
             for _, md5, _, doc in self._files(str(collection_id)):
                 target = workdir / "Assets" / (doc.get("RelativePath") or "") / doc["FileName"]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.unlink(missing_ok=True)
-                target.symlink_to(self.app.blobs.path(uuid.UUID(md5)))
+                target.symlink_to(self.state.blobs.path(uuid.UUID(md5)))
 
     def _files(self, entity_id: str) -> list[tuple[int, str, int, dict[str, Any]]]:
         rows = self.store.query(
@@ -290,16 +290,16 @@ class Runner:
     # --- work items ----------------------------------------------------------------------------
 
     async def _run_work_item(self, wi_id: str) -> None:
-        workdir, command = await self.app.db(self._provision_work_item, wi_id)
-        await self.app.db(self._set_state, wi_id, "Running", None)
+        workdir, command = await self.state.db(self._provision_work_item, wi_id)
+        await self.state.db(self._set_state, wi_id, "Running", None)
         code, error = await self._execute(command, workdir)
-        await self.app.db(self._index_outputs, wi_id, workdir)
-        await self.app.db(self._set_state, wi_id, "Succeeded" if code == 0 else "Failed", error)
+        await self.state.db(self._index_outputs, wi_id, workdir)
+        await self.state.db(self._set_state, wi_id, "Succeeded" if code == 0 else "Failed", error)
 
     def _provision_work_item(self, wi_id: str) -> tuple[Path, list[str]]:
         row = self.store.get(KINDS["WorkItem"], wi_id)
         doc = json.loads(row["doc"])
-        workdir = self.app.data_dir / "work" / "workitems" / wi_id
+        workdir = self.state.data_dir / "work" / "workitems" / wi_id
         workdir.mkdir(parents=True, exist_ok=True)
         self._materialise(wi_id, workdir, doc.get("AssetCollectionId"))
         order_path = next(

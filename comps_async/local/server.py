@@ -23,13 +23,19 @@ import uvicorn
 
 from ..models import Configuration
 from . import sir
-from .app import Compat, LocalApp, ServerLimits
+from .app import build_app
 from .auth import DEFAULT_USER, UserDirectory
 from .blobs import BlobStore
 from .dashboard import History
-from .faults import FaultConfig, FaultInjector
+from .faults import FaultConfig, FaultInjector, FaultyApp
 from .recorder import WireRecorder
+from .routes.auth import AuthRoutes
+from .routes.control import ControlRoutes
+from .routes.dashboard import DashboardRoutes
+from .routes.entities import EntityRoutes
+from .routes.files import FileRoutes
 from .runner import Runner
+from .state import Compat, ServerLimits, ServerState
 from .store import Store
 
 __all__ = ["LocalComps", "sir_configuration"]
@@ -100,21 +106,30 @@ class LocalComps:
         for name, password in (users or {}).items():
             self.user_directory.set_password(name, password)
         self.history = History(self.store, dashboard_interval_s)
-        self.app = LocalApp(
+        self.blobs = BlobStore(self.data_dir / "blobs")
+        self.state = ServerState(
             self.data_dir,
             self.store,
-            BlobStore(self.data_dir / "blobs"),
+            self.blobs,
             self.user_directory,
             limits or ServerLimits(),
             compat or Compat(),
-            history=self.history,
         )
-        self.runner = Runner(self.app, max_concurrent_runs or os.cpu_count() or 2, poll_interval_s)
-        self.app.on_commission = self.runner.wake
-        self.faults = FaultInjector(self.app.build(), faults or FaultConfig())
-        self.app.faults = self.faults
-        # Outermost, so it sees what clients sent, before any injected fault.
-        self.recorder = WireRecorder(self.faults) if record_requests else None
+        self.runner = Runner(
+            self.state, max_concurrent_runs or os.cpu_count() or 2, poll_interval_s
+        )
+        self.faults = FaultInjector(faults or FaultConfig())
+        app = build_app(
+            self.user_directory,
+            accounts=AuthRoutes(self.state),
+            dashboard=DashboardRoutes(self.state, self.history),
+            control=ControlRoutes(self.faults),
+            entities=EntityRoutes(self.state, on_commission=self.runner.wake),
+            files=FileRoutes(self.state),
+        )
+        # Faults outside the app; the recorder outermost, so it sees what clients sent.
+        self.asgi = FaultyApp(app, self.faults)
+        self.recorder = WireRecorder(self.asgi) if record_requests else None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -169,7 +184,7 @@ class LocalComps:
         if not any(isinstance(f, _QuietInjectedFaults) for f in uvicorn_log.filters):
             uvicorn_log.addFilter(_QuietInjectedFaults())
         config = uvicorn.Config(
-            self.recorder or self.faults,
+            self.recorder or self.asgi,
             host=self.host,
             port=self.port,
             log_level="warning",
@@ -180,7 +195,7 @@ class LocalComps:
         self._server = uvicorn.Server(config)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.runner.run_forever)
-            tg.start_soon(self.history.run_forever, self.app.db)
+            tg.start_soon(self.history.run_forever, self.state.db)
             tg.start_soon(self._announce_when_started)
             await self._server.serve()
             tg.cancel_scope.cancel()

@@ -404,6 +404,22 @@ class Store:
             raise NotFound(f"no HPC job {job_id}")
         return row[0], json.loads(row[1])
 
+    def effective_configuration(self, kind: EntityKind, row: Any) -> dict[str, Any] | None:
+        """Configuration merged Suite -> Experiment -> Simulation (``coalesceconfig``)."""
+        chain = [json.loads(row["configuration"] or "{}")]
+        parent, parent_kind = row["parent_id"], kind.name
+        while parent and parent_kind in ("Simulation", "Experiment"):
+            up = self.query("SELECT parent_id, configuration FROM entities WHERE id = ?", (parent,))
+            if not up:
+                break
+            chain.append(json.loads(up[0]["configuration"] or "{}"))
+            parent = up[0]["parent_id"]
+            parent_kind = "Experiment" if parent_kind == "Simulation" else "Suite"
+        merged: dict[str, Any] = {}
+        for level in reversed(chain):
+            merged.update({k: v for k, v in level.items() if v is not None})
+        return merged or None
+
     def state_counts(self, kind: EntityKind, entity_id: str) -> dict[str, int]:
         """Per-state simulation counts under an experiment or suite (Stats, §12)."""
         self.get(kind, entity_id)

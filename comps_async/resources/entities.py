@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from uuid import UUID
 
@@ -12,6 +14,8 @@ from ..models import (
     Experiment,
     RelationType,
     Simulation,
+    SimulationFile,
+    SimulationState,
     Suite,
     WorkItem,
     entity_type,
@@ -210,6 +214,41 @@ class _BatchSaved(StatefulResource[B]):
         return await saver.run(entities)
 
 
+# What a clone copies, and the tags that say where a clone came from or where an original went.
+_CLONED_CHILDREN = ["tags", "files", "configuration"]
+CLONED_FROM_TAG = "ClonedFromSimulation"
+RETIRED_TAG = "ClonedToRerun"
+
+
+def clone_of(sim: Simulation, experiment_id: UUID | None = None) -> Simulation:
+    """A new simulation with ``sim``'s configuration, tags (not the SDK's reserved ones) and
+    files by md5, tagged ``ClonedFromSimulation``."""
+    tags = {k: v for k, v in (sim.tags or {}).items() if not k.startswith("comps_async.")}
+    files = [
+        SimulationFile.from_md5(
+            f.file_name, f.md5_checksum, file_type=f.file_type, description=f.description
+        )
+        for f in sim.files or []
+        if f.md5_checksum is not None
+    ]
+    return Simulation(
+        name=sim.name,
+        description=sim.description,
+        experiment_id=experiment_id or sim.experiment_id,
+        configuration=sim.configuration,
+        tags={**tags, CLONED_FROM_TAG: str(sim.id)},
+        files=files,
+    )
+
+
+@dataclass
+class Rerun:
+    """What ``rerun_failed`` did: the new ``clones`` and the failed originals it ``retired``."""
+
+    clones: list[Simulation]
+    retired: list[Simulation]
+
+
 class Simulations(_BatchSaved[Simulation]):
     """``session.simulations``."""
 
@@ -246,6 +285,56 @@ class Simulations(_BatchSaved[Simulation]):
         if commission and commissioned:  # catches batches that landed during a commission
             await self._peers.experiments.commission(commissioned)
         return saved
+
+    async def clone(
+        self, simulation: IdLike, *, experiment: IdLike | None = None, key: str | None = None
+    ) -> Simulation:
+        """A saved copy of a simulation (configuration, tags, files by md5; no bytes are
+        uploaded), in ``experiment`` or its own, tagged ``ClonedFromSimulation``. ``key``
+        makes it exactly once across processes (as ``save_all``)."""
+        original = await self.get(simulation, children=_CLONED_CHILDREN)
+        target = (await self._peers.experiments.get(experiment)).id if experiment else None
+        copy = clone_of(original, target)
+        await self.save(copy, key=key)
+        return copy
+
+    async def rerun_failed(
+        self,
+        experiment: IdLike,
+        *,
+        commission: bool = True,
+        delete_old: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> Rerun:
+        """Clone an experiment's failed simulations, commission the clones (only them), and
+        retire the originals: tagged ``ClonedToRerun``, or deleted with ``delete_old``.
+
+        Exactly once: the clones' keys derive from the failed simulations' ids, so running it
+        again after a crash gets the clones that landed back instead of new ones, and failed
+        simulations already retired are not cloned again."""
+        failed = [
+            sim
+            for sim in await self._peers.experiments.simulations(
+                experiment,
+                Query()
+                .where([f"state={SimulationState.Failed}"])
+                .select_children(_CLONED_CHILDREN),
+            )
+            if RETIRED_TAG not in (sim.tags or {})
+        ]
+        clones = [clone_of(sim) for sim in failed]
+        if failed:
+            ids = ",".join(sorted(str(sim.id) for sim in failed))
+            key = "rerun-" + hashlib.md5(ids.encode(), usedforsecurity=False).hexdigest()
+            await self.save_all(clones, on_progress=on_progress, key=key)
+            if commission:
+                await self.commission(clones)
+            if delete_old:
+                await self.delete(failed)
+            else:
+                for sim in failed:
+                    await self.merge_tags(sim, {RETIRED_TAG: None})
+        return Rerun(clones=clones, retired=failed)
 
 
 class WorkItems(_BatchSaved[WorkItem]):

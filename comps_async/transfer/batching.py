@@ -23,7 +23,7 @@ from uuid import UUID
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ..concurrency import aiter_any
+from ..concurrency import aiter_any, first_error
 from ..errors import ApiError, BatchSaveError, MissingAssetsError
 from ..models import (
     ContentSource,
@@ -148,11 +148,14 @@ class BatchSaver(Generic[E]):
                 self._validate(entity, index)
             self._total = len(entities)
         send, receive = anyio.create_memory_object_stream[_Batch[E]](self._concurrency)
-        async with anyio.create_task_group() as tg:
-            for _ in range(self._concurrency):
-                tg.start_soon(self._consume, receive.clone())
-            receive.close()
-            await self._produce(entities, send)
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(self._concurrency):
+                    tg.start_soon(self._consume, receive.clone())
+                receive.close()
+                await self._produce(entities, send)
+        except BaseExceptionGroup as group:  # e.g. a caller's callback raised: theirs, as is
+            raise first_error(group) from None
         if self._errors:
             missing = [e for e in self._errors if isinstance(e, MissingAssetsError)]
             if missing and not self._saved and len(self._errors) == len(missing):

@@ -1,0 +1,1 @@
+"""The local server's routes, one module per concern over one shared ``ServerState``."""
