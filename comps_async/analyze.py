@@ -40,6 +40,7 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
+from ._constants import DEFAULT_ANALYZE_WINDOW
 from .concurrency import Spawn, aiter_any, gather_bounded, stream_bounded
 from .errors import CompsError
 from .models import Experiment, Simulation, SimulationState, WorkItem
@@ -212,7 +213,7 @@ class Analysis:
         analyzers: Sequence[Analyzer],
         *,
         executor: Executor | None = None,
-        window: int = 16,
+        window: int = DEFAULT_ANALYZE_WINDOW,
         cache_dir: str | os.PathLike[str] | None = None,
         fail_fast: bool = False,
         analyze_failed: bool = False,

@@ -23,7 +23,7 @@ import anyio
 import httpx
 from pydantic import SecretStr
 
-from ._constants import TOKEN_HEADER
+from ._constants import CLIENT_VERSION, TOKEN_HEADER
 from .errors import AuthenticationError, error_for_status
 from .hosts import Host
 
@@ -38,7 +38,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CLIENT_VERSION = 12  # what pyCOMPS sends (§2.2)
 # pyCOMPS sends both on every call, /api/tokens included (§3.1).
 _JSON_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
 MAX_PROMPTS = 3  # a wrong password never loops forever (§14.5)

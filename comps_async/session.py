@@ -18,7 +18,12 @@ import httpx
 from pydantic import SecretStr
 
 from ._capabilities import Capabilities, load_capabilities
-from ._constants import DEFAULT_MAX_CONCURRENT_REQUESTS
+from ._constants import (
+    DEFAULT_ANALYZE_WINDOW,
+    DEFAULT_LIMITS,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_TIMEOUT,
+)
 from ._requester import Requester
 from .analyze import Analysis, AnalyzedItem, Analyzer, Source
 from .auth import CredentialPrompt, Credentials, TokenManager, console_prompt, interactive
@@ -47,12 +52,6 @@ from .waiting import WaitSettings, WaitStatus, watch
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "Session"]
 
 logger = logging.getLogger(__name__)
-
-# No timeout at all is pyCOMPS's worst failure mode (§14.1): a stalled socket hangs for ever.
-DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=15.0)
-DEFAULT_LIMITS = httpx.Limits(
-    max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0
-)
 
 
 class Session:
@@ -321,7 +320,7 @@ class Session:
         analyzers: Sequence[Analyzer],
         *,
         executor: Executor | None = None,
-        window: int = 16,
+        window: int = DEFAULT_ANALYZE_WINDOW,
         cache_dir: str | os.PathLike[str] | None = None,
         fail_fast: bool = False,
         analyze_failed: bool = False,

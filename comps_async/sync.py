@@ -44,7 +44,15 @@ import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from pydantic import SecretStr
 
-from ._constants import DEFAULT_MAX_CONCURRENT_REQUESTS
+from ._constants import (
+    DEFAULT_ANALYZE_WINDOW,
+    DEFAULT_HARVEST_CONCURRENCY,
+    DEFAULT_LIMITS,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_OPERATION_CONCURRENCY,
+    DEFAULT_SAVE_CONCURRENCY,
+    DEFAULT_TIMEOUT,
+)
 from .analyze import Analysis, AnalysisReport, AnalyzedItem, Analyzer, Source
 from .auth import CredentialPrompt
 from .models import (
@@ -76,7 +84,6 @@ from .resources.entities import (
     _JsonSaved,
 )
 from .resources.outputs import Harvested, Outputs, Target
-from .session import DEFAULT_LIMITS, DEFAULT_TIMEOUT
 from .session import Session as AsyncSession
 from .transfer.batching import BatchLimits, ProgressCallback
 from .transfer.download import DownloadSettings
@@ -216,11 +223,21 @@ class _Stateful(_Entities[E]):
     _resource: StatefulResource[E]
 
     @_twin(StatefulResource.commission)
-    def commission(self, entities: IdLike | Iterable[IdLike], *, concurrency: int = 16) -> None:
+    def commission(
+        self,
+        entities: IdLike | Iterable[IdLike],
+        *,
+        concurrency: int = DEFAULT_OPERATION_CONCURRENCY,
+    ) -> None:
         self._loop.call(self._resource.commission, entities, concurrency=concurrency)
 
     @_twin(StatefulResource.cancel)
-    def cancel(self, entities: IdLike | Iterable[IdLike], *, concurrency: int = 16) -> None:
+    def cancel(
+        self,
+        entities: IdLike | Iterable[IdLike],
+        *,
+        concurrency: int = DEFAULT_OPERATION_CONCURRENCY,
+    ) -> None:
         self._loop.call(self._resource.cancel, entities, concurrency=concurrency)
 
     @_twin(StatefulResource.delete)
@@ -229,7 +246,7 @@ class _Stateful(_Entities[E]):
         entities: IdLike | Iterable[IdLike],
         *,
         expire_now: bool = False,
-        concurrency: int = 16,
+        concurrency: int = DEFAULT_OPERATION_CONCURRENCY,
     ) -> None:
         self._loop.call(
             self._resource.delete, entities, expire_now=expire_now, concurrency=concurrency
@@ -300,7 +317,7 @@ class SyncSimulations(_BatchSavedTwin[Simulation]):
         self,
         entities: Iterable[Simulation],
         *,
-        concurrency: int = 4,
+        concurrency: int = DEFAULT_SAVE_CONCURRENCY,
         on_progress: ProgressCallback | None = None,
         limits: BatchLimits | None = None,
         commission: bool = False,
@@ -350,7 +367,7 @@ class SyncWorkItems(_BatchSavedTwin[WorkItem]):
         self,
         entities: Iterable[WorkItem],
         *,
-        concurrency: int = 4,
+        concurrency: int = DEFAULT_SAVE_CONCURRENCY,
         on_progress: ProgressCallback | None = None,
         limits: BatchLimits | None = None,
         after_batch: Callable[[builtins.list[WorkItem]], object] | None = None,
@@ -507,7 +524,7 @@ class SyncOutputs:
         patterns: Sequence[str],
         dest: str | PathLike[str],
         *,
-        concurrency: int = 32,
+        concurrency: int = DEFAULT_HARVEST_CONCURRENCY,
         overwrite: bool = False,
         case_sensitive: bool = False,
     ) -> Iterator[Harvested]:
@@ -668,7 +685,7 @@ class Session:
         analyzers: Sequence[Analyzer],
         *,
         executor: Executor | None = None,
-        window: int = 16,
+        window: int = DEFAULT_ANALYZE_WINDOW,
         cache_dir: str | os.PathLike[str] | None = None,
         fail_fast: bool = False,
         analyze_failed: bool = False,

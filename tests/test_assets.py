@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 import comps_async as ca
-from comps_async.local import LocalComps, ServerLimits
+from comps_async.local import Compat, LocalComps
 from comps_async.pipeline import CallNext
 from comps_async.transfer.fingerprints import FingerprintCache, _digest
 
@@ -315,9 +315,9 @@ async def test_parallel_chunks_on_a_server_that_accepts_them(tmp_path: Path) -> 
             finally:
                 self.now -= chunk
 
-    limits = ServerLimits(accept_out_of_order_chunks=True)
+    compat = Compat(out_of_order_chunks=True)
     settings = ca.UploadSettings(large_file_bytes=100_000, chunk_bytes=64_000, parallel_chunks=4)
-    async with LocalComps(tmp_path / "server", limits=limits) as server:
+    async with LocalComps(tmp_path / "server", compat=compat) as server:
         inflight = InFlight()
         async with ca.Session(
             server.url,
@@ -336,7 +336,7 @@ async def test_out_of_order_chunks_on_the_local_server(tmp_path: Path) -> None:
     data = os.urandom(200_000)
     md5 = md5_of_bytes(data)
     async with LocalComps(
-        tmp_path / "server", limits=ServerLimits(accept_out_of_order_chunks=True)
+        tmp_path / "server", compat=Compat(out_of_order_chunks=True)
     ) as server:
         async with httpx.AsyncClient(
             base_url=server.url, headers={"X-COMPS-Token": server.token}

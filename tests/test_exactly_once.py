@@ -28,7 +28,10 @@ pytestmark = pytest.mark.anyio
 EXAMPLE = Path(__file__).parents[1] / "examples" / "calibration_loop.py"
 # Quick retries: these tests exhaust attempts on purpose.
 FAST_RETRY = ca.RetryPolicy(max_attempts=2, backoff_base_s=0.005, backoff_max_s=0.01)
-FAST_BATCHES = ca.BatchLimits(max_attempts=3)
+# ... and give up on a batch after 3 attempts (each preceded by a look-up).
+FAST_BATCHES = ca.RetryPolicy(
+    max_attempts=2, backoff_base_s=0.005, backoff_max_s=0.01, create_attempts=3
+)
 
 
 def make_sims(experiment: ca.Experiment, count: int) -> list[ca.Simulation]:
@@ -91,13 +94,15 @@ async def test_answers_lost_on_every_post_and_every_lookup(tmp_path: Path) -> No
     lose_all = FaultConfig(reset_after_rate=1.0, routes=r"/api/Simulations$")
     async with (
         LocalComps(tmp_path / "server") as server,
-        ca.Session(server.url, token=server.token, token_cache_dir=tmp_path, retry=FAST_RETRY) as s,
+        ca.Session(
+            server.url, token=server.token, token_cache_dir=tmp_path, retry=FAST_BATCHES
+        ) as s,
     ):
         experiment = await s.experiments.create(ca.Experiment(name="lossy"))
         sims = make_sims(experiment, 150)
         server.faults.configure(lose_all)
         with pytest.raises(ca.BatchSaveError) as caught:
-            await s.simulations.save_all(sims, limits=FAST_BATCHES)
+            await s.simulations.save_all(sims)
         error = caught.value
         # The truth: every batch committed, and the SDK could not learn it, so nothing is
         # reported as failed (which would invite a duplicating retry); all are unknown.

@@ -25,9 +25,6 @@ class ServerLimits:
     max_batch_bytes: int = 38912 * 1024
     max_asset_collection_bytes: int = 407552 * 1024
     max_form_parts: int = 100_000
-    # Whether /upload accepts chunks out of order (unknown for real COMPS, §8.4): off, like a
-    # server that only knows in-order uploads; on, to exercise UploadSettings(parallel_chunks).
-    accept_out_of_order_chunks: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,6 +41,9 @@ class Compat:
     # False: parts are matched to files by position, as if each file sent with content needs a
     # part of its own (pyCOMPS's layout); content attached once for several files is refused.
     shared_parts: bool = True
+    # Whether /upload accepts chunks out of order (unknown for real COMPS, §8.4): off, like a
+    # server that only knows in-order uploads; on, to exercise UploadSettings(parallel_chunks).
+    out_of_order_chunks: bool = False
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Built-in pipeline policies."""
 
 from .auth import AuthPolicy
-from .limits import ConcurrencyPolicy
+from .concurrency import ConcurrencyPolicy
 from .logging import LoggingPolicy
 from .retry import RetryPolicy
 

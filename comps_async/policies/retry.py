@@ -62,10 +62,14 @@ def should_retry(
 @dataclass
 class RetryPolicy:
     """Retries what is safe to retry, with exponential backoff and full jitter, or the server's
-    Retry-After (capped at ``max_retry_after_s``). ``max_attempts`` counts the first try; a
+    Retry-After (capped at ``max_retry_after_s``). ``max_attempts`` counts the first try
+    (``create_attempts`` for creates, which look up before re-sending); a
     call's deadline (``timeout=`` of a request) stops the retries before a wait would pass it."""
 
     max_attempts: int = 5
+    # Attempts of one create or batch of creates, each after an ambiguous failure preceded by
+    # a look-up of its idempotency keys (transfer/exactly_once.py), so more than a request's.
+    create_attempts: int = 8
     backoff_base_s: float = 0.25
     backoff_max_s: float = 20.0
     max_retry_after_s: float = 60.0

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 import anyio
 import anyio.to_thread
 
-from .._constants import MAX_ZIP_BYTES
+from .._constants import MAX_ASSET_COLLECTION_BYTES, MAX_ZIP_BYTES
 from ..concurrency import gather_bounded
 from ..models import AssetCollection, AssetCollectionFile
 from ..models._base import Tags
@@ -114,7 +114,7 @@ class AssetCollections(EntityResource[AssetCollection]):
             hasher=self._hasher,
             uploader=self._uploader,
             concurrency=1,
-            limits=BatchLimits(max_entities=1, max_bytes=407552 * 1024),
+            limits=BatchLimits(max_entities=1, max_bytes=MAX_ASSET_COLLECTION_BYTES),
             key=key,
             find_by_key=self.find_by_keys if self._requester.idempotency_tags else None,
             params=await self._visibility(),

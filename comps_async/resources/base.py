@@ -21,6 +21,7 @@ from uuid import UUID
 
 import httpx
 
+from .._constants import DEFAULT_OPERATION_CONCURRENCY, IDS_PER_REQUEST
 from ..concurrency import gather_bounded
 from ..errors import ApiError, MalformedResponseError, OutcomeUnknownError
 from ..models import Entity, RelationType, TagOperationMode, WorkItem
@@ -48,7 +49,6 @@ logger = logging.getLogger(__name__)
 E = TypeVar("E", bound=Entity)
 IdLike = Entity | UUID | str
 
-DEFAULT_OPERATION_CONCURRENCY = 16
 UNREADABLE_ROWS_KEPT = 100  # raw rows kept for a look after a warning; bounded
 _MISSING = object()
 # Inferred (§14.18): fetch many entities by id in one list call. COMPS is a ServiceStack service
@@ -56,7 +56,6 @@ _MISSING = object()
 # ids we did not ask for) or refuses it (400), we fall back to one GET per id. Chunked so URLs
 # stay short.
 IDS_PARAM = "Ids"
-IDS_PER_REQUEST = 50
 
 _CONTENT_RANGE = re.compile(r"(?:\w+\s+)?(?:\d+-\d+|\*)/(\d+)")
 
@@ -307,8 +306,7 @@ class EntityResource(Generic[E]):
                 post=send,
                 lookup=lookup if keys is not None else None,
                 maybe_sent=keys is not None and keys.assign(entity, 0),
-                delay=self._requester.retry.delay_s,
-                sleep=self._requester.retry.sleep,
+                retry=self._requester.retry,
             )
         except CreateFailed as failure:
             if failure.unknown:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from uuid import UUID
 
+from .._constants import DEFAULT_SAVE_CONCURRENCY
 from ..errors import ApiError, BatchSaveError, MalformedResponseError, OutcomeUnknownError
 from ..models import (
     Entity,
@@ -184,7 +185,7 @@ class _BatchSaved(StatefulResource[B]):
         self,
         entities: Iterable[B] | AsyncIterable[B],
         *,
-        concurrency: int = 4,
+        concurrency: int = DEFAULT_SAVE_CONCURRENCY,
         on_progress: ProgressCallback | None = None,
         limits: BatchLimits | None = None,
         after_batch: Callable[[list[B]], Awaitable[Any]] | None = None,
@@ -258,7 +259,7 @@ class Simulations(_BatchSaved[Simulation]):
         self,
         entities: Iterable[Simulation] | AsyncIterable[Simulation],
         *,
-        concurrency: int = 4,
+        concurrency: int = DEFAULT_SAVE_CONCURRENCY,
         on_progress: ProgressCallback | None = None,
         limits: BatchLimits | None = None,
         commission: bool = False,

@@ -24,7 +24,7 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
-from .._constants import MAX_ZIP_BYTES
+from .._constants import DEFAULT_HARVEST_CONCURRENCY, MAX_READ_BYTES, MAX_ZIP_BYTES
 from ..concurrency import aiter_any, gather_bounded, stream_bounded
 from ..errors import ChecksumMismatchError, CompsError, MalformedResponseError, NotFoundError
 from ..models import Entity, Experiment, OutputFileMetadata, Simulation, SimulationState, WorkItem
@@ -42,7 +42,6 @@ __all__ = ["MAX_ZIP_BYTES", "Harvest", "Harvested", "Outputs"]
 
 logger = logging.getLogger(__name__)
 
-MAX_READ_BYTES = 256 << 20  # read() is for small files; bigger ones go to download()
 _UTF8_SLACK = 3  # a UTF-8 character has at most 3 continuation bytes (§10.4, tail utility)
 # Simulations below Commissioned have no working directory yet (getexpout skips them, §13).
 _NO_OUTPUT_STATES = frozenset(
@@ -294,7 +293,7 @@ class Outputs:
         patterns: Sequence[str],
         dest: str | PathLike[str],
         *,
-        concurrency: int = 32,
+        concurrency: int = DEFAULT_HARVEST_CONCURRENCY,
         overwrite: bool = False,
         case_sensitive: bool = False,
     ) -> Harvest:

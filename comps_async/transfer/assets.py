@@ -11,6 +11,7 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
+from .._constants import MAX_FILES_PER_REQUEST
 from ..concurrency import first_error, gather_bounded
 from ..errors import MissingAssetsError
 from ..models import AssetCollection, AssetCollectionFile
@@ -19,14 +20,10 @@ from .content import check_readable_file, ensure_md5s, media_type, read_source
 from .fingerprints import Hasher
 from .upload import Uploader, UploadSettings
 
-__all__ = ["MAX_FILES_PER_REQUEST", "BytesProgressCallback", "upload_collection"]
+__all__ = ["BytesProgressCallback", "upload_collection"]
 
 # on_progress(bytes_sent, bytes_known_to_be_needed_so_far)
 BytesProgressCallback = Callable[[int, int], None]
-
-# §8.3: an asset-collection request may carry 100 files and 398 MiB; file-only requests are kept
-# far smaller so that their bodies fit the session's byte budget.
-MAX_FILES_PER_REQUEST = 100
 
 
 async def upload_collection(

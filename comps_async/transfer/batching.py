@@ -23,6 +23,12 @@ from uuid import UUID
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .._constants import (
+    DEFAULT_SAVE_CONCURRENCY,
+    LARGE_FILE_BYTES,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ENTITIES,
+)
 from ..concurrency import aiter_any, first_error
 from ..errors import ApiError, BatchSaveError, MissingAssetsError
 from ..models import (
@@ -38,14 +44,12 @@ from ..responses import parse_ids
 from .content import check_readable_file, ensure_md5s, media_type, read_source
 from .exactly_once import (
     BATCH_TAG,
-    CREATE_ATTEMPTS,
     CreateFailed,
     KeyAssigner,
     create_once,
     keyed_wire,
     mark_sent,
 )
-from .upload import LARGE_FILE_BYTES
 
 if TYPE_CHECKING:
     from .._requester import Requester
@@ -64,12 +68,13 @@ FindByKey = Callable[[list[E]], Awaitable[dict[int, E]]]
 
 @dataclass(frozen=True)
 class BatchLimits:
-    """Batch limits of pyCOMPS (§8.2), configurable."""
+    """How big a batch may be: pyCOMPS's limits (§8.2), configurable. Files above
+    ``large_file_bytes`` are uploaded on their own instead of travelling in a batch. (Attempts
+    per batch are the session's ``RetryPolicy(create_attempts=)``.)"""
 
-    max_entities: int = 100
-    max_bytes: int = 38912 * 1024
+    max_entities: int = MAX_BATCH_ENTITIES
+    max_bytes: int = MAX_BATCH_BYTES
     large_file_bytes: int = LARGE_FILE_BYTES
-    max_attempts: int = CREATE_ATTEMPTS  # per batch; the waits are the session RetryPolicy's
 
 
 # Size estimate of pyCOMPS (§8.2): request overhead, per-entity separator, per-part headers.
@@ -103,7 +108,7 @@ class BatchSaver(Generic[E]):
         *,
         hasher: Hasher,
         uploader: Uploader,
-        concurrency: int = 4,
+        concurrency: int = DEFAULT_SAVE_CONCURRENCY,
         limits: BatchLimits | None = None,
         on_progress: ProgressCallback | None = None,
         after_batch: Callable[[list[E]], Awaitable[Any]] | None = None,
@@ -339,9 +344,7 @@ class BatchSaver(Generic[E]):
                 post=post,
                 lookup=lookup if self._find_by_key is not None else None,
                 maybe_sent=batch.maybe_sent,
-                delay=self._requester.retry.delay_s,
-                sleep=self._requester.retry.sleep,
-                max_attempts=self._limits.max_attempts,
+                retry=self._requester.retry,
                 recover=recover,
             )
         except CreateFailed as failure:

@@ -46,10 +46,10 @@ from ..errors import (
     TransferError,
 )
 from ..models import Entity
+from ..policies.retry import RetryPolicy
 
 __all__ = [
     "BATCH_TAG",
-    "CREATE_ATTEMPTS",
     "KEY_BLOCK",
     "KEY_TAG",
     "SETTLE_S",
@@ -80,11 +80,6 @@ SETTLE_S = 2.0
 # Caller keys end up inside a tag filter, which COMPS splits on commas and operators with no
 # escaping (§5): only characters that cannot be read as syntax are allowed.
 _CALLER_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
-
-
-# Attempts of one create (each after an ambiguous failure looks up before re-sending); the
-# waits between them are the session's RetryPolicy.delay_s, like every retry loop of the SDK.
-CREATE_ATTEMPTS = 8
 
 
 def check_caller_key(key: str) -> str:
@@ -227,9 +222,7 @@ async def create_once(
     post: Post,
     lookup: Lookup | None,
     maybe_sent: bool,
-    delay: Callable[[int, float | None], float],
-    sleep: Callable[[float], Awaitable[None]],
-    max_attempts: int = CREATE_ATTEMPTS,
+    retry: RetryPolicy,
     recover: Recover | None = None,
 ) -> dict[int, str]:
     """Create the entities at ``pending`` (indexes into the caller's list); returns {index: id}.
@@ -238,18 +231,19 @@ async def create_once(
     exist. Before every send of entities that may already exist, they are looked up, so a lost
     answer is never followed by a second create. Without ``lookup`` (no reserved tags) an
     ambiguous failure is re-sent blindly: at least once, not exactly once. ``recover(error)``
-    may fix a definite 4xx (e.g. upload missing content) and ask for another attempt. Waits
-    between attempts are ``delay(attempt, retry_after)`` through ``sleep`` (the session's
-    RetryPolicy's, so every loop shares one backoff and tests never really wait).
+    may fix a definite 4xx (e.g. upload missing content) and ask for another attempt. At most
+    ``retry.create_attempts`` attempts, waiting ``retry.delay_s`` through ``retry.sleep``
+    between them (the session's RetryPolicy: every loop shares one backoff and tests never
+    really wait).
     Raises ``CreateFailed`` when attempts run out or the failure is definite.
     """
     ids: dict[int, str] = {}
     error: BaseException | None = None
     wait = False
-    for attempt in range(1, max_attempts + 1):
+    for attempt in range(1, retry.create_attempts + 1):
         if wait:
             asked = error.retry_after_s if isinstance(error, ApiError) else None
-            await sleep(delay(attempt - 1, asked))
+            await retry.sleep(retry.delay_s(attempt - 1, asked))
         wait = True
         if maybe_sent and lookup is not None:
             try:

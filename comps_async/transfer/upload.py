@@ -4,7 +4,7 @@ Content-Range chunks, each chunk retried on its own; resumable from the server's
 Chunks of one file go in order by default: whether real COMPS accepts out-of-order chunks is not
 known (§8.4 shows only a sequential client), so parallelism comes from uploading many files at
 once. ``UploadSettings(parallel_chunks=N)`` sends N chunks of a file at once, for servers that
-accept them (the local server does with ``ServerLimits(accept_out_of_order_chunks=True)``).
+accept them (the local server does with ``Compat(out_of_order_chunks=True)``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
+from .._constants import LARGE_FILE_BYTES
 from ..concurrency import gather_bounded
 from ..errors import ApiError, ChecksumMismatchError, MalformedResponseError, NotFoundError
 from ..models import ContentSource
@@ -26,9 +27,8 @@ from .budget import ByteBudget
 if TYPE_CHECKING:
     from .._requester import Requester
 
-__all__ = ["LARGE_FILE_BYTES", "UploadSettings", "Uploader"]
+__all__ = ["UploadSettings", "Uploader"]
 
-LARGE_FILE_BYTES = 10 * 1024 * 1024  # strictly larger goes through /upload (§8.4)
 
 BytesSentCallback = Callable[[int], None]  # on_progress(bytes_sent_now)
 
@@ -50,7 +50,7 @@ class UploadSettings:
     parallel_files: int = 8
     # Chunks of one file in flight. 1 (in order) is the safe default: whether COMPS accepts
     # out-of-order chunks is not known. Raise it only for a server that does (the local server
-    # with ServerLimits(accept_out_of_order_chunks=True)).
+    # with Compat(out_of_order_chunks=True)).
     parallel_chunks: int = 1
 
 

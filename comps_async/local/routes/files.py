@@ -80,7 +80,7 @@ class FileRoutes:
         writer = await self.state.blob_io(
             partial(
                 self.state.blobs.begin_range,
-                allow_gaps=self.state.limits.accept_out_of_order_chunks,
+                allow_gaps=self.state.compat.out_of_order_chunks,
             ),
             md5,
             start,
