@@ -19,7 +19,7 @@ import anyio
 import httpx
 
 import comps_async as ca
-from comps_async.transports import default_transport
+from comps_async._transports import default_transport
 
 from common import report, server_process
 

@@ -8,6 +8,15 @@ async with ca.Session("http://127.0.0.1:8100", token=...) as s:
 
 import logging
 
+from ._query import Query
+from ._resources.entities import Rerun
+from ._resources.outputs import Harvest, Harvested
+from ._session import Session
+from ._transfer.batching import BatchLimits
+from ._transfer.download import DownloadSettings, UnsafePathError
+from ._transfer.exactly_once import BATCH_TAG, KEY_TAG
+from ._transfer.upload import UploadSettings
+from ._waiting import WaitSettings, WaitStatus
 from .analyze import (
     Analysis,
     AnalysisFailedError,
@@ -56,15 +65,6 @@ from .models import (
 )
 from .pipeline import CallNext, Pipeline, Policy
 from .policies import AuthPolicy, ConcurrencyPolicy, LoggingPolicy, RetryPolicy
-from .query import Query
-from .resources.entities import Rerun
-from .resources.outputs import Harvest, Harvested
-from .session import Session
-from .transfer.batching import BatchLimits
-from .transfer.download import DownloadSettings, UnsafePathError
-from .transfer.exactly_once import BATCH_TAG, KEY_TAG
-from .transfer.upload import UploadSettings
-from .waiting import WaitSettings, WaitStatus
 
 __version__ = "0.1.0"
 

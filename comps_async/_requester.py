@@ -23,10 +23,10 @@ import httpx
 from anyio.abc import TaskGroup
 
 from ._capabilities import Capabilities, capabilities_path, save_capabilities
+from ._concurrency import deadline
+from ._hosts import Host
 from .auth import TokenManager
-from .concurrency import deadline
 from .errors import api_error, transfer_error
-from .hosts import Host
 from .pipeline import (
     OPTION_DEADLINE,
     OPTION_IDEMPOTENT,

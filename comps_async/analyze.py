@@ -40,16 +40,16 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
+from ._concurrency import Spawn, aiter_any, gather_bounded, stream_bounded
 from ._constants import DEFAULT_ANALYZE_WINDOW
-from .concurrency import Spawn, aiter_any, gather_bounded, stream_bounded
+from ._query import Query
+from ._resources.outputs import simulations_of
 from .errors import CompsError
 from .models import Experiment, Simulation, SimulationState, WorkItem
 from .models.outputs import OutputFileMetadata
-from .query import Query
-from .resources.outputs import simulations_of
 
 if TYPE_CHECKING:
-    from .resources.peers import Peers
+    from ._resources.peers import Peers
 
 __all__ = [
     "Analysis",

@@ -24,8 +24,8 @@ import httpx
 from pydantic import SecretStr
 
 from ._constants import CLIENT_VERSION, TOKEN_HEADER
-from .errors import AuthenticationError, error_for_status
-from .hosts import Host
+from ._hosts import Host
+from .errors import AuthenticationError, api_error
 
 __all__ = [
     "CredentialPrompt",
@@ -322,14 +322,7 @@ class TokenManager:
                 f"{what} was redirected; is the host 'http' where the server wants 'https'?",
             )
         if response.status_code >= 400:
-            body = _json_or_empty(response)
-            raise error_for_status(response.status_code)(
-                response.status_code,
-                str(body.get("ResponseMessage") or response.reason_phrase),
-                correlation_id=str(body.get("CorrelationId") or "") or None,
-                method=response.request.method,
-                url=str(response.request.url),
-            )
+            raise api_error(response)  # the same typed error as every other call
         token = response.headers.get(TOKEN_HEADER) or _json_or_empty(response).get("Token")
         if not token:
             raise AuthenticationError(

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._capabilities import Capabilities, capabilities_path, load_capabilities, save_capabilities
+from ._query import Query
+from ._resources.base import IDS_PARAM, parse_content_range
+from ._responses import json_body, json_list
 from .errors import ApiError, CompsError
 from .models import Suite
 from .models.outputs import md5_hex
-from .query import Query
-from .resources.base import IDS_PARAM, parse_content_range
-from .responses import json_body, json_list
 
 if TYPE_CHECKING:
-    from .session import Session
+    from ._session import Session
 
 __all__ = [
     "Capabilities",

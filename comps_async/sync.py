@@ -53,6 +53,26 @@ from ._constants import (
     DEFAULT_SAVE_CONCURRENCY,
     DEFAULT_TIMEOUT,
 )
+from ._query import Query
+from ._resources.asset_collections import DEFAULT_EXCLUDE, AssetCollections
+from ._resources.base import EntityResource, IdLike, StatefulResource
+from ._resources.entities import (
+    B,
+    Experiments,
+    J,
+    Rerun,
+    Simulations,
+    Suites,
+    WorkItems,
+    _BatchSaved,
+    _JsonSaved,
+)
+from ._resources.outputs import Harvested, Outputs, Target
+from ._session import Session as AsyncSession
+from ._transfer.batching import BatchLimits, ProgressCallback
+from ._transfer.download import DownloadSettings
+from ._transfer.upload import UploadSettings
+from ._waiting import WaitSettings, WaitStatus
 from .analyze import Analysis, AnalysisReport, AnalyzedItem, Analyzer, Source
 from .auth import CredentialPrompt
 from .models import (
@@ -69,26 +89,6 @@ from .models import (
 from .models._base import Tags
 from .pipeline import Policy
 from .policies.retry import RetryPolicy
-from .query import Query
-from .resources.asset_collections import DEFAULT_EXCLUDE, AssetCollections
-from .resources.base import EntityResource, IdLike, StatefulResource
-from .resources.entities import (
-    B,
-    Experiments,
-    J,
-    Rerun,
-    Simulations,
-    Suites,
-    WorkItems,
-    _BatchSaved,
-    _JsonSaved,
-)
-from .resources.outputs import Harvested, Outputs, Target
-from .session import Session as AsyncSession
-from .transfer.batching import BatchLimits, ProgressCallback
-from .transfer.download import DownloadSettings
-from .transfer.upload import UploadSettings
-from .waiting import WaitSettings, WaitStatus
 
 __all__ = ["Session", "SessionClosedError", "SyncAnalysis"]
 

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 import comps_async as ca
+from comps_async._transfer.fingerprints import FingerprintCache, _digest
 from comps_async.local import Compat, LocalComps
 from comps_async.pipeline import CallNext
-from comps_async.transfer.fingerprints import FingerprintCache, _digest
 
 pytestmark = pytest.mark.anyio
 
@@ -335,9 +335,7 @@ async def test_parallel_chunks_on_a_server_that_accepts_them(tmp_path: Path) -> 
 async def test_out_of_order_chunks_on_the_local_server(tmp_path: Path) -> None:
     data = os.urandom(200_000)
     md5 = md5_of_bytes(data)
-    async with LocalComps(
-        tmp_path / "server", compat=Compat(out_of_order_chunks=True)
-    ) as server:
+    async with LocalComps(tmp_path / "server", compat=Compat(out_of_order_chunks=True)) as server:
         async with httpx.AsyncClient(
             base_url=server.url, headers={"X-COMPS-Token": server.token}
         ) as http:

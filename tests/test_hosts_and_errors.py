@@ -9,8 +9,8 @@ from uuid import uuid4
 import pytest
 
 import comps_async as ca
+from comps_async._hosts import Host
 from comps_async.errors import error_for_status
-from comps_async.hosts import Host
 from comps_async.local import LocalComps
 
 from helpers import submit

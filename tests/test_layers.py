@@ -18,18 +18,18 @@ LAYERS: list[tuple[str, ...]] = [
         "_constants",
         "_capabilities",
         "errors",
-        "hosts",
         "models",
         "pipeline",
-        "concurrency",
-        "responses",
-        "query",
+        "_concurrency",
+        "_responses",
+        "_query",
+        "_hosts",
     ),
-    ("auth", "policies", "transports"),  # what a request passes through
+    ("auth", "policies", "_transports"),  # what a request passes through
     ("_requester",),  # the request layer
-    ("transfer",),  # engines: given the requester and explicit collaborators
-    ("resources", "waiting", "analyze"),  # operations on entities, over engines
-    ("session",),  # wires it all together for one host
+    ("_transfer",),  # engines: given the requester and explicit collaborators
+    ("_resources", "_waiting", "analyze"),  # operations on entities, over engines
+    ("_session",),  # wires it all together for one host
     ("sync", "doctor", "testing", "cli", "__init__"),  # what stands on a Session
 ]
 LOCAL_MAY_IMPORT = ("models",)  # the local server's only door into the SDK
@@ -103,8 +103,8 @@ def test_the_local_server_takes_only_the_public_models_from_the_sdk(path: Path) 
 
 def test_the_checks_see_an_upward_import(tmp_path: Path) -> None:
     """The import reader finds relative, absolute and TYPE_CHECKING imports."""
-    probe = PACKAGE / "transfer" / "upload.py"
+    probe = PACKAGE / "_transfer" / "upload.py"
     found = _imports(probe)
     assert "_requester" in found  # under TYPE_CHECKING
-    assert "errors" in found and "transfer.budget" in found
-    assert _layer("session") > _layer("transfer.upload")
+    assert "errors" in found and "_transfer.budget" in found
+    assert _layer("_session") > _layer("_transfer.upload")

@@ -16,9 +16,9 @@ import pytest
 import respx
 
 import comps_async as ca
+from comps_async._transfer.download import extract_zip_safely
 from comps_async.local import FaultConfig, LocalComps
 from comps_async.pipeline import CallNext
-from comps_async.transfer.download import extract_zip_safely
 
 from helpers import submit
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import comps_async as ca
-from comps_async import resources
+from comps_async import _resources as resources  # the classes behind Session.suites etc.
 from comps_async.local import LocalComps
 from comps_async.sync import Session as SyncSession
 

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 import comps_async as ca
+from comps_async._transfer.download import SCRATCH_DIR, scratch_path
 from comps_async.cli.main import _register, cli
 from comps_async.local import LocalComps
-from comps_async.transfer.download import SCRATCH_DIR, scratch_path
 
 pytestmark = pytest.mark.anyio
 _register()

@@ -21,8 +21,8 @@ import pytest
 import respx
 
 import comps_async as ca
+from comps_async._transfer.upload import Uploader
 from comps_async.pipeline import CallNext
-from comps_async.transfer.upload import Uploader
 
 from helpers import make_token
 

@@ -19,6 +19,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .._query import Query
+from .._resources.asset_collections import DEFAULT_EXCLUDE, files_from_dir
+from .._responses import json_list
+from .._session import Session
+from .._waiting import WaitStatus
 from ..analyze import Analyzer
 from ..auth import TokenInfo
 from ..doctor import describe, diagnose
@@ -30,11 +35,6 @@ from ..models import (
     Simulation,
     WorkItem,
 )
-from ..query import Query
-from ..resources.asset_collections import DEFAULT_EXCLUDE, files_from_dir
-from ..responses import json_list
-from ..session import Session
-from ..waiting import WaitStatus
 from .chart import read_channel, write_multichart
 from .common import (
     ENTITY_TYPES,

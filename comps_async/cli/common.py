@@ -18,7 +18,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from ..session import Session
+from .._session import Session
 
 __all__ = [
     "ENTITY_TYPES",

@@ -22,10 +22,10 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from .._session import Session
 from ..analyze import Analyzer
 from ..local import LocalComps
 from ..models import AssetCollectionFile, Configuration, Experiment, Simulation, SimulationFile
-from ..session import Session
 from .chart import MATPLOTLIB_MISSING, write_multichart
 from .common import bytes_progress, console, count_progress
 from .main import cli, emit, run_async

@@ -93,7 +93,7 @@ class Entity(WireModel):
     id: UUID | None = None
     tags: Tags | None = None
     # (lookup group, key), set by the SDK before the entity's first create and never
-    # serialised: see transfer/exactly_once.py.
+    # serialised: see _transfer/exactly_once.py.
     _idempotency: tuple[str, str] | None = PrivateAttr(default=None)
     # What the SDK last saved (the save JSON without Id): a re-save of an unchanged entity is
     # skipped and an update sends only what changed, as pyCOMPS's dirty tracking does (§8.2).

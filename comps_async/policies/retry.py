@@ -49,7 +49,7 @@ def should_retry(
     """Retry idempotent calls on transport errors, timeouts and 408/429/5xx; retry any call
     whose request provably never reached the server (connect errors) or was refused unprocessed
     (429). A POST that may have been processed is never repeated here: creates look up their
-    idempotency key first (see transfer/exactly_once.py)."""
+    idempotency key first (see _transfer/exactly_once.py)."""
     if error is not None:
         if isinstance(error, NEVER_SENT_ERRORS):
             return True
@@ -68,7 +68,7 @@ class RetryPolicy:
 
     max_attempts: int = 5
     # Attempts of one create or batch of creates, each after an ambiguous failure preceded by
-    # a look-up of its idempotency keys (transfer/exactly_once.py), so more than a request's.
+    # a look-up of its idempotency keys (_transfer/exactly_once.py), so more than a request's.
     create_attempts: int = 8
     backoff_base_s: float = 0.25
     backoff_max_s: float = 20.0

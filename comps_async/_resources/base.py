@@ -21,13 +21,11 @@ from uuid import UUID
 
 import httpx
 
+from .._concurrency import gather_bounded
 from .._constants import DEFAULT_OPERATION_CONCURRENCY, IDS_PER_REQUEST
-from ..concurrency import gather_bounded
-from ..errors import ApiError, MalformedResponseError, OutcomeUnknownError
-from ..models import Entity, RelationType, TagOperationMode, WorkItem
-from ..query import Query
-from ..responses import json_body, json_list, read_model, response_uuid
-from ..transfer.exactly_once import (
+from .._query import Query
+from .._responses import json_body, json_list, read_model, response_uuid
+from .._transfer.exactly_once import (
     CreateFailed,
     KeyAssigner,
     create_once,
@@ -37,6 +35,8 @@ from ..transfer.exactly_once import (
     match_keys,
     settle,
 )
+from ..errors import ApiError, MalformedResponseError, OutcomeUnknownError
+from ..models import Entity, RelationType, TagOperationMode, WorkItem
 
 if TYPE_CHECKING:
     from .._requester import Requester
@@ -267,7 +267,7 @@ class EntityResource(Generic[E]):
     async def find_by_keys(self, entities: Sequence[E]) -> dict[int, E]:
         """The server's entities created with the idempotency keys of ``entities`` (new ones
         whose save has started): {index in ``entities``: entity on the server}. One exact-match
-        tag query per key group (see ``transfer/exactly_once.py``), asked only once a create of
+        tag query per key group (see ``_transfer/exactly_once.py``), asked only once a create of
         them that got no answer has had time to settle."""
         await settle(entities, self._requester.retry.sleep)
         fields = ["id", "name"] if "name" in self.model.model_fields else ["id"]

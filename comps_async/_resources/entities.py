@@ -9,6 +9,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from uuid import UUID
 
 from .._constants import DEFAULT_SAVE_CONCURRENCY
+from .._query import Query
+from .._responses import json_body, json_list, parse_ids, response_uuid
+from .._transfer.batching import BatchLimits, BatchSaver, ProgressCallback
+from .._transfer.exactly_once import keyed_wire
 from ..errors import ApiError, BatchSaveError, MalformedResponseError, OutcomeUnknownError
 from ..models import (
     Entity,
@@ -21,16 +25,12 @@ from ..models import (
     WorkItem,
     entity_type,
 )
-from ..query import Query
-from ..responses import json_body, json_list, parse_ids, response_uuid
-from ..transfer.batching import BatchLimits, BatchSaver, ProgressCallback
-from ..transfer.exactly_once import keyed_wire
 from .base import EntityResource, IdLike, StatefulResource, as_id
 
 if TYPE_CHECKING:
     from .._requester import Requester
-    from ..transfer.fingerprints import Hasher
-    from ..transfer.upload import Uploader
+    from .._transfer.fingerprints import Hasher
+    from .._transfer.upload import Uploader
     from .peers import Peers
 
 __all__ = ["Experiments", "Simulations", "Suites", "WorkItems"]

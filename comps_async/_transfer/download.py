@@ -27,7 +27,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from ..concurrency import deadline, first_error
+from .._concurrency import deadline, first_error
 from ..errors import (
     RESUMES,
     ApiError,

@@ -11,8 +11,8 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
+from .._concurrency import first_error, gather_bounded
 from .._constants import MAX_FILES_PER_REQUEST
-from ..concurrency import first_error, gather_bounded
 from ..errors import MissingAssetsError
 from ..models import AssetCollection, AssetCollectionFile
 from ..models._base import Tags

@@ -17,11 +17,11 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
+from .._concurrency import gather_bounded
 from .._constants import LARGE_FILE_BYTES
-from ..concurrency import gather_bounded
+from .._responses import json_body
 from ..errors import ApiError, ChecksumMismatchError, MalformedResponseError, NotFoundError
 from ..models import ContentSource
-from ..responses import json_body
 from .budget import ByteBudget
 
 if TYPE_CHECKING:

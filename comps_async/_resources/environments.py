@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .._requester import Requester
+from .._responses import json_list
 from ..errors import MalformedResponseError
-from ..responses import json_list
 
 __all__ = ["get", "names"]
 

@@ -23,13 +23,14 @@ from uuid import UUID
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .._concurrency import aiter_any, first_error
 from .._constants import (
     DEFAULT_SAVE_CONCURRENCY,
     LARGE_FILE_BYTES,
     MAX_BATCH_BYTES,
     MAX_BATCH_ENTITIES,
 )
-from ..concurrency import aiter_any, first_error
+from .._responses import parse_ids
 from ..errors import ApiError, BatchSaveError, MissingAssetsError
 from ..models import (
     ContentSource,
@@ -40,7 +41,6 @@ from ..models import (
     WorkItemState,
 )
 from ..models.files import _AssetFile
-from ..responses import parse_ids
 from .content import check_readable_file, ensure_md5s, media_type, read_source
 from .exactly_once import (
     BATCH_TAG,

@@ -18,13 +18,13 @@ from uuid import UUID
 
 import anyio
 
+from ._query import Query
+from ._resources.base import IdLike, as_id
 from .errors import ApiError, MalformedResponseError, NotFoundError
 from .models import TERMINAL_SIMULATION_STATES, TERMINAL_WORK_ITEM_STATES
-from .query import Query
-from .resources.base import IdLike, as_id
 
 if TYPE_CHECKING:
-    from .resources.peers import Peers
+    from ._resources.peers import Peers
 
 __all__ = ["WaitSettings", "WaitStatus", "watch"]
 

@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING, ClassVar
 import anyio
 import anyio.to_thread
 
+from .._concurrency import gather_bounded
 from .._constants import MAX_ASSET_COLLECTION_BYTES, MAX_ZIP_BYTES
-from ..concurrency import gather_bounded
+from .._responses import json_body
+from .._transfer.assets import BytesProgressCallback, upload_collection
+from .._transfer.batching import BatchLimits, BatchSaver
+from .._transfer.content import check_readable_file
+from .._transfer.download import Downloader, safe_join
+from .._transfer.fingerprints import Hasher
+from .._transfer.upload import Uploader
 from ..models import AssetCollection, AssetCollectionFile
 from ..models._base import Tags
-from ..responses import json_body
-from ..transfer.assets import BytesProgressCallback, upload_collection
-from ..transfer.batching import BatchLimits, BatchSaver
-from ..transfer.content import check_readable_file
-from ..transfer.download import Downloader, safe_join
-from ..transfer.fingerprints import Hasher
-from ..transfer.upload import Uploader
 from . import environments
 from .base import EntityResource, IdLike, as_id
 

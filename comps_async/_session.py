@@ -24,15 +24,9 @@ from ._constants import (
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_TIMEOUT,
 )
+from ._hosts import Host
 from ._requester import Requester
-from .analyze import Analysis, AnalyzedItem, Analyzer, Source
-from .auth import CredentialPrompt, Credentials, TokenManager, console_prompt, interactive
-from .hosts import Host
-from .models import Entity, entity_type
-from .pipeline import Policy
-from .policies import AuthPolicy, ConcurrencyPolicy, LoggingPolicy, RetryPolicy
-from .policies.redaction import install_redaction
-from .resources import (
+from ._resources import (
     AssetCollections,
     EntityResource,
     Experiments,
@@ -41,13 +35,19 @@ from .resources import (
     Suites,
     WorkItems,
 )
-from .resources import environments as _environments
-from .resources.outputs import Outputs
-from .transfer.download import Downloader, DownloadSettings
-from .transfer.fingerprints import FingerprintCache, Hasher, default_cache_path
-from .transfer.upload import Uploader, UploadSettings
-from .transports import default_transport
-from .waiting import WaitSettings, WaitStatus, watch
+from ._resources import environments as _environments
+from ._resources.outputs import Outputs
+from ._transfer.download import Downloader, DownloadSettings
+from ._transfer.fingerprints import FingerprintCache, Hasher, default_cache_path
+from ._transfer.upload import Uploader, UploadSettings
+from ._transports import default_transport
+from ._waiting import WaitSettings, WaitStatus, watch
+from .analyze import Analysis, AnalyzedItem, Analyzer, Source
+from .auth import CredentialPrompt, Credentials, TokenManager, console_prompt, interactive
+from .models import Entity, entity_type
+from .pipeline import Policy
+from .policies import AuthPolicy, ConcurrencyPolicy, LoggingPolicy, RetryPolicy
+from .policies.redaction import install_redaction
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "Session"]
 
@@ -64,7 +64,7 @@ class Session:
 
     ``policies`` are added to the pipeline after authentication (they see every attempt);
     ``retry`` replaces the default ``RetryPolicy()``; ``transport`` replaces the default (the
-    aiohttp-backed transport under asyncio, httpx's own under trio; see ``transports.py``).
+    aiohttp-backed transport under asyncio, httpx's own under trio; see ``_transports.py``).
     TLS certificates are verified unless ``verify=False``.
 
     Creates are exactly once through two reserved tags on every new entity

@@ -24,13 +24,13 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
+from .._concurrency import aiter_any, gather_bounded, stream_bounded
 from .._constants import DEFAULT_HARVEST_CONCURRENCY, MAX_READ_BYTES, MAX_ZIP_BYTES
-from ..concurrency import aiter_any, gather_bounded, stream_bounded
+from .._query import Query
+from .._responses import json_body, json_list, read_model
+from .._transfer.download import Downloader, extract_zip_safely, safe_join
 from ..errors import ChecksumMismatchError, CompsError, MalformedResponseError, NotFoundError
 from ..models import Entity, Experiment, OutputFileMetadata, Simulation, SimulationState, WorkItem
-from ..query import Query
-from ..responses import json_body, json_list, read_model
-from ..transfer.download import Downloader, extract_zip_safely, safe_join
 from .base import as_id
 
 if TYPE_CHECKING:
