@@ -1,6 +1,7 @@
 """CPU per request: the SDK's ``suites.get`` over httpx's own transport and over the aiohttp one
-(the default under asyncio), beside two floors — the same GET built as an ``httpx.Request`` and
-sent straight to the aiohttp transport (what any httpx-based client pays), and bare aiohttp —
+(the default under asyncio), beside three floors — the same GET built as an ``httpx.Request`` and
+sent straight to the aiohttp transport; bare aiohttp with only httpx's request and response
+objects built around it (what any client whose policies see httpx objects pays); bare aiohttp —
 at concurrency 1/16/64, against the local server in its own process. Reports requests/s and
 the client's CPU time per request (``time.process_time()``: this process only).
 
@@ -96,6 +97,25 @@ async def httpx_request_floor(
         await transport.aclose()
 
 
+async def aiohttp_in_httpx_objects(
+    url: str, token: str, total: int, concurrency: int
+) -> dict[str, float]:
+    """Bare aiohttp with only an ``httpx.Request`` built before and an ``httpx.Response`` after:
+    the least an SDK pays whose policies see httpx's request and response objects."""
+    async with ca.Session(url, token=token) as s:
+        suite = await s.suites.create(ca.Suite(name="transport-objects"))
+    target = f"{url}/api/Suites/{suite.id}"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as http:
+
+        async def get() -> None:
+            request = httpx.Request("GET", target, headers=_headers(token))
+            async with http.get(str(request.url), headers=request.headers.multi_items()) as r:
+                body = await r.read()
+                httpx.Response(r.status, headers=r.raw_headers, content=body, request=request)
+
+        return await figures(get, total, concurrency)
+
+
 async def bare_aiohttp(url: str, token: str, total: int, concurrency: int) -> dict[str, float]:
     """The same GET with aiohttp alone, body read: the floor under every httpx-based client."""
     async with ca.Session(url, token=token) as s:
@@ -130,6 +150,7 @@ def main() -> None:
             row = results[f"concurrency_{concurrency}"]
             for name, floor in (
                 ("httpx_request_floor", httpx_request_floor),
+                ("aiohttp_in_httpx_objects", aiohttp_in_httpx_objects),
                 ("bare_aiohttp", bare_aiohttp),
             ):
                 row[name] = anyio.run(
@@ -138,6 +159,11 @@ def main() -> None:
             sdk = row["aiohttp_default"]["client_cpu_us_per_request"]
             row["sdk_cpu_vs_bare_aiohttp"] = round(
                 sdk / row["bare_aiohttp"]["client_cpu_us_per_request"], 2
+            )
+            row["httpx_objects_vs_bare_aiohttp"] = round(
+                row["aiohttp_in_httpx_objects"]["client_cpu_us_per_request"]
+                / row["bare_aiohttp"]["client_cpu_us_per_request"],
+                2,
             )
             row["httpx_floor_vs_bare_aiohttp"] = round(
                 row["httpx_request_floor"]["client_cpu_us_per_request"]
