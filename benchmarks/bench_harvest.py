@@ -1,5 +1,6 @@
-"""Harvest benchmark (issue 7), one run, side by side, against the local server with 20 ms of
-added latency per request:
+"""Harvest benchmark (issues 7, 19), one run, side by side, against the local server at two
+profiles: loopback with 20 ms of added latency per request, and a WAN link (80 ms, 20 MB/s per
+connection, 200 MB/s in all):
 
 * many files: SIMS simulations x 2 files (output/InsetChart.json ~200 KB, output/big.bin 2 MB)
 * one big file: a single 2 GiB output
@@ -10,7 +11,7 @@ simulation (new connection per call, as pyCOMPS), written to disk; (c) the floor
 httpx streaming GETs of the same URLs, bytes discarded. Each approach runs in its own process so
 that its peak RSS is its own.
 
-    python benchmarks/bench_harvest.py [--sims 2000] [--big-gib 2]
+    python benchmarks/bench_harvest.py [--sims 2000] [--big-gib 2] [--profile loopback|wan|both]
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ import httpx
 
 import comps_async as ca
 
-from common import Timer, peak_rss_mb, report, server_process
+from common import (
+    Timer,
+    add_profile_argument,
+    apply_profile,
+    chosen_profiles,
+    peak_rss_mb,
+    report,
+    server_process,
+)
 
 PATTERNS = ["output/InsetChart.json", "output/big.bin"]
 LATENCY_S = 0.02
@@ -242,61 +251,58 @@ def main() -> None:
     parser.add_argument("--sims", type=int, default=2000)
     parser.add_argument("--big-gib", type=float, default=2.0)
     parser.add_argument("--child", nargs=3, metavar=("APPROACH", "CASE", "PARAMS_FILE"))
+    add_profile_argument(parser)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], args.child[1], Path(args.child[2]).read_text())
         return
+    figures: dict[str, Any] = {"simulations": args.sims, "big_GiB": args.big_gib}
     with server_process() as server:
         started = time.perf_counter()
         ids = anyio.run(prepare, server.url, server.token, args.sims, args.big_gib)
-        setup_s = time.perf_counter() - started
-        # Latency is switched on through the server's own fault knobs, after the setup.
-        _set_latency(server.url, server.token)
+        figures["setup_seconds"] = round(time.perf_counter() - started, 1)
         params = Path(server.data_dir) / "bench-params.json"
         params.write_text(json.dumps({"url": server.url, "token": server.token, "ids": ids}))
-        results: dict[str, dict[str, Any]] = {}
-        for case in ("many", "big"):
-            for approach in APPROACHES:
-                out = subprocess.run(
-                    [sys.executable, __file__, "--child", approach, case, str(params)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    cwd=Path(__file__).parent,
-                )
-                results.setdefault(case, {})[approach] = json.loads(out.stdout.splitlines()[-1])
+        for profile in chosen_profiles(args):
+            # The link is switched through the server's own fault knobs, after the setup.
+            apply_profile(server.url, server.token, profile, loopback_latency_s=LATENCY_S)
+            results: dict[str, dict[str, Any]] = {}
+            for case in ("many", "big"):
+                for approach in APPROACHES:
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--child", approach, case, str(params)],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                        cwd=Path(__file__).parent,
+                    )
+                    results.setdefault(case, {})[approach] = json.loads(out.stdout.splitlines()[-1])
+            figures[profile] = _summary(results)
+    report("harvest", figures)
+
+
+def _summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     many, big = results["many"], results["big"]
-    report(
-        "harvest",
-        {
-            "setup_seconds": round(setup_s, 1),
-            "latency_ms_per_request": LATENCY_S * 1000,
-            "many_files": {
-                "simulations": args.sims,
-                **many,
-                "speedup_vs_pycomps": round(
-                    many["comps_async"]["files_per_s"] / many["pycomps_style"]["files_per_s"], 1
-                ),
-            },
-            "one_big_file": {
-                "GiB": args.big_gib,
-                **big,
-                "fraction_of_floor": round(
-                    big["comps_async"]["MB_per_s"] / big["floor"]["MB_per_s"], 2
-                ),
-                "fraction_of_floor_to_disk": round(
-                    big["comps_async"]["MB_per_s"] / big["floor_to_disk"]["MB_per_s"], 2
-                ),
-            },
+    return {
+        "many_files": {
+            **many,
+            "speedup_vs_pycomps": round(
+                many["comps_async"]["files_per_s"] / many["pycomps_style"]["files_per_s"], 1
+            ),
+            "fraction_of_floor": round(
+                many["comps_async"]["files_per_s"] / many["floor"]["files_per_s"], 2
+            ),
         },
-    )
-
-
-def _set_latency(url: str, token: str) -> None:
-    response = httpx.put(
-        f"{url}/api/_local/faults", headers={"X-COMPS-Token": token}, json={"latency_s": LATENCY_S}
-    )
-    response.raise_for_status()
+        "one_big_file": {
+            **big,
+            "fraction_of_floor": round(
+                big["comps_async"]["MB_per_s"] / big["floor"]["MB_per_s"], 2
+            ),
+            "fraction_of_floor_to_disk": round(
+                big["comps_async"]["MB_per_s"] / big["floor_to_disk"]["MB_per_s"], 2
+            ),
+        },
+    }
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -11,7 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from comps_async.local import LocalCompsProcess
+import httpx
+
+from comps_async.local import FaultConfig, LocalCompsProcess
+
+# Where benchmarks run (issue 19): loopback (as fast as this machine goes, plus whatever latency
+# a benchmark adds of its own) and a COMPS far away (FaultConfig.wan(): 80 ms per request,
+# 20 MB/s per connection each way, 200 MB/s for the whole link).
+PROFILES = ("loopback", "wan")
 
 
 @contextmanager
@@ -23,6 +32,27 @@ def server_process(*extra: str) -> Iterator[LocalCompsProcess]:
         LocalCompsProcess(data_dir, extra_args=extra) as server,
     ):
         yield server
+
+
+def add_profile_argument(parser: argparse.ArgumentParser) -> None:
+    """``--profile loopback|wan|both`` (default both, reported side by side)."""
+    parser.add_argument("--profile", choices=[*PROFILES, "both"], default="both")
+
+
+def chosen_profiles(args: argparse.Namespace) -> list[str]:
+    """The profiles ``--profile`` asks for."""
+    return list(PROFILES) if args.profile == "both" else [args.profile]
+
+
+def apply_profile(url: str, token: str, profile: str, loopback_latency_s: float = 0.0) -> None:
+    """Switch the server's link emulation to ``profile`` (through its own fault knobs)."""
+    config = FaultConfig.wan() if profile == "wan" else FaultConfig(latency_s=loopback_latency_s)
+    response = httpx.put(
+        f"{url}/api/_local/faults",
+        headers={"X-COMPS-Token": token},
+        json={k: v for k, v in dataclasses.asdict(config).items() if v is not None},
+    )
+    response.raise_for_status()
 
 
 def peak_rss_mb() -> float:

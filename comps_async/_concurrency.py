@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -20,7 +21,15 @@ import anyio
 
 from .errors import DeadlineExceededError
 
-__all__ = ["Spawn", "aiter_any", "deadline", "first_error", "gather_bounded", "stream_bounded"]
+__all__ = [
+    "AdaptiveLimit",
+    "Spawn",
+    "aiter_any",
+    "deadline",
+    "first_error",
+    "gather_bounded",
+    "stream_bounded",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -146,3 +155,69 @@ def deadline(seconds: float | None, what: str, url: str | None = None) -> Iterat
             yield
     except TimeoutError:
         raise DeadlineExceededError(f"{what} did not finish within {seconds} s", url=url) from None
+
+
+class AdaptiveLimit:
+    """How many transfers to keep in flight, found by measuring: every ``window_s`` the bytes
+    moved give a throughput; while it grows by more than a tenth, the limit doubles (up to
+    ``maximum``); when it stays, the limit stays; when it falls by more than a fifth, the limit
+    shrinks by a quarter (down to ``minimum``) and probing starts again from there. A link
+    capped per connection fills up with more streams; a fast link, where more streams only
+    add per-request latency, keeps few. ``maximum`` is the memory bound and never moves."""
+
+    def __init__(
+        self,
+        initial: int,
+        maximum: int,
+        *,
+        minimum: int = 1,
+        window_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 1 <= minimum <= initial <= maximum:
+            raise ValueError("need 1 <= minimum <= initial <= maximum")
+        self.minimum, self.maximum, self.window_s = minimum, maximum, window_s
+        self._limit = initial
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._clock = clock
+        self._since: float | None = None
+        self._bytes = 0
+        self._best = 0.0
+
+    @property
+    def limit(self) -> int:
+        """The number of transfers allowed in flight now."""
+        return self._limit
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        """The limiter to hold while transferring (created in the running event loop)."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self._limit)
+        return self._limiter
+
+    def moved(self, nbytes: int) -> None:
+        """Count ``nbytes`` transferred; adjust the limit at the end of each window."""
+        now = self._clock()
+        if self._since is None or now - self._since > 4 * self.window_s:
+            # The first bytes, or the first after a pause (nothing was in flight): a window
+            # that spans idle time says nothing about the link.
+            self._since, self._bytes = now, nbytes
+            return
+        self._bytes += nbytes
+        elapsed = now - self._since
+        if elapsed < self.window_s:
+            return
+        rate = self._bytes / elapsed
+        self._since, self._bytes = now, 0
+        if rate > self._best * 1.1:
+            self._best = rate
+            self._set(min(self.maximum, self._limit * 2))
+        elif rate < self._best * 0.8:
+            self._best = rate
+            self._set(max(self.minimum, self._limit - max(1, self._limit // 4)))
+
+    def _set(self, limit: int) -> None:
+        self._limit = limit
+        if self._limiter is not None:
+            self._limiter.total_tokens = limit

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 import comps_async as ca
+from comps_async._concurrency import AdaptiveLimit
 from comps_async._transfer.upload import Uploader
 
 pytestmark = pytest.mark.anyio
@@ -55,3 +56,50 @@ async def test_the_uploader_sends_what_the_server_lacks_in_chunks(
     assert [span for span, _ in fake.chunks] == spans
     assert b"".join(body for _, body in fake.chunks) == data[held or 0 :]
     assert sent == len(data) - (held or 0) == sum(progress) - (held or 0)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def feed(limit: AdaptiveLimit, clock: FakeClock, rate_per_stream: float, cap: float) -> None:
+    """One window of traffic: each stream in flight moves ``rate_per_stream`` up to ``cap``."""
+    clock.now += limit.window_s
+    limit.moved(int(min(cap, limit.limit * rate_per_stream) * limit.window_s))
+
+
+def test_the_adaptive_limit_fills_a_capped_link_and_keeps_few_on_a_fast_one() -> None:
+    clock = FakeClock()
+    # Each connection carries 20 MB/s, the link 200 MB/s: about 10 streams fill it.
+    capped = AdaptiveLimit(2, 32, clock=clock)
+    capped.moved(0)  # the first bytes start the clock
+    for _ in range(12):
+        feed(capped, clock, 20e6, 200e6)
+    assert 8 <= capped.limit <= 32  # grew past the 10 the link needs, then stayed
+    settled = capped.limit
+    for _ in range(5):
+        feed(capped, clock, 20e6, 200e6)
+    assert capped.limit == settled  # flat throughput: the limit holds
+
+    # A link where one stream already gets everything: more streams add nothing.
+    other = FakeClock()
+    fast = AdaptiveLimit(2, 32, clock=other)
+    fast.moved(0)
+    for _ in range(12):
+        feed(fast, other, 300e6, 300e6)
+    assert fast.limit <= 4
+
+    # The link slows down by half: the limit comes down, never below the minimum.
+    for _ in range(20):
+        clock.now += capped.window_s
+        capped.moved(int(5e6 * capped.window_s))
+    assert capped.minimum <= capped.limit < settled
+
+
+def test_the_adaptive_limit_refuses_impossible_bounds() -> None:
+    with pytest.raises(ValueError, match="minimum"):
+        AdaptiveLimit(8, 4)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -669,6 +670,68 @@ async def test_bandwidth_cap_paces_the_body(http: httpx.AsyncClient, server: Loc
     elapsed = anyio.current_time() - started
     assert response.content == body
     assert elapsed >= len(body) / 100_000 * 0.9  # cannot be faster than the cap
+
+
+async def test_the_upload_direction_is_capped_too(
+    http: httpx.AsyncClient, server: LocalComps
+) -> None:
+    """A request body travels no faster than the connection's upload cap (WAN emulation)."""
+    data = os.urandom(300_000)
+    md5 = md5_of(data)
+    server.faults.configure(
+        FaultConfig(upload_bandwidth_bytes_per_s=1_000_000, routes="POST /api/upload/")
+    )
+    started = anyio.current_time()
+    response = await http.post(
+        f"/api/upload/{md5}",
+        content=data,
+        headers={"Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"},
+    )
+    elapsed = anyio.current_time() - started
+    assert response.status_code == 200, response.text
+    assert elapsed >= len(data) / 1_000_000 * 0.9
+
+
+async def test_the_shared_cap_holds_across_connections(
+    http: httpx.AsyncClient, server: LocalComps
+) -> None:
+    """Four downloads at once, each allowed 10 MB/s, share a 1 MB/s link: together they take
+    at least as long as the link needs for all their bytes."""
+    body = os.urandom(100_000)
+    md5 = md5_of(body)
+    sims = [
+        {
+            "Name": "shared",
+            "ExperimentId": await new_experiment(http),
+            "Files": [{"FileName": "b.bin", "MD5Checksum": md5}],
+        }
+    ]
+    await http.post("/api/Simulations", files=multipart(sims, {md5: body}))
+    server.faults.configure(
+        FaultConfig(
+            bandwidth_bytes_per_s=10_000_000,
+            total_bandwidth_bytes_per_s=1_000_000,
+            routes="GET /asset/blobs/",
+        )
+    )
+    token = {"X-COMPS-Token": server.token}
+    async with httpx.AsyncClient(base_url=server.url, headers=token) as other:  # 4 connections
+        started = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(other.get, f"/asset/blobs/{md5}/b.bin")
+        elapsed = anyio.current_time() - started
+    assert elapsed >= 4 * len(body) / 1_000_000 * 0.9
+
+
+def test_the_wan_profile() -> None:
+    wan = FaultConfig.wan()
+    assert (wan.latency_s, wan.bandwidth_bytes_per_s, wan.upload_bandwidth_bytes_per_s) == (
+        0.08,
+        20e6,
+        20e6,
+    )
+    assert wan.total_bandwidth_bytes_per_s == 200e6
 
 
 async def test_updates_merge_what_they_send(http: httpx.AsyncClient) -> None:

@@ -19,7 +19,7 @@ import re
 import stat
 import zipfile
 from contextlib import AbstractAsyncContextManager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
@@ -27,7 +27,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from .._concurrency import deadline, first_error
+from .._concurrency import AdaptiveLimit, deadline, first_error
 from ..errors import (
     RESUMES,
     ApiError,
@@ -118,8 +118,15 @@ class DownloadSettings:
     range_block_bytes: int = 1 << 20
     range_bytes: int = 16 << 20  # big files are fetched as 16 MiB ranges ...
     parallel_threshold_bytes: int = 64 << 20  # ... when they are at least 64 MiB
-    streams: int = 32  # session-wide streams in flight: memory <= streams x block_bytes
-    ranges_per_file: int = 4  # one big file never takes every stream
+    # Streams in flight session-wide follow the throughput they reach (AdaptiveLimit): from
+    # initial_streams, up to streams, which bounds memory (<= streams x block_bytes).
+    streams: int = 64
+    initial_streams: int = 32
+    # Ranges of one big file in flight, likewise adaptive: from ranges_per_file up to
+    # max_ranges_per_file (one big file never takes every stream). A link capped per
+    # connection gets enough ranges to fill it; a fast one keeps few (each pays the latency).
+    ranges_per_file: int = 4
+    max_ranges_per_file: int = 32
     max_attempts: int = 6  # per file or range; each resumes from the bytes already on disk
     stall_timeout_s: float = 60.0  # no byte for this long: the attempt fails (and resumes)
     deadline_s: float | None = None  # one file, every attempt included; None: no deadline
@@ -131,13 +138,16 @@ class Downloader:
 
     requester: Requester
     settings: DownloadSettings
-    _slots: anyio.CapacityLimiter | None = None
+    streams: AdaptiveLimit = field(init=False)
+
+    def __post_init__(self) -> None:
+        most = self.settings.streams
+        self.streams = AdaptiveLimit(min(self.settings.initial_streams, most), most)
 
     @property
     def slots(self) -> anyio.CapacityLimiter:
-        if self._slots is None:  # created in the running event loop
-            self._slots = anyio.CapacityLimiter(self.settings.streams)
-        return self._slots
+        """The session-wide stream slots (their number follows throughput)."""
+        return self.streams.limiter
 
     async def fetch(
         self,
@@ -246,6 +256,7 @@ class Downloader:
                         offset=have,
                         digest=digest,
                         limit=length,
+                        measure=(self.streams,),
                     )
                 return
             except _RETRYABLE as exc:
@@ -265,11 +276,12 @@ class Downloader:
         offset: int = 0,
         digest: _InOrderDigest | None = None,
         limit: int | None = None,
+        measure: tuple[AdaptiveLimit, ...] = (),
     ) -> None:
         """Copy the body into ``part`` (``wb`` fresh, ``ab`` resume, ``r+b`` a range at
         ``offset``), one block per thread hop, never past byte ``limit`` (a server that sends
         more, or drips for ever, is cut there); with ``digest``, the bytes are hashed in that
-        same hop."""
+        same hop. The bytes count towards each limit in ``measure``."""
         block = self.settings.range_block_bytes if mode == "r+b" else self.settings.block_bytes
         pieces: list[bytes] = []
         pending = 0
@@ -291,6 +303,8 @@ class Downloader:
                     break  # what follows is not the listed file
                 pieces.append(chunk)
                 pending += len(chunk)
+                for adaptive in measure:
+                    adaptive.moved(len(chunk))
                 if pending >= block:
                     batch, pieces = pieces, []
                     await anyio.to_thread.run_sync(write, batch, position)
@@ -315,7 +329,8 @@ class Downloader:
         for index in done:
             digest.written(spans[index][0], spans[index][1] + 1)
         lock = anyio.Lock()
-        per_file = anyio.CapacityLimiter(self.settings.ranges_per_file)
+        first = self.settings.ranges_per_file
+        per_file = AdaptiveLimit(first, max(first, self.settings.max_ranges_per_file))
 
         async def fetch_span(index: int) -> None:
             start, end = spans[index]
@@ -325,14 +340,19 @@ class Downloader:
                     await self._pause(attempt - 1, last)
                 try:
                     async with (
-                        per_file,
+                        per_file.limiter,
                         self.slots,
                         self._get(url, {"Range": f"bytes={start}-{end}"}) as resp,
                     ):
                         if resp.status_code != 206:
                             raise _RangeIgnored(url)
                         await self._write_stream(
-                            resp, part, mode="r+b", offset=start, limit=end + 1
+                            resp,
+                            part,
+                            mode="r+b",
+                            offset=start,
+                            limit=end + 1,
+                            measure=(per_file, self.streams),
                         )
                     # Record progress so that an interrupted download can resume, and hash
                     # whatever is now contiguous from the start while other ranges arrive.

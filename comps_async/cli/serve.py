@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..local import LocalComps
+from ..local import FaultConfig, LocalComps
 from .main import cli
 
 
@@ -30,7 +30,17 @@ from .main import cli
     help="Create or update a user (repeatable).",
 )
 @click.option("--max-runs", type=int, default=None, help="Concurrent simulations (CPU count).")
-def serve(data_dir: Path, port: int, users: tuple[str, ...], max_runs: int | None) -> None:
+@click.option(
+    "--profile",
+    type=click.Choice(["loopback", "wan"]),
+    default="loopback",
+    show_default=True,
+    help="wan: emulate a COMPS far away (80 ms per request, 20 MB/s per connection each way, "
+    "200 MB/s in all).",
+)
+def serve(
+    data_dir: Path, port: int, users: tuple[str, ...], max_runs: int | None, profile: str
+) -> None:
     """Serve a COMPS-compatible API on 127.0.0.1 until Ctrl-C."""
     accounts = {}
     for entry in users:
@@ -40,7 +50,13 @@ def serve(data_dir: Path, port: int, users: tuple[str, ...], max_runs: int | Non
         accounts[name] = password
     if port:
         _check_port_free(port)  # before anything is created: no data dir, no user, no password
-    server = LocalComps(data_dir, port=port, users=accounts, max_concurrent_runs=max_runs)
+    server = LocalComps(
+        data_dir,
+        port=port,
+        users=accounts,
+        max_concurrent_runs=max_runs,
+        faults=FaultConfig.wan() if profile == "wan" else None,
+    )
     try:
         server.start()
     except RuntimeError as exc:

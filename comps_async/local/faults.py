@@ -1,4 +1,6 @@
-"""Fault and load injection for the local server (off by default), plus per-route counters.
+"""Fault and load injection for the local server (off by default), plus per-route counters,
+and the emulation of a wide-area link: latency per request and bandwidth caps in both
+directions, per connection and shared (``FaultConfig.wan()``).
 
 A pure ASGI middleware. A "reset" drops the connection: the response starts with a declared
 Content-Length and then the app raises, so uvicorn closes the socket mid-response and the client
@@ -33,7 +35,12 @@ class FaultConfig:
     """What to inject, per request, on requests whose ``METHOD path`` matches ``routes``."""
 
     latency_s: float = 0.0
+    # Download direction of each connection (one response at a time on an HTTP/1.1 connection,
+    # so pacing each response paces its connection).
     bandwidth_bytes_per_s: float | None = None
+    upload_bandwidth_bytes_per_s: float | None = None  # upload direction of each connection
+    # Shared by all connections, each direction on its own (a site's uplink and downlink).
+    total_bandwidth_bytes_per_s: float | None = None
     error_503_rate: float = 0.0
     retry_after_s: float = 0.05
     error_429_rate: float = 0.0
@@ -43,6 +50,23 @@ class FaultConfig:
     truncate_rate: float = 0.0
     routes: str = ".*"
     seed: int | None = None
+
+    @classmethod
+    def wan(
+        cls,
+        *,
+        latency_s: float = 0.08,
+        per_connection_bytes_per_s: float = 20e6,
+        total_bytes_per_s: float | None = 200e6,
+    ) -> FaultConfig:
+        """A COMPS far away: 80 ms per request, 20 MB/s per connection each way (TCP windows,
+        proxies), 200 MB/s for the whole link — where our users really are."""
+        return cls(
+            latency_s=latency_s,
+            bandwidth_bytes_per_s=per_connection_bytes_per_s,
+            upload_bandwidth_bytes_per_s=per_connection_bytes_per_s,
+            total_bandwidth_bytes_per_s=total_bytes_per_s,
+        )
 
 
 def route_key(method: str, path: str) -> str:
@@ -60,6 +84,9 @@ class FaultInjector:
     injected: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _random: random.Random = field(default_factory=random.Random)
+    # The link's shared capacity, one clock per direction (used inside the server's loop).
+    downlink: _Clock = field(default_factory=lambda: _Clock(None))
+    uplink: _Clock = field(default_factory=lambda: _Clock(None))
 
     def __post_init__(self) -> None:
         if self.config.seed is not None:
@@ -121,7 +148,11 @@ class FaultyApp:
             await _garbled(send)
             return
         truncate = self.faults.roll(cfg.truncate_rate, "truncate")
-        await self.app(scope, receive, _Throttled(send, cfg.bandwidth_bytes_per_s, truncate))
+        total = cfg.total_bandwidth_bytes_per_s
+        self.faults.downlink.rate = self.faults.uplink.rate = total
+        down = _Link(_Clock(cfg.bandwidth_bytes_per_s), self.faults.downlink)
+        up = _Link(_Clock(cfg.upload_bandwidth_bytes_per_s), self.faults.uplink)
+        await self.app(scope, _PacedReceive(receive, up), _Throttled(send, down, truncate))
 
 
 async def _error(send: Send, status: int, headers: dict[str, str]) -> None:
@@ -154,12 +185,59 @@ async def _swallow(message: Message) -> None:
     return None
 
 
-class _Throttled:
-    """A ``send`` that paces body bytes to a bandwidth cap and can cut the body short."""
+class _Clock:
+    """When one direction of a link (``rate`` bytes/s; None: unlimited) is free again: each
+    piece of bytes reserves the time the link needs to carry it, after the pieces before it."""
 
-    def __init__(self, send: Send, bandwidth: float | None, truncate: bool) -> None:
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self._free_at = 0.0
+
+    def reserve(self, nbytes: int, now: float) -> float:
+        """When ``nbytes`` sent now will have passed (``now`` if unlimited)."""
+        if not self.rate:
+            return now
+        self._free_at = max(now, self._free_at) + nbytes / self.rate
+        return self._free_at
+
+
+class _Link:
+    """One connection's direction under its own cap and the link's shared one."""
+
+    def __init__(self, connection: _Clock, shared: _Clock) -> None:
+        self._connection = connection
+        self._shared = shared
+
+    async def carry(self, nbytes: int) -> None:
+        """Wait as long as the link needs to carry ``nbytes``."""
+        if not nbytes or not (self._connection.rate or self._shared.rate):
+            return
+        now = anyio.current_time()
+        done = max(self._connection.reserve(nbytes, now), self._shared.reserve(nbytes, now))
+        await anyio.sleep(done - now)
+
+
+class _PacedReceive:
+    """A ``receive`` that hands request bodies to the app no faster than the link carries them
+    (the server then reads the socket that slowly, and TCP slows the client down)."""
+
+    def __init__(self, receive: Receive, link: _Link) -> None:
+        self._receive = receive
+        self._link = link
+
+    async def __call__(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            await self._link.carry(len(message.get("body", b"")))
+        return message
+
+
+class _Throttled:
+    """A ``send`` that paces body bytes to the link and can cut the body short."""
+
+    def __init__(self, send: Send, link: _Link, truncate: bool) -> None:
         self._send = send
-        self._bandwidth = bandwidth
+        self._link = link
         self._truncate = truncate
 
     async def __call__(self, message: Message) -> None:
@@ -168,6 +246,5 @@ class _Throttled:
             if self._truncate and body:
                 await self._send({**message, "body": body[: len(body) // 2], "more_body": True})
                 raise _InjectedReset("injected truncated body")
-            if self._bandwidth and body:
-                await anyio.sleep(len(body) / self._bandwidth)
+            await self._link.carry(len(body))
         await self._send(message)
