@@ -33,7 +33,14 @@ import httpx
 
 import comps_async as ca
 
-from common import Timer, report, server_process
+from common import (
+    Timer,
+    add_profile_argument,
+    apply_profile,
+    chosen_profiles,
+    report,
+    server_process,
+)
 
 LATENCY_S = 0.02
 CHANNEL = "Infected"
@@ -235,6 +242,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sims", type=int, default=2000)
     parser.add_argument("--child", nargs=3, metavar=("APPROACH", "VARIANT", "PARAMS_FILE"))
+    add_profile_argument(parser)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], args.child[1], json.loads(Path(args.child[2]).read_text()))
@@ -245,30 +253,34 @@ def main() -> None:
         started = time.perf_counter()
         experiment = anyio.run(prepare, server.url, server.token, args.sims)
         setup_s = time.perf_counter() - started
-        _set_latency(server.url, server.token)
         params = Path(server.data_dir) / "bench-params.json"
         params.write_text(
             json.dumps({"url": server.url, "token": server.token, "experiment": experiment})
         )
         figures: dict[str, Any] = {}
-        for variant in VARIANTS:
-            results: dict[str, Any] = {}
-            for approach in approaches:
-                out = subprocess.run(
-                    [sys.executable, __file__, "--child", approach, variant, str(params)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    cwd=Path(__file__).parent,
-                )
-                results[approach] = json.loads(out.stdout.splitlines()[-1])
-            figures[variant] = {**results, **_ratios(results, f"analyzemanager_{cpus}")}
+        for profile in chosen_profiles(args):
+            apply_profile(server.url, server.token, profile, loopback_latency_s=LATENCY_S)
+            for variant in VARIANTS:
+                results: dict[str, Any] = {}
+                for approach in approaches:
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--child", approach, variant, str(params)],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                        cwd=Path(__file__).parent,
+                    )
+                    results[approach] = json.loads(out.stdout.splitlines()[-1])
+                figures.setdefault(profile, {})[variant] = {
+                    **results,
+                    **_ratios(results, f"analyzemanager_{cpus}"),
+                }
     report(
         "analyze",
         {
             "simulations": args.sims,
             "setup_seconds": round(setup_s, 1),
-            "latency_ms_per_request": LATENCY_S * 1000,
+            "loopback_latency_ms_per_request": LATENCY_S * 1000,
             **figures,
         },
     )
@@ -285,14 +297,6 @@ def _ratios(results: dict[str, Any], cpu_pool: str) -> dict[str, float]:
             ours["peak_rss_MB_all_processes"] / results[pool]["peak_rss_MB_all_processes"], 2
         )
     return ratios
-
-
-def _set_latency(url: str, token: str) -> None:
-    httpx.put(
-        f"{url}/api/_local/faults",
-        json={"latency_s": LATENCY_S},
-        headers={"X-COMPS-Token": token},
-    ).raise_for_status()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import argparse
 import json
 import time
 from importlib import resources
+from typing import Any
 
 import aiohttp
 import anyio
@@ -26,7 +27,14 @@ import httpx
 
 import comps_async as ca
 
-from common import Timer, report, server_process
+from common import (
+    Timer,
+    add_profile_argument,
+    apply_profile,
+    chosen_profiles,
+    report,
+    server_process,
+)
 
 CONFIG = resources.files("comps_async.local").joinpath("examples", "config.json").read_bytes()
 
@@ -124,18 +132,19 @@ def run_pycomps(url: str, token: str, count: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sims", type=int, default=10_000)
+    add_profile_argument(parser)
     args = parser.parse_args()
-    with server_process() as server:
-        sdk, sdk_cpu = anyio.run(run_sdk, server.url, server.token, args.sims)
-        bare, bare_cpu = anyio.run(
-            run_bare_aiohttp, server.url, server.token, args.sims, backend="asyncio"
-        )
-        pycomps = run_pycomps(server.url, server.token, args.sims)
-    sdk_us, bare_us = sdk_cpu / args.sims * 1e6, bare_cpu / args.sims * 1e6
-    report(
-        "save simulations",
-        {
-            "simulations": args.sims,
+    figures: dict[str, Any] = {"simulations": args.sims}
+    for profile in chosen_profiles(args):
+        with server_process() as server:
+            apply_profile(server.url, server.token, profile)
+            sdk, sdk_cpu = anyio.run(run_sdk, server.url, server.token, args.sims)
+            bare, bare_cpu = anyio.run(
+                run_bare_aiohttp, server.url, server.token, args.sims, backend="asyncio"
+            )
+            pycomps = run_pycomps(server.url, server.token, args.sims)
+        sdk_us, bare_us = sdk_cpu / args.sims * 1e6, bare_cpu / args.sims * 1e6
+        figures[profile] = {
             "comps_async": {
                 "seconds": round(sdk, 2),
                 "simulations_per_s": round(args.sims / sdk),
@@ -152,8 +161,8 @@ def main() -> None:
             },
             "speedup": round(pycomps / sdk, 1),
             "cpu_per_simulation_vs_floor": round(sdk_us / bare_us, 2),
-        },
-    )
+        }
+    report("save simulations", figures)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,15 @@ import uuid
 import anyio
 import httpx
 
-from common import Timer, report, server_process
+from common import (
+    Timer,
+    add_profile_argument,
+    apply_profile,
+    chosen_profiles,
+    report,
+    server_process,
+    wan_scaled,
+)
 
 CONFIG = json.dumps({"parameters": {"Base_Infectivity": 0.5}}).encode()
 
@@ -79,21 +87,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gets", type=int, default=4000)
     parser.add_argument("--batches", type=int, default=60)
+    add_profile_argument(parser)
     args = parser.parse_args()
-    with server_process() as server:
-        gets = {c: anyio.run(small_gets, server.url, server.token, args.gets, c) for c in (1, 16)}
-        sims = {
-            c: anyio.run(batch_saves, server.url, server.token, args.batches, c) for c in (1, 4)
-        }
-    report(
-        "local server throughput",
-        {
+    figures = {}
+    for profile in chosen_profiles(args):
+        count, batches = wan_scaled(profile, args.gets), wan_scaled(profile, args.batches)
+        with server_process() as server:
+            apply_profile(server.url, server.token, profile)
+            gets = {c: anyio.run(small_gets, server.url, server.token, count, c) for c in (1, 16)}
+            sims = {c: anyio.run(batch_saves, server.url, server.token, batches, c) for c in (1, 4)}
+        figures[profile] = {
             "small_gets_per_s": {f"concurrency_{c}": round(v) for c, v in gets.items()},
             "simulations_per_s_batches_of_100": {
                 f"concurrency_{c}": round(v) for c, v in sims.items()
             },
-        },
-    )
+        }
+    report("local server throughput", figures)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,14 @@ import httpx
 import comps_async as ca
 from comps_async._transports import default_transport
 
-from common import report, server_process
+from common import (
+    add_profile_argument,
+    apply_profile,
+    chosen_profiles,
+    report,
+    server_process,
+    wan_scaled,
+)
 
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
 TRANSPORTS: dict[str, Callable[[], httpx.AsyncBaseTransport]] = {
@@ -35,8 +42,8 @@ TRANSPORTS: dict[str, Callable[[], httpx.AsyncBaseTransport]] = {
 async def figures(
     get: Callable[[], Awaitable[object]], total: int, concurrency: int
 ) -> dict[str, float]:
-    """``total`` calls of ``get``, ``concurrency`` at a time, after 20 to warm the pool."""
-    for _ in range(20):
+    """``total`` calls of ``get``, ``concurrency`` at a time, after a few to warm the pool."""
+    for _ in range(min(20, total)):  # warm the pool
         await get()
     remaining = total
 
@@ -133,9 +140,18 @@ async def bare_aiohttp(url: str, token: str, total: int, concurrency: int) -> di
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=3000)
+    add_profile_argument(parser)
     args = parser.parse_args()
+    figures: dict[str, Any] = {}
+    for profile in chosen_profiles(args):
+        figures[profile] = _measure_profile(profile, wan_scaled(profile, args.requests))
+    report("SDK transport comparison (GET by id through the full pipeline)", figures)
+
+
+def _measure_profile(profile: str, requests: int) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     with server_process() as server:
+        apply_profile(server.url, server.token, profile)
         for concurrency in (1, 16, 64):
             for name, make in TRANSPORTS.items():
                 results.setdefault(f"concurrency_{concurrency}", {})[name] = anyio.run(
@@ -143,7 +159,7 @@ def main() -> None:
                     server.url,
                     server.token,
                     make,
-                    args.requests,
+                    requests,
                     concurrency,
                     backend="asyncio",
                 )
@@ -154,7 +170,7 @@ def main() -> None:
                 ("bare_aiohttp", bare_aiohttp),
             ):
                 row[name] = anyio.run(
-                    floor, server.url, server.token, args.requests, concurrency, backend="asyncio"
+                    floor, server.url, server.token, requests, concurrency, backend="asyncio"
                 )
             sdk = row["aiohttp_default"]["client_cpu_us_per_request"]
             row["sdk_cpu_vs_bare_aiohttp"] = round(
@@ -170,7 +186,7 @@ def main() -> None:
                 / row["bare_aiohttp"]["client_cpu_us_per_request"],
                 2,
             )
-    report("SDK transport comparison (GET by id through the full pipeline)", results)
+    return results
 
 
 if __name__ == "__main__":

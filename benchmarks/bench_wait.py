@@ -15,7 +15,14 @@ import httpx
 
 import comps_async as ca
 
-from common import Timer, report, server_process
+from common import (
+    Timer,
+    add_profile_argument,
+    apply_profile,
+    chosen_profiles,
+    report,
+    server_process,
+)
 
 BASELINE_INTERVAL_S = 5.0
 
@@ -83,9 +90,13 @@ async def run(url: str, token: str, sims: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sims", type=int, default=10_000)
+    add_profile_argument(parser)
     args = parser.parse_args()
-    with server_process() as server:
-        figures = anyio.run(run, server.url, server.token, args.sims)
+    figures = {}
+    for profile in chosen_profiles(args):
+        with server_process() as server:
+            apply_profile(server.url, server.token, profile)
+            figures[profile] = anyio.run(run, server.url, server.token, args.sims)
     report("waiting", figures)
 
 

@@ -48,11 +48,10 @@ async def upload_collection(
     settings = uploader.settings
     transfer = _Progress(on_progress)
     started: set[UUID] = set()
-    slots = anyio.CapacityLimiter(settings.parallel_files)
 
     async def upload_large(file: AssetCollectionFile) -> None:
         assert file.source is not None and file.md5_checksum is not None
-        async with slots:
+        async with uploader.files.limiter:
             await uploader.upload(file.source, file.md5_checksum, file.length or 0, transfer.sent)
 
     async def prepare(group: list[AssetCollectionFile]) -> None:
@@ -108,7 +107,7 @@ async def _upload_small(
 
     async def upload(batch: list[AssetCollectionFile]) -> None:
         size = sum(f.length or 0 for f in batch)
-        async with uploader.budget.hold(size):
+        async with uploader.files.limiter, uploader.budget.hold(size):
             parts = [
                 (
                     str(f.md5_checksum),
@@ -123,10 +122,11 @@ async def _upload_small(
                 idempotent=True,  # stores content, creates none
                 files=[("not_a_file", ("AssetCollections", b"[]", "application/json")), *parts],
             )
+        uploader.files.moved(size)
         transfer.sent(size)
 
     requests = _file_only_requests(todo, uploader.settings.small_request_bytes)
-    await gather_bounded(requests, upload, uploader.settings.parallel_files)
+    await gather_bounded(requests, upload, uploader.files.maximum)
 
 
 class _Progress:

@@ -17,7 +17,7 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
-from .._concurrency import gather_bounded
+from .._concurrency import AdaptiveLimit, gather_bounded
 from .._constants import LARGE_FILE_BYTES
 from .._responses import json_body
 from ..errors import ApiError, ChecksumMismatchError, MalformedResponseError, NotFoundError
@@ -47,7 +47,10 @@ class UploadSettings:
     # (pyCOMPS's layout, one request); above it, an md5-only save asks what is missing first.
     inline_bytes: int = 64 << 10
     large_file_bytes: int = LARGE_FILE_BYTES
+    # Files uploaded at once follow the throughput they reach (AdaptiveLimit): from
+    # parallel_files up to max_parallel_files; budget_bytes still bounds memory.
     parallel_files: int = 8
+    max_parallel_files: int = 32
     # Chunks of one file in flight. 1 (in order) is the safe default: whether COMPS accepts
     # out-of-order chunks is not known. Raise it only for a server that does (the local server
     # with Compat(out_of_order_chunks=True)).
@@ -61,6 +64,8 @@ class Uploader:
         self.requester = requester
         self.settings = settings
         self.budget = ByteBudget(settings.budget_bytes)
+        first = settings.parallel_files
+        self.files = AdaptiveLimit(first, max(first, settings.max_parallel_files))
 
     async def server_has(self, md5: UUID) -> int | None:
         """What the server holds of ``md5``: -1 when complete (HTTP 200), the partial size after
@@ -103,7 +108,9 @@ class Uploader:
         async def send(span: tuple[int, int]) -> int:
             start, end = span
             length = end - start + 1
-            body = _SourceSlice(source, start, length, self.settings.stream_block_bytes)
+            body = _SourceSlice(
+                source, start, length, self.settings.stream_block_bytes, self.files.moved
+            )
             async with self.budget.hold(self.settings.stream_block_bytes):
                 try:
                     await self.requester.request(
@@ -138,11 +145,19 @@ class _SourceSlice:
     """``length`` bytes of a source from ``offset``, streamed in small blocks read off the event
     loop. Re-iterable, so a retried chunk is read again instead of being held in memory."""
 
-    def __init__(self, source: ContentSource, offset: int, length: int, block: int) -> None:
+    def __init__(
+        self,
+        source: ContentSource,
+        offset: int,
+        length: int,
+        block: int,
+        moved: Callable[[int], None],
+    ) -> None:
         self._source = source
         self._offset = offset
         self._length = length
         self._block = block
+        self._moved = moved  # bytes handed to the transport, for the adaptive file count
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         position, end = self._offset, self._offset + self._length
@@ -155,6 +170,7 @@ class _SourceSlice:
                     actual=f"{position} (the file shrank)",
                 )
             position += len(piece)
+            self._moved(len(piece))
             yield piece
 
 
