@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -39,6 +37,7 @@ from common import (
     apply_profile,
     chosen_profiles,
     report,
+    run_child,
     server_process,
 )
 
@@ -263,14 +262,7 @@ def main() -> None:
             for variant in VARIANTS:
                 results: dict[str, Any] = {}
                 for approach in approaches:
-                    out = subprocess.run(
-                        [sys.executable, __file__, "--child", approach, variant, str(params)],
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                        cwd=Path(__file__).parent,
-                    )
-                    results[approach] = json.loads(out.stdout.splitlines()[-1])
+                    results[approach] = run_child(__file__, approach, variant, str(params))
                 figures.setdefault(profile, {})[variant] = {
                     **results,
                     **_ratios(results, f"analyzemanager_{cpus}"),

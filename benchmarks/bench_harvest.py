@@ -20,8 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -40,6 +38,7 @@ from common import (
     chosen_profiles,
     peak_rss_mb,
     report,
+    run_child,
     server_process,
 )
 
@@ -269,14 +268,9 @@ def main() -> None:
             results: dict[str, dict[str, Any]] = {}
             for case in ("many", "big"):
                 for approach in APPROACHES:
-                    out = subprocess.run(
-                        [sys.executable, __file__, "--child", approach, case, str(params)],
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                        cwd=Path(__file__).parent,
+                    results.setdefault(case, {})[approach] = run_child(
+                        __file__, approach, case, str(params)
                     )
-                    results.setdefault(case, {})[approach] = json.loads(out.stdout.splitlines()[-1])
             figures[profile] = _summary(results)
     report("harvest", figures)
 

@@ -18,8 +18,6 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -38,6 +36,7 @@ from common import (
     chosen_profiles,
     peak_rss_mb,
     report,
+    run_child,
     server_process,
 )
 
@@ -192,14 +191,7 @@ def measure(approach: str, inputs: Path, scratch: Path, profile: str) -> dict[st
                 }
             )
         )
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", approach, str(params)],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        )
-        figures: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+        figures = run_child(__file__, approach, str(params))
         if approach == "comps_async":
             os.sync()
             figures["post_limit_MB_per_s"] = anyio.run(post_mb_per_s, server.url, server.token)

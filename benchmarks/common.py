@@ -7,10 +7,13 @@ import dataclasses
 import json
 import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -59,6 +62,20 @@ def wan_scaled(profile: str, count: int) -> int:
     """Fewer round trips at the WAN profile (80 ms each), for per-request figures that need
     many requests only on loopback."""
     return count if profile != "wan" else max(1, min(count, count // 10 or 1))
+
+
+def run_child(script: str, *args: str) -> dict[str, Any]:
+    """Run ``script --child ARGS`` in a fresh process (so that its peak RSS is its own) and
+    return the JSON figures it prints last."""
+    out = subprocess.run(
+        [sys.executable, script, "--child", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(script).parent,
+    )
+    figures: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    return figures
 
 
 def peak_rss_mb() -> float:
