@@ -184,7 +184,7 @@ class Session:
             cache_dir=self._cache_dir,
         )
         await self._requester.start(
-            self._transport or default_transport(self._verify, self._limits),
+            self._transport or default_transport(self._verify, self._limits, self.host.base),
             self.tokens,
             [
                 self.retry,

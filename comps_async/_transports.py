@@ -11,6 +11,8 @@ module re-maps from the original aiohttp exception, in one place.
 from __future__ import annotations
 
 import math
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,14 +27,28 @@ __all__ = ["default_transport"]
 STREAM_CHUNK_BYTES = 256 * 1024
 
 
-def default_transport(verify: bool | str, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-    """The fastest safe transport for the running event loop."""
+def default_transport(
+    verify: bool | str, limits: httpx.Limits, host: str | None = None
+) -> httpx.AsyncBaseTransport:
+    """The fastest safe transport for the running event loop. Both honour the environment's
+    proxies (``HTTPS_PROXY``, ``NO_PROXY``...) for ``host``, as httpx's client did: aiohttp
+    reads them itself, httpx's transport is given the one that applies."""
     if sniffio.current_async_library() == "asyncio":
         try:
             return _make_aiohttp_transport(verify, limits)
         except ImportError:  # the optional speed-up is not installed
             pass
-    return httpx.AsyncHTTPTransport(verify=verify, limits=limits)
+    return httpx.AsyncHTTPTransport(verify=verify, limits=limits, proxy=environment_proxy(host))
+
+
+def environment_proxy(host: str | None) -> str | None:
+    """The proxy the environment names for ``host`` (``scheme://name[:port]``), or None."""
+    if host is None:
+        return None
+    url = urllib.parse.urlsplit(host)
+    if url.hostname is None or urllib.request.proxy_bypass(url.hostname):
+        return None
+    return urllib.request.getproxies().get(url.scheme)
 
 
 def _make_aiohttp_transport(verify: bool | str, limits: httpx.Limits) -> httpx.AsyncBaseTransport:

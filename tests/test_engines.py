@@ -103,3 +103,26 @@ def test_the_adaptive_limit_fills_a_capped_link_and_keeps_few_on_a_fast_one() ->
 def test_the_adaptive_limit_refuses_impossible_bounds() -> None:
     with pytest.raises(ValueError, match="minimum"):
         AdaptiveLimit(8, 4)
+
+
+async def test_httpx_transport_takes_the_proxy_the_environment_names(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under trio the SDK uses httpx's own transport, which reads no environment: the proxy
+    that applies to the host is handed to it (aiohttp, under asyncio, reads it itself)."""
+    if anyio_backend != "trio":
+        pytest.skip("under asyncio aiohttp reads the proxy environment itself")
+    import httpcore
+
+    from comps_async._transports import default_transport, environment_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert environment_proxy("https://comps.idmod.org") == "http://proxy.example:3128"
+    assert environment_proxy("http://127.0.0.1:8100") is None  # NO_PROXY
+    limits = httpx.Limits()
+    proxied = default_transport(True, limits, "https://comps.idmod.org")
+    direct = default_transport(True, limits, "http://127.0.0.1:8100")
+    assert isinstance(proxied, httpx.AsyncHTTPTransport)
+    assert isinstance(proxied._pool, httpcore.AsyncHTTPProxy)
+    assert not isinstance(direct._pool, httpcore.AsyncHTTPProxy)  # type: ignore[attr-defined]
