@@ -1,4 +1,5 @@
-"""``Session``: one COMPS host, one pooled ``httpx.AsyncClient``, one pipeline of policies."""
+"""``Session``: one COMPS host, one pooled httpx transport, one pipeline of policies, behind
+the request layer (``_requester.Requester``) that every resource and engine is given."""
 
 from __future__ import annotations
 
