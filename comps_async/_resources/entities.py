@@ -333,8 +333,7 @@ class Simulations(_BatchSaved[Simulation]):
             if delete_old:
                 await self.delete(failed)
             else:
-                for sim in failed:
-                    await self.merge_tags(sim, {RETIRED_TAG: None})
+                await self._gather(failed, lambda sim: self.merge_tags(sim, {RETIRED_TAG: None}))
         return Rerun(clones=clones, retired=failed)
 
 

@@ -144,11 +144,6 @@ class Downloader:
         most = self.settings.streams
         self.streams = AdaptiveLimit(min(self.settings.initial_streams, most), most)
 
-    @property
-    def slots(self) -> anyio.CapacityLimiter:
-        """The session-wide stream slots (their number follows throughput)."""
-        return self.streams.limiter
-
     async def fetch(
         self,
         url: str,
@@ -245,7 +240,7 @@ class Downloader:
                 return
             headers = {"Range": f"bytes={have}-"} if have else None
             try:
-                async with self.slots, self._get(url, headers) as resp:
+                async with self.streams.limiter, self._get(url, headers) as resp:
                     if have and resp.status_code != 206:  # range ignored: start again
                         have = 0
                     digest.restart_at(have)
@@ -341,7 +336,7 @@ class Downloader:
                 try:
                     async with (
                         per_file.limiter,
-                        self.slots,
+                        self.streams.limiter,
                         self._get(url, {"Range": f"bytes={start}-{end}"}) as resp,
                     ):
                         if resp.status_code != 206:

@@ -89,14 +89,17 @@ class FaultInjector:
     uplink: _Clock = field(default_factory=lambda: _Clock(None))
 
     def __post_init__(self) -> None:
-        if self.config.seed is not None:
-            self._random.seed(self.config.seed)
+        self._apply()
 
     def configure(self, config: FaultConfig | None = None, **changes: Any) -> None:
         """Replace the fault settings (keyword changes apply on top of the current ones)."""
         self.config = replace(config or self.config, **changes)
+        self._apply()
+
+    def _apply(self) -> None:
         if self.config.seed is not None:
             self._random.seed(self.config.seed)
+        self.downlink.rate = self.uplink.rate = self.config.total_bandwidth_bytes_per_s
 
     def count(self, key: str) -> None:
         """Count one request of a route."""
@@ -148,8 +151,6 @@ class FaultyApp:
             await _garbled(send)
             return
         truncate = self.faults.roll(cfg.truncate_rate, "truncate")
-        total = cfg.total_bandwidth_bytes_per_s
-        self.faults.downlink.rate = self.faults.uplink.rate = total
         down = _Link(_Clock(cfg.bandwidth_bytes_per_s), self.faults.downlink)
         up = _Link(_Clock(cfg.upload_bandwidth_bytes_per_s), self.faults.uplink)
         await self.app(scope, _PacedReceive(receive, up), _Throttled(send, down, truncate))

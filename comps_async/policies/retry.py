@@ -92,34 +92,37 @@ class RetryPolicy:
     async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
         """Send ``request``, retrying what is safe to retry (see ``should_retry``)."""
         attempts = int(option(request, OPTION_MAX_ATTEMPTS, self.max_attempts))
+
         # The first attempt is made here: most calls succeed at once, and setting tenacity up
         # costs more client CPU than the rest of a request's policies together. When it must
         # be retried, tenacity takes over and replays its outcome as attempt 1.
+        async def attempt_once() -> httpx.Response:
+            try:
+                return await call_next(request)
+            except httpx.TransportError as exc:
+                if not should_retry(request, None, exc):
+                    raise
+                raise _Retryable(exc) from exc
+
         first: httpx.Response | _Retryable
         try:
-            first = await call_next(request)
-        except httpx.TransportError as exc:
-            if attempts <= 1 or not should_retry(request, None, exc):
-                raise
-            first = _Retryable(exc)
+            first = await attempt_once()
+        except _Retryable as exc:
+            if attempts <= 1:
+                raise exc.error from exc.error.__cause__
+            first = exc
         else:
             if attempts <= 1 or not should_retry(request, first, None):
                 return first
         replay = [first]
 
         async def attempt() -> httpx.Response:
-            if replay:
-                outcome = replay.pop()
-                if isinstance(outcome, _Retryable):
-                    raise outcome
-                return outcome
-            try:
-                response = await call_next(request)
-            except httpx.TransportError as exc:
-                if not should_retry(request, None, exc):
-                    raise
-                raise _Retryable(exc) from exc
-            return response
+            if not replay:
+                return await attempt_once()
+            outcome = replay.pop()
+            if isinstance(outcome, _Retryable):
+                raise outcome
+            return outcome
 
         async def release(state: RetryCallState) -> None:
             # A response we are about to retry past is closed so its connection is reused.
