@@ -149,3 +149,55 @@ def test_idmtools_runs_unchanged(
     md5 = str(uuid.UUID(hashlib.md5(big).hexdigest()))  # stored in the wire's UUID form
     stored = query(local.data_dir, "SELECT length FROM files WHERE md5 = ?", md5)
     assert stored and all(row == (len(big),) for row in stored)
+
+
+def test_idmtools_scheduling_tags_and_ssmt_login_as_on_comps(
+    local: LocalCompsProcess, client_env: dict[str, str], tmp_path: Path
+) -> None:
+    """idmtools' scheduling (WorkOrder.json with Command, NodeGroupName, NumCores, Environment;
+    no ExecutablePath) runs; a tag without a value reads back "" through pyCOMPS; a work item
+    logs back in with pyCOMPS from inside the worker (``interop/idmtools_as_comps.py``)."""
+    if importlib.util.find_spec("idmtools_platform_comps") is None:
+        pytest.skip("idmtools is in the 'interop' extra")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "idmtools.ini").write_text(
+        f"[OFFLINE]\ntype = COMPS\nendpoint = {local.url}\nenvironment = Calculon\n"
+    )
+    login = subprocess.run(
+        [sys.executable, "-m", "comps_async.cli", "login", "-s", local.url, "-u", USER],
+        env=client_env | {"COMPS_PASSWORD": PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert login.returncode == 0, login.stderr
+    done = subprocess.run(
+        [sys.executable, str(HERE / "interop" / "idmtools_as_comps.py"), "OFFLINE"],
+        cwd=cwd,
+        env=client_env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["succeeded"] is True
+    assert [s["argv"] for s in got["seen"]] == [["10000", "10", "100", "1234"]] * 3
+    assert {s["env"]["MY_SETTING"] for s in got["seen"]} == {"from the work order"}
+    assert {s["env"]["COMPS_SERVER"] for s in got["seen"]} == {local.url}
+    assert {s["env"]["COMPS_ENVIRONMENT"] for s in got["seen"]} == {"Calculon"}
+    assert got["tags"]["KeyOnly"] == ""
+    assert got["work_item"] == "Succeeded" and got["me"] == {"name": "logs back in"}
+    configs = query(
+        local.data_dir, "SELECT configuration FROM entities WHERE id = ?", got["experiment"]
+    )
+    assert "ExecutablePath" not in json.loads(str(configs[0][0]))  # scheduling cleared it
+    states = query(
+        local.data_dir,
+        "SELECT state, COUNT(*) FROM entities WHERE parent_id = ? GROUP BY state",
+        got["experiment"],
+    )
+    assert states == [("Succeeded", 3)]

@@ -141,8 +141,9 @@ async def test_environments_and_macros(session: ca.Session) -> None:
     assert await session.environments() == ["Local"]
     macros = await session.environment_macros("Local")
     assert "COMPS_PATH(USER)" in macros
-    with pytest.raises(ca.NotFoundError):
-        await session.environment("Nowhere")
+    # Lenient by default: an environment written for COMPS (idmtools reads Calculon's mounts)
+    # is answered here too; a strict server refuses it (tests/test_local_as_comps.py).
+    assert "DOCKER_MOUNTS" in await session.environment_macros("Calculon")
 
 
 async def test_retry_policy_rides_out_503s_and_resets(server: LocalComps, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..local import FaultConfig, LocalComps
+from ..local import Compat, FaultConfig, LocalComps
 from .main import cli
 
 
@@ -38,8 +38,21 @@ from .main import cli
     help="wan: emulate a COMPS far away (80 ms per request, 20 MB/s per connection each way, "
     "200 MB/s in all).",
 )
+@click.option(
+    "--environment",
+    "environments",
+    multiple=True,
+    metavar="NAME",
+    help="Offer only these environments (repeatable) and refuse any other, as COMPS does "
+    "(default: accept every name, so an ini block written for Calculon runs here).",
+)
 def serve(
-    data_dir: Path, port: int, users: tuple[str, ...], max_runs: int | None, profile: str
+    data_dir: Path,
+    port: int,
+    users: tuple[str, ...],
+    max_runs: int | None,
+    profile: str,
+    environments: tuple[str, ...],
 ) -> None:
     """Serve a COMPS-compatible API on 127.0.0.1 until Ctrl-C."""
     accounts = {}
@@ -56,6 +69,7 @@ def serve(
         users=accounts,
         max_concurrent_runs=max_runs,
         faults=FaultConfig.wan() if profile == "wan" else None,
+        compat=Compat(environments=environments),
     )
     try:
         server.start()

@@ -81,6 +81,14 @@ class UserDirectory:
             self.user(username) if hmac.compare_digest(digest.hex(), str(entry["hash"])) else None
         )
 
+    def exists(self, username: str) -> bool:
+        """Whether ``username`` is a configured user."""
+        return username in self._users
+
+    def default_user(self) -> User:
+        """The user every data dir has (``local``)."""
+        return self.user(DEFAULT_USER)
+
     def user(self, username: str) -> User:
         """A configured user."""
         entry = self._users[username]

@@ -2,10 +2,12 @@
 
 Simulations: CommissionRequested -> Provisioning (HPC job row, working directory with the
 simulation's files and its asset collection under ``Assets/``) -> Commissioned -> Running (the
-effective Configuration's ExecutablePath + SimulationInputArgs as a subprocess, stdout.txt and
-stderr.txt captured) -> Succeeded | Failed, with Retry up to MaximumNumberOfRetries;
-CancelRequested -> Canceled (a running process is killed). Work items run their WorkOrder.json's
-``Execution.Command`` the same way.
+work order's Command, else the effective Configuration's ExecutablePath + SimulationInputArgs,
+as a subprocess with stdout.txt and stderr.txt captured) -> Succeeded | Failed, with Retry up to
+MaximumNumberOfRetries; CancelRequested -> Canceled (a running process is killed). Work items run
+their WorkOrder.json's ``Execution.Command`` the same way. A command that cannot start fails its
+job like any other failure: the job is closed (end time, error message) and the reason is in
+stderr.txt. How a command starts and what a job's environment holds: ``launch.py``.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import hashlib
 import json
 import logging
 import os
-import shlex
 import shutil
-import sys
+import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
+from . import launch
+from .launch import Launch, StartError
 from .state import ServerState
 from .store import KINDS, Store, now_wire
 
@@ -33,7 +36,8 @@ __all__ = ["Runner"]
 
 logger = logging.getLogger(__name__)
 
-_PYTHON_NAMES = frozenset({"python", "python3", "python.exe"})
+# Executable by its owner, as every file on COMPS's shares is (a script in Assets/ can be started).
+_EXECUTABLE = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
 
 
 @dataclass
@@ -157,16 +161,13 @@ class Runner:
     async def _run_simulation(self, sim_id: str) -> None:
         attempt = 0
         while True:
-            job_id, workdir, config = await self.state.db(self._provision, sim_id)
+            job_id, workdir, config, launched = await self.state.db(self._provision, sim_id)
             await self.state.db(self._set_state, sim_id, "Commissioned", None)
             await self.state.db(self._set_state, sim_id, "Running", None)
             await self.state.db(
                 self._update_job, job_id, {"JobState": "Running", "StartTime": now_wire()}
             )
-            command = self._command(
-                config.get("ExecutablePath"), config.get("SimulationInputArgs"), workdir
-            )
-            code, error = await self._execute(command, workdir)
+            code, error = await self._execute(launched, workdir, job_id)
             size = await self.state.db(self._index_outputs, job_id, workdir)
             await self.state.db(
                 self._update_job,
@@ -188,14 +189,32 @@ class Runner:
             attempt += 1
             await self.state.db(self._set_state, sim_id, "Retry", error)
 
-    def _provision(self, sim_id: str) -> tuple[str, Path, dict[str, Any]]:
+    def _provision(self, sim_id: str) -> tuple[str, Path, dict[str, Any], Launch | StartError]:
         kind = KINDS["Simulation"]
         row = self.store.get(kind, sim_id)
         config = self.state.store.effective_configuration(kind, row) or {}
         job_id = str(uuid.uuid4())
         workdir = self.state.data_dir / "work" / sim_id[:3] / sim_id[3:6] / sim_id / job_id[:8]
         workdir.mkdir(parents=True, exist_ok=True)
-        self._materialise(sim_id, workdir, config.get("AssetCollectionId"))
+        files = self._materialise(sim_id, workdir, config.get("AssetCollectionId"))
+        try:
+            order = launch.work_order(files, workdir)
+            found = launch.command_of(order, config)
+            launched: Launch | StartError = Launch(
+                launch.interpreted(found.argv, workdir),
+                self._job_environment(
+                    row["owner"],
+                    str(config.get("EnvironmentName") or ""),
+                    {
+                        "COMPS_SIMULATION_GUID": sim_id,
+                        "COMPS_EXPERIMENT_GUID": str(row["parent_id"] or ""),
+                    },
+                    job_id,
+                    found.env,
+                ),
+            )
+        except StartError as exc:
+            launched = exc
         job = {
             "Id": job_id,
             "JobId": self.store.query("SELECT COUNT(*) FROM hpc_jobs")[0][0] + 1,
@@ -215,19 +234,29 @@ class Runner:
                 (job_id, sim_id, json.dumps(job)),
             )
         )
-        return job_id, workdir, config
+        return job_id, workdir, config, launched
 
-    def _materialise(self, entity_id: str, workdir: Path, collection_id: str | None) -> None:
+    def _materialise(
+        self, entity_id: str, workdir: Path, collection_id: str | None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Put the entity's files and its collection in ``workdir``; returns the entity's
+        files as (md5, file document)."""
         # The entity's own files are copied (a model may rewrite its inputs); the collection is
         # linked read-only under Assets/, as COMPS mounts it, so big collections cost nothing.
-        for _, md5, _, doc in self._files(entity_id):
-            shutil.copyfile(self.state.blobs.path(uuid.UUID(md5)), workdir / doc["FileName"])
+        files = [(md5, doc) for _, md5, _, doc in self._files(entity_id)]
+        for md5, doc in files:
+            target = workdir / doc["FileName"]
+            shutil.copyfile(self.state.blobs.path(uuid.UUID(md5)), target)
+            _make_executable(target)
         if collection_id:
             for _, md5, _, doc in self._files(str(collection_id)):
                 target = workdir / "Assets" / (doc.get("RelativePath") or "") / doc["FileName"]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.unlink(missing_ok=True)
-                target.symlink_to(self.state.blobs.path(uuid.UUID(md5)))
+                blob = self.state.blobs.path(uuid.UUID(md5))
+                _make_executable(blob)
+                target.symlink_to(blob)
+        return files
 
     def _files(self, entity_id: str) -> list[tuple[int, str, int, dict[str, Any]]]:
         rows = self.store.query(
@@ -235,39 +264,73 @@ class Runner:
         )
         return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
-    @staticmethod
-    def _command(executable: str | None, args: str | None, workdir: Path) -> list[str]:
-        if not executable:
-            raise ValueError("the effective Configuration names no ExecutablePath")
-        # Inferred for the local server: "python"/"python3" mean the server's own interpreter,
-        # so the built-in model (python -m comps_async.local.sir) runs without any install.
-        program = sys.executable if executable in _PYTHON_NAMES else executable
-        if not os.path.isabs(program) and (workdir / program).exists():
-            program = str(workdir / program)
-        return [program, *shlex.split(args or "")]
+    def _job_environment(
+        self,
+        owner: str,
+        environment: str,
+        ids: dict[str, str],
+        job_id: str,
+        extra: dict[str, str],
+    ) -> dict[str, str]:
+        users = self.state.users
+        user = users.user(owner) if users.exists(owner) else users.default_user()
+        return launch.job_environment(
+            server_url=self.state.url,
+            environment=environment,
+            ids=ids,
+            token=users.mint(user),
+            runtime_dir=self._runtime_dir(job_id),
+            extra=extra,
+        )
 
-    async def _execute(self, command: list[str], workdir: Path) -> tuple[int, str | None]:
-        env = os.environ | {"COMPS_WORKDIR": str(workdir)}
+    def _runtime_dir(self, job_id: str) -> Path:
+        # Outside the working directory, so the token never shows up among the outputs.
+        return self.state.data_dir / "runtime" / job_id
+
+    async def _execute(
+        self, launched: Launch | StartError, workdir: Path, job_id: str
+    ) -> tuple[int, str | None]:
         out = await anyio.to_thread.run_sync(open, workdir / "stdout.txt", "wb")
         err = await anyio.to_thread.run_sync(open, workdir / "stderr.txt", "wb")
-        with out, err:
-            try:
-                process = await anyio.open_process(
-                    command, cwd=workdir, stdout=out, stderr=err, env=env
-                )
-            except OSError as exc:
-                return 127, f"cannot start {command[0]!r}: {exc}"
-            try:
-                code = await process.wait()
-            finally:
-                if process.returncode is None:
-                    process.kill()
-                    with anyio.CancelScope(shield=True):
-                        await process.wait()
+        try:
+            with out, err:
+                if isinstance(launched, StartError):
+                    return self._start_failed(err, str(launched))
+                env = os.environ | {"COMPS_WORKDIR": str(workdir)} | launched.env
+                argv = launched.argv
+                try:
+                    process = await anyio.open_process(
+                        argv, cwd=workdir, stdout=out, stderr=err, env=env
+                    )
+                except OSError as exc:
+                    retry = launch.without_shebang(argv, exc)
+                    if retry is None:
+                        return self._start_failed(err, f"cannot start {argv[0]!r}: {exc}")
+                    argv = retry
+                    try:
+                        process = await anyio.open_process(
+                            argv, cwd=workdir, stdout=out, stderr=err, env=env
+                        )
+                    except OSError as again:
+                        return self._start_failed(err, f"cannot start {argv[0]!r}: {again}")
+                try:
+                    code = await process.wait()
+                finally:
+                    if process.returncode is None:
+                        process.kill()
+                        with anyio.CancelScope(shield=True):
+                            await process.wait()
+        finally:
+            shutil.rmtree(self._runtime_dir(job_id), ignore_errors=True)
         if code == 0:
             return 0, None
         tail = (workdir / "stderr.txt").read_bytes()[-400:].decode("utf-8", "replace").strip()
         return code, f"exit code {code}" + (f": {tail}" if tail else "")
+
+    @staticmethod
+    def _start_failed(stderr: Any, reason: str) -> tuple[int, str]:
+        stderr.write(f"{reason}\n".encode())
+        return 127, reason  # 127: what a shell answers for a command it cannot run
 
     def _index_outputs(self, job_id: str, workdir: Path) -> int:
         """Record length and md5 of every output so that listings can offer ``MD5``."""
@@ -290,32 +353,33 @@ class Runner:
     # --- work items ----------------------------------------------------------------------------
 
     async def _run_work_item(self, wi_id: str) -> None:
-        workdir, command = await self.state.db(self._provision_work_item, wi_id)
+        workdir, launched = await self.state.db(self._provision_work_item, wi_id)
         await self.state.db(self._set_state, wi_id, "Running", None)
-        code, error = await self._execute(command, workdir)
+        code, error = await self._execute(launched, workdir, wi_id)
         await self.state.db(self._index_outputs, wi_id, workdir)
         await self.state.db(self._set_state, wi_id, "Succeeded" if code == 0 else "Failed", error)
 
-    def _provision_work_item(self, wi_id: str) -> tuple[Path, list[str]]:
+    def _provision_work_item(self, wi_id: str) -> tuple[Path, Launch | StartError]:
         row = self.store.get(KINDS["WorkItem"], wi_id)
         doc = json.loads(row["doc"])
         workdir = self.state.data_dir / "work" / "workitems" / wi_id
         workdir.mkdir(parents=True, exist_ok=True)
-        self._materialise(wi_id, workdir, doc.get("AssetCollectionId"))
-        order_path = next(
-            (
-                workdir / d["FileName"]
-                for *_, d in self._files(wi_id)
-                if d.get("FileType") == "WorkOrder"
-            ),
-            workdir / "WorkOrder.json",
-        )
-        order = json.loads(order_path.read_text()) if order_path.exists() else {}
-        command_text = (order.get("Execution") or {}).get("Command")
-        if not command_text:
-            raise ValueError("WorkOrder.json has no Execution.Command")
-        args = shlex.split(command_text)
-        program = sys.executable if args[0] in _PYTHON_NAMES else args[0]
+        files = self._materialise(wi_id, workdir, doc.get("AssetCollectionId"))
+        launched: Launch | StartError
+        try:
+            found = launch.command_of(launch.work_order(files, workdir) or {}, None)
+            launched = Launch(
+                launch.interpreted(found.argv, workdir),
+                self._job_environment(
+                    row["owner"],
+                    str(doc.get("EnvironmentName") or ""),
+                    {"COMPS_WORKITEM_GUID": wi_id},
+                    wi_id,
+                    found.env,
+                ),
+            )
+        except StartError as exc:
+            launched = exc
         doc["WorkingDirectory"] = str(workdir)
         doc["HostName"] = "localhost"
         self.store.run(
@@ -323,4 +387,10 @@ class Runner:
                 "UPDATE entities SET doc = ? WHERE id = ?", (json.dumps(doc), wi_id)
             )
         )
-        return workdir, [program, *args[1:]]
+        return workdir, launched
+
+
+def _make_executable(path: Path) -> None:
+    mode = path.stat().st_mode
+    if mode & _EXECUTABLE != _EXECUTABLE:
+        path.chmod(mode | _EXECUTABLE)

@@ -206,6 +206,7 @@ class LocalComps:
             while not self._server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
                 await anyio.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.state.url = self.url
         self._ready.set()
 
     def __enter__(self) -> Self:

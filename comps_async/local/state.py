@@ -44,6 +44,10 @@ class Compat:
     # Whether /upload accepts chunks out of order (unknown for real COMPS, §8.4): off, like a
     # server that only knows in-order uploads; on, to exercise UploadSettings(parallel_chunks).
     out_of_order_chunks: bool = False
+    # The environments this server offers. Empty (the default): any EnvironmentName is accepted,
+    # so an idmtools block written for ``Calculon`` runs offline. Given: an experiment,
+    # simulation or work item naming another is refused with 400, as COMPS refuses it.
+    environments: tuple[str, ...] = ()
 
 
 @dataclass
@@ -56,6 +60,9 @@ class ServerState:
     users: UserDirectory
     limits: ServerLimits = field(default_factory=ServerLimits)
     compat: Compat = field(default_factory=Compat)
+    # The address clients reach this server at, known once its socket is bound (jobs are told
+    # it as COMPS_SERVER).
+    url: str = ""
     # Sqlite is serialised by the store's lock anyway; a limiter keeps worker threads few. It is
     # created on first use, inside the server's own event loop.
     _db: anyio.CapacityLimiter | None = field(default=None, init=False, repr=False)

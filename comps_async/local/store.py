@@ -365,7 +365,7 @@ class Store:
                 for r in self._conn.execute(
                     f"SELECT entity_id, key, value FROM tags WHERE entity_id IN ({marks})", ids
                 ):
-                    out[r[0]]["Tags"][r[1]] = r[2]
+                    out[r[0]]["Tags"][r[1]] = "" if r[2] is None else r[2]  # see _tag_text
             if wanted & {"Files", "Assets"}:
                 for r in self._conn.execute(
                     f"SELECT entity_id, md5, length, doc FROM files WHERE entity_id IN ({marks}) "
@@ -606,10 +606,12 @@ class Store:
         )
 
 
-def _tag_text(value: Any) -> str | None:
-    # COMPS stores tag values as text (§4.6); null stays a flag tag.
+def _tag_text(value: Any) -> str:
+    # COMPS stores tag values as text (§4.6); a tag sent without a value (null, pyCOMPS's
+    # "flag" tags) comes back as "", as COMPS answers and idmtools expects (NULLs that older
+    # data dirs hold are read back the same way).
     if value is None:
-        return None
+        return ""
     if isinstance(value, bool):
         return "True" if value else "False"
     if isinstance(value, (dict, list)):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..auth import DEFAULT_ENVIRONMENT, DEFAULT_GROUP, User
+from ..auth import DEFAULT_GROUP, User
 from ..state import ServerState
 from ..store import (
     BadRequest,
@@ -64,18 +64,21 @@ class AuthRoutes:
 
     async def environments(self, request: Request) -> Response:
         user: User = request.state.user
-        return JSONResponse({"Environments": [{"EnvironmentName": e} for e in user.environments]})
+        offered = self.state.compat.environments or user.environments
+        return JSONResponse({"Environments": [{"EnvironmentName": e} for e in offered]})
 
     async def environment(self, request: Request) -> Response:
         name = request.path_params["name"]
-        if name.lower() != DEFAULT_ENVIRONMENT.lower():
+        offered = self.state.compat.environments
+        known = next((e for e in offered if e.lower() == name.lower()), None)
+        if offered and known is None:
             raise NotFound(f"no environment {name!r}")
         work = str(self.state.data_dir / "work")
         return JSONResponse(
             {
                 "Environments": [
                     {
-                        "EnvironmentName": DEFAULT_ENVIRONMENT,
+                        "EnvironmentName": known or name,
                         "GroupName": DEFAULT_GROUP,
                         "Macros": {
                             "COMPS_PATH(USER)": work,

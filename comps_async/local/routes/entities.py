@@ -291,7 +291,7 @@ class EntityRoutes:
                 if parent:
                     parent = parse_uuid(parent, kind.parent_key or "")
                     self.state.store.get(KINDS["Suite"], parent)
-                config = _config(item.get("Configuration"))
+                config = self._config(item.get("Configuration"))
                 doc = {"Description": item.get("Description")}
                 if item.get("Id"):
                     entity_id = parse_uuid(item["Id"])
@@ -357,9 +357,10 @@ class EntityRoutes:
             prepared.append((item, files))
         if untracked:  # atomic: nothing is created when any content is missing (§8.1)
             unique = sorted(set(untracked))
+            # COMPS's own wording (what users and idmtools see); the list is inferred to be
+            # the md5s joined by ", ".
             raise BadRequest(
-                f"{len(unique)} file(s) referenced by MD5Checksum are not on the "
-                "server; attach or upload them",
+                f"Unknown assets referenced in request: {', '.join(unique)}",
                 UntrackedIds=unique,
             )
 
@@ -405,7 +406,7 @@ class EntityRoutes:
                 owner=owner,
                 state="Created",
                 doc={"Description": item.get("Description"), "ErrorMessage": None},
-                configuration=_config(item.get("Configuration")),
+                configuration=self._config(item.get("Configuration")),
                 tags=tags,
                 files=files,
             )
@@ -417,6 +418,7 @@ class EntityRoutes:
             raise BadRequest("a new WorkItem needs a Worker with name and version")
         if not item.get("EnvironmentName"):
             raise BadRequest("a new WorkItem needs an EnvironmentName")
+        self._check_environment(item["EnvironmentName"])
         doc = {
             "Worker": {"Name": lowered["name"], "Version": lowered["version"]},
             "EnvironmentName": item["EnvironmentName"],
@@ -445,7 +447,7 @@ class EntityRoutes:
         entity_id = parse_uuid(item["Id"])
         row = self.state.store.get(kind, entity_id)
         doc = _merged(json.loads(row["doc"]), _sent(item, "Description"))
-        config = _config(item.get("Configuration"))
+        config = self._config(item.get("Configuration"))
         conn.execute(
             "UPDATE entities SET name = COALESCE(?, name), doc = ?, last_modified = ?, "
             "configuration = COALESCE(?, configuration) WHERE id = ?",
@@ -459,6 +461,23 @@ class EntityRoutes:
         )
         Store.add_files(conn, entity_id, files)
         return entity_id
+
+    def _config(self, value: Any) -> dict[str, Any] | None:
+        config = _config(value)
+        if config is not None and config.get("EnvironmentName") is not None:
+            self._check_environment(config["EnvironmentName"])
+        return config
+
+    def _check_environment(self, name: Any) -> None:
+        """A strict server (``Compat.environments``) refuses an environment it does not offer,
+        as COMPS does; the default accepts any name, so ``environment = Calculon`` runs here."""
+        offered = self.state.compat.environments
+        if offered and str(name).lower() not in {e.lower() for e in offered}:
+            # Inferred wording (PROTOCOL.md row 19): COMPS's text is not known, only that it
+            # names the invalid environment.
+            raise BadRequest(
+                f"Invalid environment '{name}': this server offers {', '.join(offered)}"
+            )
 
     async def tags(self, request: Request) -> Response:
         kind = kind_of(request.path_params["plural"])
