@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("_transfer",),  # engines: given the requester and explicit collaborators
     ("_resources", "_waiting", "analyze"),  # operations on entities, over engines
     ("_session",),  # wires it all together for one host
-    ("sync", "doctor", "testing", "cli", "__init__"),  # what stands on a Session
+    ("sync", "doctor", "testing", "cli", "idmtools", "__init__"),  # what stands on a Session
 ]
 LOCAL_MAY_IMPORT = ("models",)  # the local server's only door into the SDK
 
