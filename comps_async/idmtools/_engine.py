@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from .. import Session
+from .._session import Session
 
 __all__ = ["Engine"]
 
