@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -33,6 +32,7 @@ import comps_async as ca
 
 from common import (
     Timer,
+    TreeRss,
     add_profile_argument,
     apply_profile,
     chosen_profiles,
@@ -52,8 +52,6 @@ WORKLOAD = (
     "open('output/big.bin', 'wb').write(os.urandom(2000000))\""
 )
 FILES = ("output/InsetChart.json", "output/big.bin")
-SAMPLE_S = 0.1  # RSS sampling period (10 Hz: a steady workload's peak is still caught)
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 class SumChannel(ca.Analyzer):
@@ -104,55 +102,6 @@ async def prepare(url: str, token: str, sims: int) -> str:
         if final.succeeded != sims:
             raise RuntimeError(f"benchmark setup failed: {final}")
         return str(exp.id)
-
-
-class TreeRss:
-    """Peak RSS of this process and all its descendants, sampled from /proc."""
-
-    def __init__(self) -> None:
-        self.peak_kb = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> TreeRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(SAMPLE_S):
-            self.peak_kb = max(self.peak_kb, _tree_rss_kb(os.getpid()))
-
-    @property
-    def peak_mb(self) -> float:
-        return round(self.peak_kb / 1024, 1)
-
-
-def _tree_rss_kb(root: int) -> int:
-    """RSS of ``root`` and its descendants, from /proc/<pid>/stat (cheap: the sampler runs in
-    the measured process and must not compete with it for the GIL)."""
-    parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry)] = int(fields[1])
-        rss[int(entry)] = int(fields[21]) * PAGE_KB
-    tree, frontier = {root}, [root]
-    while frontier:
-        pid = frontier.pop()
-        children = [c for c, p in parents.items() if p == pid and c not in tree]
-        tree.update(children)
-        frontier += children
-    return sum(rss.get(pid, 0) for pid in tree)
 
 
 # --- (a) comps_async ---------------------------------------------------------------------------

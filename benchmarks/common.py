@@ -10,6 +10,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,8 @@ from comps_async.local import FaultConfig, LocalCompsProcess
 # a benchmark adds of its own) and a COMPS far away (FaultConfig.wan(): 80 ms per request,
 # 20 MB/s per connection each way, 200 MB/s for the whole link).
 PROFILES = ("loopback", "wan")
+SAMPLE_S = 0.1  # RSS sampling period (10 Hz: a steady workload's peak is still caught)
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 @contextmanager
@@ -95,3 +98,52 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+class TreeRss:
+    """Peak RSS of this process and all its descendants, sampled from /proc."""
+
+    def __init__(self) -> None:
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> TreeRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_S):
+            self.peak_kb = max(self.peak_kb, _tree_rss_kb(os.getpid()))
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak_kb / 1024, 1)
+
+
+def _tree_rss_kb(root: int) -> int:
+    """RSS of ``root`` and its descendants, from /proc/<pid>/stat (cheap: the sampler runs in
+    the measured process and must not compete with it for the GIL)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        rss[int(entry)] = int(fields[21]) * PAGE_KB
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [c for c, p in parents.items() if p == pid and c not in tree]
+        tree.update(children)
+        frontier += children
+    return sum(rss.get(pid, 0) for pid in tree)

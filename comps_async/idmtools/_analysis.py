@@ -39,6 +39,10 @@ user_logger = logging.getLogger("user")
 
 __all__ = ["install_analysis_dispatch"]
 
+# Items in flight: enough to keep a far COMPS busy (each item is a listing and its files, a
+# round trip or two) where idmtools runs a pool of 24 processes; memory stays bounded by it.
+_WINDOW = 64
+
 
 class _IdmtoolsAnalyzer(Analyzer):
     """One user ``IAnalyzer`` seen through comps_async's ``Analyzer``."""
@@ -109,7 +113,9 @@ def _run(manager: Any) -> bool:
 
 async def _analyze(session: Any, sources: list[Any], adapters: list[Analyzer]) -> AnalysisReport:
     # Items were chosen by idmtools (failed ones only with analyze_failed_items).
-    return await session.analyze(sources, adapters, analyze_failed=True)  # type: ignore[no-any-return]
+    return await session.analyze(  # type: ignore[no-any-return]
+        sources, adapters, analyze_failed=True, window=_WINDOW
+    )
 
 
 def _is_work_item(item: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from idmtools.config import IdmConfigParser
 from idmtools.registry.platform_specification import (
     PlatformSpecification,
     example_configuration_impl,
@@ -54,7 +55,10 @@ class COMPSAsyncPlatformSpecification(PlatformSpecification):  # type: ignore[mi
 
     def get_configuration_aliases(self) -> dict[str, dict[str, str]]:
         """``Platform("COMPS_ASYNC", endpoint=..., environment=...)`` with no ini block: the
-        type's own name is an alias whose defaults are the stock platform's."""
+        type's own name is an alias whose defaults are the stock platform's. An ini block
+        named ``COMPS_ASYNC`` wins: idmtools looks aliases up first, so the alias steps aside."""
+        if IdmConfigParser.has_section("COMPS_ASYNC"):
+            return {}
         return {"COMPS_ASYNC": {"endpoint": "https://comps.idmod.org", "environment": "Calculon"}}
 
     def get_python_executable(self, alias: str | None = None) -> str:

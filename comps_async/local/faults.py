@@ -81,6 +81,8 @@ class FaultInjector:
 
     config: FaultConfig = field(default_factory=FaultConfig)
     counters: Counter[str] = field(default_factory=Counter)
+    # Response body bytes per route (what a client downloads: waiting's cost is measured by it).
+    bytes_sent: Counter[str] = field(default_factory=Counter)
     injected: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _random: random.Random = field(default_factory=random.Random)
@@ -127,6 +129,7 @@ class FaultyApp:
             return
         key = route_key(scope["method"], scope["path"])
         self.faults.count(key)
+        send = _Counted(send, key, self.faults.bytes_sent)
         cfg = self.faults.config
         # The control routes (/api/_local/...) are never faulted: a test must be able to
         # switch faults off through them.
@@ -154,6 +157,20 @@ class FaultyApp:
         down = _Link(_Clock(cfg.bandwidth_bytes_per_s), self.faults.downlink)
         up = _Link(_Clock(cfg.upload_bandwidth_bytes_per_s), self.faults.uplink)
         await self.app(scope, _PacedReceive(receive, up), _Throttled(send, down, truncate))
+
+
+@dataclass
+class _Counted:
+    """``send``, adding the body bytes of each answer to ``counter[key]``."""
+
+    send: Send
+    key: str
+    counter: Counter[str]
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.body":
+            self.counter[self.key] += len(message.get("body", b""))
+        await self.send(message)
 
 
 async def _error(send: Send, status: int, headers: dict[str, str]) -> None:

@@ -44,5 +44,9 @@ class ControlRoutes:
         if self.faults is None:
             raise NotFound("fault injection is not enabled on this server")
         return JSONResponse(
-            {"Counters": dict(self.faults.counters), "Injected": dict(self.faults.injected)}
+            {
+                "Counters": dict(self.faults.counters),
+                "Injected": dict(self.faults.injected),
+                "BytesSent": dict(self.faults.bytes_sent),
+            }
         )
