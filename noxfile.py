@@ -36,7 +36,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks; each prints its figures as JSON."""
-    session.install("-e", ".[charts]")
+    session.install("-e", ".[charts,interop]")
     for script in (
         "bench_server.py",
         "bench_transport.py",
@@ -45,5 +45,6 @@ def bench(session: nox.Session) -> None:
         "bench_wait.py",
         "bench_save.py",
         "bench_analyze.py",
+        "bench_idmtools.py",
     ):
         session.run("python", f"benchmarks/{script}", *session.posargs)

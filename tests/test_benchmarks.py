@@ -20,6 +20,7 @@ TINY = {
     "bench_upload.py": ["--big-mib", "11", "--small", "6", "--small-kib", "4"],
     "bench_harvest.py": ["--sims", "3", "--big-gib", "0.01"],
     "bench_analyze.py": ["--sims", "4"],
+    "bench_idmtools.py": ["--sims", "4", "--profile", "wan"],
 }
 
 

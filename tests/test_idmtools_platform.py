@@ -239,3 +239,32 @@ def test_the_platform_works_inside_a_running_event_loop(
     )
     state = run(cwd, env, "-c", script)
     assert state["iterations"][0]["analyzed"] == 4
+
+
+def test_a_host_without_stats_is_waited_on_by_listing(tmp_path: Path) -> None:
+    """Stats is inferred (PROTOCOL.md row 6): on a host that answers neither form, waiting and
+    statuses fall back to listing the simulations, and the run still ends right."""
+    from comps_async.local import Compat, LocalComps
+
+    compat = Compat(stats_forms=frozenset())
+    with LocalComps(tmp_path / "data", users={USER: PASSWORD}, compat=compat) as server:
+        runtime, cwd = tmp_path / "runtime", tmp_path / "cwd"
+        runtime.mkdir(mode=0o700)
+        cwd.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COMPS_")}
+        env |= {"XDG_RUNTIME_DIR": str(runtime)}
+        (cwd / "idmtools.ini").write_text(
+            f"[FAST]\ntype = COMPS_ASYNC\nendpoint = {server.url}\nenvironment = Local\n"
+        )
+        subprocess.run(
+            [sys.executable, "-m", "comps_async.cli", "login", "-s", server.url, "-u", USER],
+            env=env | {"COMPS_PASSWORD": PASSWORD},
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        script = [str(EXAMPLES / "idmtools_calibration.py"), "--block", "FAST"]
+        state = run(cwd, env, *script, "--sims", "4", "--iterations", "1")
+        assert state["iterations"][0]["analyzed"] == 4
+        # Stats was asked (and refused); the answer came from listing instead.
+        assert any(key.endswith("/Stats") for key in server.faults.counters)

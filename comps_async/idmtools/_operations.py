@@ -57,6 +57,7 @@ from idmtools_platform_comps.utils.scheduling import scheduled
 
 from .. import models as ca
 from .._query import Query
+from ..errors import CompsError
 
 if TYPE_CHECKING:
     from .platform import COMPSAsyncPlatform
@@ -129,7 +130,11 @@ class AsyncExperimentOperations(CompsPlatformExperimentOperations):  # type: ign
     def refresh_status(self, experiment: Experiment, **kwargs: Any) -> None:
         """One Stats request; the simulations' rows only when their states differ."""
         engine = _platform(self).engine
-        counts = engine.call(engine.session.experiments.stats, experiment.uid)
+        try:
+            counts = engine.call(engine.session.experiments.stats, experiment.uid)
+        except CompsError:  # a host without Stats (PROTOCOL.md row 6): list, as stock does
+            super().refresh_status(experiment, **kwargs)
+            return
         simulations = list(experiment.simulations)
         states = [state for state, n in counts.items() if n]
         if len(states) == 1 and counts[states[0]] == len(simulations):
