@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -95,3 +98,24 @@ def make_token(
         tag,
     ]
     return ",".join(fields)
+
+
+def client_environment(runtime_dir: Path) -> dict[str, str]:
+    """The environment of a client process (pyCOMPS, idmtools): a private runtime dir for the
+    token cache they share with comps-async, and no COMPS_* variable that could redirect it."""
+    runtime_dir.mkdir(mode=0o700, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPS_")}
+    return env | {"XDG_RUNTIME_DIR": str(runtime_dir), "PYTHONUNBUFFERED": "1"}
+
+
+def login(url: str, user: str, password: str, env: dict[str, str]) -> None:
+    """``comps-async login`` in ``env``: the clients then find the token and never prompt."""
+    done = subprocess.run(
+        [sys.executable, "-m", "comps_async.cli", "login", "-s", url, "-u", user],
+        env=env | {"COMPS_PASSWORD": password},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr

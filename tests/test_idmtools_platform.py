@@ -19,6 +19,8 @@ import pytest
 
 from comps_async.local import FaultConfig, LocalCompsProcess
 
+from helpers import client_environment, login
+
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("idmtools_platform_comps") is None,
     reason="idmtools is in the 'interop' extra",
@@ -40,26 +42,16 @@ def local(tmp_path: Path) -> Iterator[LocalCompsProcess]:
 def workdir(local: LocalCompsProcess, tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A folder with an idmtools.ini naming both platform types, and an environment whose
     token cache holds a login (so neither platform prompts)."""
-    runtime, cwd = tmp_path / "runtime", tmp_path / "cwd"
-    runtime.mkdir(mode=0o700)
+    cwd = tmp_path / "cwd"
     cwd.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPS_")}
-    env |= {"XDG_RUNTIME_DIR": str(runtime), "PYTHONUNBUFFERED": "1"}
+    env = client_environment(tmp_path / "runtime")
     (cwd / "idmtools.ini").write_text(
         "".join(
             f"[{block}]\ntype = {kind}\nendpoint = {local.url}\nenvironment = Local\n"
             for block, kind in (("STOCK", "COMPS"), ("FAST", "COMPS_ASYNC"))
         )
     )
-    login = subprocess.run(
-        [sys.executable, "-m", "comps_async.cli", "login", "-s", local.url, "-u", USER],
-        env=env | {"COMPS_PASSWORD": PASSWORD},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    assert login.returncode == 0, login.stderr
+    login(local.url, USER, PASSWORD, env)
     return cwd, env
 
 
@@ -248,21 +240,13 @@ def test_a_host_without_stats_is_waited_on_by_listing(tmp_path: Path) -> None:
 
     compat = Compat(stats_forms=frozenset())
     with LocalComps(tmp_path / "data", users={USER: PASSWORD}, compat=compat) as server:
-        runtime, cwd = tmp_path / "runtime", tmp_path / "cwd"
-        runtime.mkdir(mode=0o700)
+        cwd = tmp_path / "cwd"
         cwd.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COMPS_")}
-        env |= {"XDG_RUNTIME_DIR": str(runtime)}
+        env = client_environment(tmp_path / "runtime")
         (cwd / "idmtools.ini").write_text(
             f"[FAST]\ntype = COMPS_ASYNC\nendpoint = {server.url}\nenvironment = Local\n"
         )
-        subprocess.run(
-            [sys.executable, "-m", "comps_async.cli", "login", "-s", server.url, "-u", USER],
-            env=env | {"COMPS_PASSWORD": PASSWORD},
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        login(server.url, USER, PASSWORD, env)
         script = [str(EXAMPLES / "idmtools_calibration.py"), "--block", "FAST"]
         state = run(cwd, env, *script, "--sims", "4", "--iterations", "1")
         assert state["iterations"][0]["analyzed"] == 4

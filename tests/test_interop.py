@@ -18,6 +18,8 @@ import pytest
 
 from comps_async.local import LocalCompsProcess
 
+from helpers import client_environment, login
+
 # Looked up, not imported: importing pyCOMPS makes it log to COMPS_log.log in the cwd.
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("COMPS") is None, reason="pyCOMPS is in the 'interop' extra"
@@ -39,10 +41,7 @@ def local(tmp_path: Path) -> Iterator[LocalCompsProcess]:
 def client_env(tmp_path: Path) -> dict[str, str]:
     """The clients' environment: a private runtime dir for their token cache (pyCOMPS and
     comps-async share it), and no COMPS_SERVER that could redirect them."""
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPS_")}
-    return env | {"XDG_RUNTIME_DIR": str(runtime), "PYTHONUNBUFFERED": "1"}
+    return client_environment(tmp_path / "runtime")
 
 
 def query(data_dir: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
@@ -115,15 +114,7 @@ def test_idmtools_runs_unchanged(
     (cwd / "idmtools.ini").write_text(
         f"[LOCAL_COMPS]\ntype = COMPS\nendpoint = {local.url}\nenvironment = Local\n"
     )
-    login = subprocess.run(
-        [sys.executable, "-m", "comps_async.cli", "login", "-s", local.url, "-u", USER],
-        env=client_env | {"COMPS_PASSWORD": PASSWORD},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    assert login.returncode == 0, login.stderr
+    login(local.url, USER, PASSWORD, client_env)
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / "idmtools_offline.py"), "--assets", str(assets)],
         cwd=cwd,
@@ -164,15 +155,7 @@ def test_idmtools_scheduling_tags_and_ssmt_login_as_on_comps(
     (cwd / "idmtools.ini").write_text(
         f"[OFFLINE]\ntype = COMPS\nendpoint = {local.url}\nenvironment = Calculon\n"
     )
-    login = subprocess.run(
-        [sys.executable, "-m", "comps_async.cli", "login", "-s", local.url, "-u", USER],
-        env=client_env | {"COMPS_PASSWORD": PASSWORD},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    assert login.returncode == 0, login.stderr
+    login(local.url, USER, PASSWORD, client_env)
     done = subprocess.run(
         [sys.executable, str(HERE / "interop" / "idmtools_as_comps.py"), "OFFLINE"],
         cwd=cwd,
