@@ -87,6 +87,7 @@ class _Batch(Generic[E]):
     entities: list[E] = field(default_factory=list)
     maybe_sent: bool = False  # some entity may exist already (an earlier call, or a caller key)
     wire: list[dict[str, Any]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)  # each entity's JSON as sent, encoded once
     parts: dict[UUID, tuple[str, bytes]] = field(default_factory=dict)
     uses: list[list[UUID]] = field(default_factory=list)  # each entity's parts, in file order
     sent_shared: bool = False  # the last post attached shared content once
@@ -188,7 +189,8 @@ class BatchSaver(Generic[E]):
                     self._saved.append(entity)
                     continue
                 try:
-                    self._validate(entity, index)
+                    if self._total is None:  # a list was checked whole before anything was sent
+                        self._validate(entity, index)
                     wire, parts, uses = await self._prepare(entity)
                 except Exception as exc:
                     self._not_sent([*batch.entities, entity])
@@ -197,8 +199,10 @@ class BatchSaver(Generic[E]):
                     continue
                 maybe_sent = self._keys is not None and self._keys.assign(entity, index)
                 index += 1
+                # Encoded once: its length is the batch size estimate, its bytes the POST body.
+                body = json.dumps(_sent_wire(entity, wire, self._owner)).encode()
                 cost = (
-                    len(json.dumps(wire))
+                    len(body)
                     + 2
                     + sum(
                         _PART_OVERHEAD + len(media_type(parts[md5][0])) + len(parts[md5][1])
@@ -225,6 +229,7 @@ class BatchSaver(Generic[E]):
                     batch = _Batch()
                 batch.entities.append(entity)
                 batch.wire.append(wire)
+                batch.bodies.append(body)
                 batch.parts.update(parts)
                 batch.uses.append(uses)
                 batch.size += cost
@@ -353,9 +358,9 @@ class BatchSaver(Generic[E]):
         self._assign(batch, ids)
 
     async def _post(self, batch: _Batch[E], indexes: list[int]) -> list[str]:
-        wire = [_sent_wire(batch.entities[i], batch.wire[i], self._owner) for i in indexes]
+        entities = b"[" + b", ".join(batch.bodies[i] for i in indexes) + b"]"
         files: list[tuple[str, tuple[str, bytes, str]]] = [
-            ("not_a_file", (self._model.plural, json.dumps(wire).encode(), "application/json"))
+            ("not_a_file", (self._model.plural, entities, "application/json"))
         ]
         # Shared content once per batch, or (a server that refused that) one part per file.
         batch.sent_shared = self._shared_parts
@@ -386,9 +391,8 @@ class BatchSaver(Generic[E]):
         )
         for index, entity_id in ids.items():
             entity = batch.entities[index]
-            if entity.id is None and hasattr(entity, "state"):
-                entity.state = state
-            entity.id = UUID(entity_id)
+            first = entity.id is None and hasattr(entity, "state")
+            entity._record_id(UUID(entity_id), state if first else None)
             entity.mark_saved(batch.wire[index])
 
     async def _upload_missing(self, batch: _Batch[E], md5s: list[UUID]) -> None:

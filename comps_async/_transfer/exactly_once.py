@@ -121,9 +121,10 @@ class KeyAssigner:
 
 def keyed_wire(entity: Entity, wire: dict[str, Any]) -> dict[str, Any]:
     """The save JSON of ``entity`` with its reserved tags (any copied ones overwritten)."""
-    if entity.id is not None or entity._idempotency is None:
+    keys = entity._idempotency  # read once: a private attribute is slow to reach
+    if entity.id is not None or keys is None:
         return wire
-    group, key = entity._idempotency
+    group, key = keys
     return {**wire, "Tags": {**wire.get("Tags", {}), BATCH_TAG: group, KEY_TAG: key}}
 
 

@@ -118,6 +118,16 @@ class Entity(WireModel):
             self.mark_saved(type(self).from_wire(self._server_row).to_save_wire())
         return self._saved_wire
 
+    def _record_id(self, entity_id: UUID, state: Any = None) -> None:
+        """Set the id a save answered (and a new entity's first ``state``). Both are known valid
+        — a parsed UUID, a member of the entity's own state enum — so they skip assignment
+        validation: this runs for every entity of every ``save_all``."""
+        values: dict[str, Any] = {"id": entity_id}
+        if state is not None:
+            values["state"] = state
+        self.__dict__.update(values)
+        self.__pydantic_fields_set__.update(values)
+
     def mark_saved(self, wire: dict[str, Any] | None = None) -> None:
         """Record that the server now holds ``wire`` (default: this entity's save JSON now)."""
         wire = self.to_save_wire() if wire is None else wire
