@@ -56,24 +56,20 @@ def json_list(
     return value
 
 
-def parse_ids(response: httpx.Response, count: int) -> list[str]:
-    """The ``{"Ids": [...]}`` answer of a save of ``count`` entities (§8.1). Anything else is a
-    ``MalformedResponseError``: the save may have happened, so callers look before re-sending."""
+def parse_ids(response: httpx.Response, count: int) -> list[UUID]:
+    """The ``{"Ids": [...]}`` answer of a save of ``count`` entities (§8.1), parsed once. Anything
+    else is a ``MalformedResponseError``: the save may have happened, so callers look before
+    re-sending."""
     body = json_body(response)
     ids = body.get("Ids")
-    if not isinstance(ids, list) or len(ids) != count or not all(_is_uuid(i) for i in ids):
+    try:
+        if not isinstance(ids, list) or len(ids) != count:
+            raise ValueError
+        return [UUID(i) for i in ids]
+    except (ValueError, TypeError, AttributeError):  # not a list of id strings
         raise MalformedResponseError(
             f"expected {count} ids, got {str(body)[:200]}", url=_where(response)
-        )
-    return [str(i) for i in ids]
-
-
-def _is_uuid(value: Any) -> bool:
-    try:
-        UUID(str(value))
-    except ValueError:
-        return False
-    return True
+        ) from None
 
 
 def response_uuid(value: Any, response: httpx.Response) -> UUID:

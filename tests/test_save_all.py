@@ -98,6 +98,37 @@ async def test_concurrent_batches_and_bounded_streaming(
     assert produced_at_first_landing[0] <= 7 * 100 + 1
 
 
+async def test_each_batch_carries_its_shared_content_within_the_byte_limit(
+    server: LocalComps, experiment: ca.Experiment, tmp_path: Path
+) -> None:
+    """A batch that starts when the previous one filled up carries the shared file again, and its
+    size counts it: no request goes over ``max_bytes``."""
+
+    class Sizes:
+        def __init__(self) -> None:
+            self.posted: list[int] = []
+
+        async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
+            if request.method == "POST" and request.url.path.endswith("/Simulations"):
+                self.posted.append(len(await request.aread()))
+            return await call_next(request)
+
+    content = bytes(range(256)) * 80  # bigger than the estimate's slack for request headers
+    shared = ca.SimulationFile.from_bytes("model.bin", content)
+    sims = [
+        ca.Simulation(name=f"s{i}", experiment_id=experiment.id, files=[shared]) for i in range(100)
+    ]
+    limit = 4096 + len(content) + 600 + 30 * 260  # the request, the shared part, ~30 entities
+    sizes = Sizes()
+    async with ca.Session(
+        server.url, token=server.token, policies=[sizes], token_cache_dir=tmp_path
+    ) as s:
+        assert await s.simulations.save_all(sims, limits=ca.BatchLimits(max_bytes=limit)) == 100
+    assert max(sizes.posted) <= limit, (sizes.posted, limit)
+    assert len(sizes.posted) >= 3  # several batches, each with the shared part
+    assert all(sim.id is not None for sim in sims)
+
+
 async def test_md5_only_content_the_server_lacks(
     server: LocalComps, session: ca.Session, experiment: ca.Experiment
 ) -> None:

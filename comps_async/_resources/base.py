@@ -279,7 +279,7 @@ class EntityResource(Generic[E]):
         return match_keys(candidates, entities)  # type: ignore[return-value]
 
     async def _create_one(
-        self, entity: E, key: str | None, post: Callable[[], Awaitable[str]]
+        self, entity: E, key: str | None, post: Callable[[], Awaitable[UUID]]
     ) -> E:
         """Create ``entity`` exactly once through ``post`` (which returns the new id): it gets
         its key first, and is looked up instead of re-sent whenever it may exist already."""
@@ -290,15 +290,16 @@ class EntityResource(Generic[E]):
         else:
             keys = KeyAssigner(key)
 
-        async def send(_: list[int]) -> list[str]:
+        async def send(_: list[int]) -> list[UUID]:
             try:
                 return [await post()]
             except BaseException as exc:  # lost or cancelled: a look-up must let it settle
                 mark_sent([entity], exc)
                 raise
 
-        async def lookup(_: list[int]) -> dict[int, str]:
-            return {i: str(e.id) for i, e in (await self.find_by_keys([entity])).items()}
+        async def lookup(_: list[int]) -> dict[int, UUID]:
+            found = await self.find_by_keys([entity])
+            return {i: e.id for i, e in found.items() if e.id is not None}
 
         try:
             ids = await create_once(
@@ -315,7 +316,7 @@ class EntityResource(Generic[E]):
                     what, key=entity.idempotency_key, cause=failure.error
                 ) from failure.error
             raise failure.error from None
-        entity.id = UUID(ids[0])
+        entity.id = ids[0]
         return entity
 
     async def parents(

@@ -60,13 +60,13 @@ class _JsonSaved(StatefulResource[J]):
             response = await self._requester.request(
                 "POST", self._plural, json={self._plural: [entity.to_update_wire()]}
             )
-            entity.id = UUID(parse_ids(response, 1)[0])
+            entity.id = parse_ids(response, 1)[0]
             entity.mark_saved()
             return entity
         wire = entity.to_save_wire()
         create = {**wire, **entity.create_defaults(await self._requester.tokens.user())}
 
-        async def post() -> str:
+        async def post() -> UUID:
             body = {self._plural: [keyed_wire(entity, create)]}
             # One attempt: create_once retries (and looks up) itself, so retries never stack.
             response = await self._requester.request(
