@@ -179,12 +179,18 @@ class ChecksumMismatchError(CompsError):
 
 
 class BatchSaveError(CompsError):
-    """Some batches of a save_all failed for good. ``saved`` holds the entities that exist on the
-    server (ids assigned); ``failed`` the ones known not to exist; ``unknown`` the ones whose fate
-    the SDK could not learn (the server kept failing while it looked), with their keys in
-    ``unknown_keys``. Re-running the same call, or ``save_all(error.failed + error.unknown)``,
-    finishes the job and never creates anything twice. ``errors`` holds each failed batch's
-    cause."""
+    """Some batches of a save_all failed for good. ``failed`` holds the entities known not to
+    exist; ``unknown`` the ones whose fate the SDK could not learn (the server kept failing while
+    it looked), with their keys in ``unknown_keys``; ``errors`` each failed batch's cause;
+    ``saved_count`` how many exist on the server (ids assigned in place).
+
+    From a list (any sized collection), ``saved`` lists the saved entities and the ones after
+    the failure are in ``failed``: re-running the same call, or
+    ``save_all(error.failed + error.unknown)``, finishes the job and never creates anything
+    twice. From an iterator or generator, the SDK keeps nothing per entity, so ``saved`` is
+    empty and the rest of the iterator is left unread from position ``unsent_from``: run the
+    same generator again from the start with the same ``key=`` (entities that landed are found
+    by their keys, not created twice)."""
 
     def __init__(
         self,
@@ -192,8 +198,13 @@ class BatchSaveError(CompsError):
         failed: Sequence[Any],
         errors: Sequence[BaseException],
         unknown: Sequence[Any] = (),
+        *,
+        saved_count: int | None = None,
+        unsent_from: int | None = None,
     ) -> None:
         self.saved = list(saved)
+        self.saved_count = len(self.saved) if saved_count is None else saved_count
+        self.unsent_from = unsent_from
         self.failed = list(failed)
         self.unknown = list(unknown)
         self.unknown_keys = [getattr(e, "idempotency_key", None) for e in self.unknown]
@@ -204,10 +215,19 @@ class BatchSaveError(CompsError):
             if self.unknown
             else ""
         )
+        rest = (
+            f", the iterator left unread from position {unsent_from}"
+            if unsent_from is not None
+            else ""
+        )
+        how = (
+            "Run the same generator again with the same key= to finish"
+            if unsent_from is not None
+            else "Run the same save_all again (or save_all(error.failed + error.unknown)) to finish"
+        )
         super().__init__(
-            f"{len(self.saved)} saved, {len(self.failed)} not saved{maybe}. Run the same "
-            "save_all again (or save_all(error.failed + error.unknown)) to finish: entities "
-            f"that landed are found by their keys, not created twice.{first}"
+            f"{self.saved_count} saved, {len(self.failed)} not saved{maybe}{rest}. {how}: "
+            f"entities that landed are found by their keys, not created twice.{first}"
         )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -218,6 +220,70 @@ async def test_partial_failure_reports_saved_and_failed(
     assert await session.simulations.save_all(error.failed) == 50  # retry only the rest
     ids = await all_ids(session, experiment)
     assert len(ids) == 150 and set(ids) == {s.id for s in sims}
+
+
+async def test_a_generator_is_saved_keeping_nothing_per_entity(
+    session: ca.Session, experiment: ca.Experiment
+) -> None:
+    """What save_all keeps of a generator's entities is its batches in flight: when the last
+    batch lands, the entities of the first ones are gone (a million would not fit otherwise)."""
+    made: list[weakref.ref[ca.Simulation]] = []
+    alive_when_done: list[int] = []
+
+    def lazily() -> Iterator[ca.Simulation]:
+        for i in range(1200):
+            sim = ca.Simulation(
+                name=f"s{i}",
+                experiment_id=experiment.id,
+                files=[ca.SimulationFile.from_bytes("seed.txt", str(i).encode())],
+            )
+            made.append(weakref.ref(sim))
+            yield sim
+
+    def on_progress(done: int, total: int | None) -> None:
+        if done == 1200:
+            gc.collect()
+            alive_when_done.append(sum(ref() is not None for ref in made))
+
+    saved = await session.simulations.save_all(lazily(), concurrency=2, on_progress=on_progress)
+    assert saved == 1200
+    # At most the batches in flight and queued (2 + 2 + 1 building) of 100 are still referenced.
+    assert alive_when_done and alive_when_done[0] <= 500, alive_when_done
+
+
+async def test_a_failing_generator_is_left_unread_and_finished_with_its_key(
+    server: LocalComps, session: ca.Session, experiment: ca.Experiment
+) -> None:
+    """A batch failing for good stops the reading of an iterator: the error says where; running
+    the same generator again with the same key= creates exactly the ones that are missing."""
+    broken = {250}
+    pulled = 0
+    key = f"gen-{experiment.id}"  # keys are global: each run of this test its own
+
+    def generate() -> Iterator[ca.Simulation]:
+        nonlocal pulled
+        for sim in make_sims(experiment, 1000):
+            if int(sim.name[1:]) in broken:  # type: ignore[index]
+                sim.files = [ca.SimulationFile.from_md5("gone.bin", uuid4())]
+            pulled += 1
+            yield sim
+
+    with pytest.raises(ca.BatchSaveError) as caught:
+        await session.simulations.save_all(generate(), concurrency=1, key=key)
+    error = caught.value
+    assert error.saved == [] and error.saved_count >= 200  # the batches before the broken one
+    assert error.unsent_from is not None and error.unsent_from == pulled < 1000
+    assert all(s.id is None for s in error.failed)
+    assert "unread from position" in str(error)
+    broken.clear()
+    assert await session.simulations.save_all(generate(), key=key) == 1000
+    names = [
+        s.name
+        async for s in session.simulations.iterate(
+            ca.Query().select(["name"]).where([f"experiment_id={experiment.id}"])
+        )
+    ]
+    assert len(names) == 1000 and len(set(names)) == 1000  # each exactly once
 
 
 async def test_commission_as_batches_land(session: ca.Session, experiment: ca.Experiment) -> None:

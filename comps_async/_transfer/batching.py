@@ -134,8 +134,14 @@ class BatchSaver(Generic[E]):
         self._on_progress = on_progress
         self._after_batch = after_batch
         self._uploaded: set[UUID] = set()
-        self._sources: dict[UUID, ContentSource] = {}
-        self._saved: list[E] = []
+        # Sources of content uploaded on its own (big files), for re-sending content the server
+        # lost; smaller content is in its batch's parts while the batch lives.
+        self._large_sources: dict[UUID, ContentSource] = {}
+        # Nothing per entity outlives its batch unless the caller holds it: saved entities are
+        # counted, and listed (for BatchSaveError) only when the caller passed a collection.
+        self._saved_count = 0
+        self._saved: list[E] | None = None
+        self._unsent_from: int | None = None  # an iterator's first position never pulled
         self._failed: list[E] = []
         self._unknown: list[E] = []
         self._errors: list[BaseException] = []
@@ -153,6 +159,7 @@ class BatchSaver(Generic[E]):
             for index, entity in enumerate(entities):  # bad input fails before any request
                 self._validate(entity, index)
             self._total = len(entities)
+            self._saved = []
         send, receive = anyio.create_memory_object_stream[_Batch[E]](self._concurrency)
         try:
             async with anyio.create_task_group() as tg:
@@ -164,10 +171,25 @@ class BatchSaver(Generic[E]):
             raise first_error(group) from None
         if self._errors:
             missing = [e for e in self._errors if isinstance(e, MissingAssetsError)]
-            if missing and not self._saved and len(self._errors) == len(missing):
+            if missing and not self._saved_count and len(self._errors) == len(missing):
                 raise missing[0]
-            raise BatchSaveError(self._saved, self._failed, self._errors, self._unknown)
-        return len(self._saved)
+            raise BatchSaveError(
+                self._saved or (),
+                self._failed,
+                self._errors,
+                self._unknown,
+                saved_count=self._saved_count,
+                unsent_from=self._unsent_from,
+            )
+        return self._saved_count
+
+    def _count_saved(self, entities: Iterable[E]) -> None:
+        if self._saved is None:
+            self._saved_count += sum(1 for _ in entities)
+        else:
+            before = len(self._saved)
+            self._saved.extend(entities)
+            self._saved_count += len(self._saved) - before
 
     # --- producing -----------------------------------------------------------------------------
 
@@ -183,10 +205,13 @@ class BatchSaver(Generic[E]):
                         self._keys.assign(entity, index)
                     index += 1
                     self._not_sent([entity])
+                    if self._total is None:  # an iterator: leave the rest of it unread
+                        self._unsent_from = index
+                        break
                     continue
                 if entity.unchanged_since_saved():  # e.g. a re-run after a cancellation
                     index += 1
-                    self._saved.append(entity)
+                    self._count_saved([entity])
                     continue
                 try:
                     if self._total is None:  # a list was checked whole before anything was sent
@@ -229,6 +254,10 @@ class BatchSaver(Generic[E]):
                 batch.uses.append(uses)
                 batch.size += cost
                 batch.maybe_sent |= maybe_sent
+                if self._errors and self._total is None:
+                    # A batch failed for good: leave the rest of an iterator unread.
+                    self._unsent_from = index
+                    break
             if batch.entities and not self._errors:
                 await send.send(batch)
             elif batch.entities:
@@ -285,9 +314,9 @@ class BatchSaver(Generic[E]):
         for file in files:
             md5, source = file.md5_checksum, file.source
             assert md5 is not None and source is not None
-            self._sources[md5] = source
             size = file.length if file.length is not None else source.size or 0
             if size > self._limits.large_file_bytes:
+                self._large_sources[md5] = source
                 if md5 not in self._uploaded:
                     await self._uploader.upload(source, md5, size)
                     self._uploaded.add(md5)
@@ -310,14 +339,14 @@ class BatchSaver(Generic[E]):
                     # Missing content is the expected first answer of a two-pass save.
                     level = logging.INFO if isinstance(exc, MissingAssetsError) else logging.WARNING
                     logger.log(level, "a batch of %d failed for good: %s", len(batch.entities), exc)
-                    self._saved.extend(e for e in batch.entities if e.id is not None)
+                    self._count_saved(e for e in batch.entities if e.id is not None)
                     lost = [e for e in batch.entities if e.id is None]
                     (self._unknown if failure.unknown else self._failed).extend(lost)
                     self._errors.append(exc)
                     continue
-                self._saved.extend(batch.entities)
+                self._count_saved(batch.entities)
                 if self._on_progress is not None:
-                    self._on_progress(len(self._saved), self._total)
+                    self._on_progress(self._saved_count, self._total)
                 if self._after_batch is not None:
                     await self._after_batch(batch.entities)
 
@@ -403,7 +432,9 @@ class BatchSaver(Generic[E]):
             entity.mark_saved(batch.saved[index])
 
     async def _upload_missing(self, batch: _Batch[E], md5s: list[UUID]) -> None:
-        unknown = [m for m in md5s if m not in self._sources]
+        sources = {md5: ContentSource(data=part[1]) for md5, part in batch.parts.items()}
+        sources.update(self._large_sources)
+        unknown = [m for m in md5s if m not in sources]
         if unknown:
             references = {
                 m: [
@@ -416,7 +447,7 @@ class BatchSaver(Generic[E]):
             }
             raise MissingAssetsError(unknown, references)
         for md5 in md5s:  # content we hold but the server lost or never got: send it
-            source = self._sources[md5]
+            source = sources[md5]
             size = source.size
             if size is None:
                 assert source.path is not None

@@ -107,7 +107,9 @@ class KeyAssigner:
     def __init__(self, caller_key: str | None) -> None:
         self._explicit = caller_key is not None
         self._call = check_caller_key(caller_key) if caller_key is not None else uuid.uuid4().hex
-        self._fresh: set[int] = set()  # entities given a new random key by this call
+        # A random key under this prefix was made by this call (nothing is kept per entity:
+        # a million-entity call remembers no more than a one-entity call).
+        self._fresh_prefix = f"{self._call}/"
 
     def assign(self, entity: Entity, position: int) -> bool:
         """Key ``entity`` (new entities only); True when it may already exist on the server."""
@@ -117,17 +119,18 @@ class KeyAssigner:
                 f"{self._call}/{position // KEY_BLOCK}",
                 f"{self._call}/{position}",
             )
-            if not self._explicit:
-                self._fresh.add(id(entity))
-                return False
+            return self._explicit  # a new random key exists nowhere yet; a caller's key may
         return self.may_exist(entity)
 
     def may_exist(self, entity: Entity) -> bool:
         """Whether ``entity`` (not sent by this call) may have been created by an earlier call:
         it came with a key, or its key derives from the caller's ``key=``."""
-        if entity.id is not None or id(entity) in self._fresh:
+        if entity.id is not None:
             return False
-        return _keys(entity) is not None or self._explicit
+        keys = _keys(entity)
+        if keys is None or self._explicit:
+            return self._explicit
+        return not keys[1].startswith(self._fresh_prefix)
 
 
 def keyed_wire(entity: Entity, wire: dict[str, Any]) -> dict[str, Any]:
