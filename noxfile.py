@@ -46,5 +46,6 @@ def bench(session: nox.Session) -> None:
         "bench_save.py",
         "bench_analyze.py",
         "bench_idmtools.py",
+        "bench_scale.py",
     ):
         session.run("python", f"benchmarks/{script}", *session.posargs)

@@ -21,6 +21,7 @@ TINY = {
     "bench_harvest.py": ["--sims", "3", "--big-gib", "0.01"],
     "bench_analyze.py": ["--sims", "4"],
     "bench_idmtools.py": ["--sims", "4", "--profile", "wan"],
+    "bench_scale.py": ["--sizes", "300"],
 }
 
 

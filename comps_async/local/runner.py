@@ -125,15 +125,12 @@ class Runner:
         return self.store.run(tx)
 
     async def _cancel_requested(self) -> None:
-        rows = await self.state.db(
-            self.store.query, "SELECT id FROM entities WHERE state = 'CancelRequested'"
-        )
-        for row in rows:
-            scope = self._running.get(row[0])
+        for entity_id in await self.state.db(self.store.runnable_ids_in, "CancelRequested"):
+            scope = self._running.get(entity_id)
             if scope is not None:
                 scope.cancel()
             else:
-                await self.state.db(self._set_state, row[0], "Canceled", None)
+                await self.state.db(self._set_state, entity_id, "Canceled", None)
 
     def _set_state(self, entity_id: str, state: str, error: str | None) -> None:
         def tx(conn: Any) -> None:

@@ -148,13 +148,20 @@ CREATE TABLE IF NOT EXISTS entities (
     deleted INTEGER NOT NULL DEFAULT 0,
     expire_now INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS ix_entities_parent ON entities(kind, parent_id);
+-- Indexes for a million rows (issue 26; tests/test_local_server.py checks the query plans):
+-- listing a parent's children in creation order and counting them, from the index alone;
+DROP INDEX IF EXISTS ix_entities_parent;
+CREATE INDEX IF NOT EXISTS ix_entities_listing ON entities(kind, parent_id, deleted);
+-- Stats (per-state counts under an experiment) from the index alone;
+CREATE INDEX IF NOT EXISTS ix_entities_stats ON entities(kind, parent_id, deleted, state);
 CREATE INDEX IF NOT EXISTS ix_entities_state ON entities(kind, state);
 CREATE TABLE IF NOT EXISTS tags (
     entity_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT,
     PRIMARY KEY (entity_id, key)
 );
-CREATE INDEX IF NOT EXISTS ix_tags_kv ON tags(key, value);
+-- tag look-ups (the exactly-once keys), which compare values case-insensitively as COMPS does.
+DROP INDEX IF EXISTS ix_tags_kv;
+CREATE INDEX IF NOT EXISTS ix_tags_kv_nocase ON tags(key, value COLLATE NOCASE);
 CREATE TABLE IF NOT EXISTS files (
     entity_id TEXT NOT NULL, ord INTEGER NOT NULL, md5 TEXT NOT NULL, length INTEGER NOT NULL,
     doc TEXT NOT NULL, PRIMARY KEY (entity_id, ord)
@@ -310,18 +317,37 @@ class Store:
                 continue
             canonical = next((k for k in kind.basic if k.lower() == key.lower()), key)
             if canonical in ("Id", kind.parent_key) and op == "=":
-                value = parse_uuid(value, canonical)
+                # Ids are stored in canonical form: an exact comparison reads the index (a
+                # case-insensitive one would read every row of the kind).
+                where.append(f"{_column(kind, canonical)} = ?")
+                params.append(parse_uuid(value, canonical))
+                continue
             where.append(_compare(_column(kind, canonical), op, value, params))
+        # The first equality (or presence) tag filter drives the query from the tags index: a
+        # key look-up reads its ~100 rows, not every row of the kind. (CROSS JOIN is SQLite's
+        # way of fixing the join order; without statistics it would start from entities.)
+        source, source_params = "entities e", []
         for text in tag_filters:
             match = _TAG_FILTER.match(text)
             if not match:
                 raise BadRequest(f"malformed tag filter {text!r}")
             key, op, value = match.groups()
+            if source == "entities e" and op in (None, "="):
+                source_params.append(key.strip())
+                if op is not None:
+                    cond = " AND " + _compare("t0.value", op, value, source_params)
+                else:
+                    cond = ""
+                source = (
+                    f"tags t0 CROSS JOIN entities e ON e.id = t0.entity_id AND t0.key = ?{cond}"
+                )
+                continue
             params.append(key.strip())
             cond = "" if op is None else " AND " + _compare("t.value", op, value, params)
             where.append(
                 f"EXISTS (SELECT 1 FROM tags t WHERE t.entity_id = e.id AND t.key = ?{cond})"
             )
+        params = [*source_params, *params]
         order = "e.seq"
         if orderby:
             words = orderby.split()
@@ -332,10 +358,10 @@ class Store:
         sql_where = " AND ".join(where)
         with self._lock:
             total = self._conn.execute(
-                f"SELECT COUNT(*) FROM entities e WHERE {sql_where}", params
+                f"SELECT COUNT(*) FROM {source} WHERE {sql_where}", params
             ).fetchone()[0]
             rows = self._conn.execute(
-                f"SELECT e.* FROM entities e WHERE {sql_where} ORDER BY {order} LIMIT ? OFFSET ?",
+                f"SELECT e.* FROM {source} WHERE {sql_where} ORDER BY {order} LIMIT ? OFFSET ?",
                 [*params, limit, offset],
             ).fetchall()
         return rows, total
@@ -527,6 +553,32 @@ class Store:
             bucket["FirstCreateTime"] = min(bucket["FirstCreateTime"], first)
             bucket["LastCreateTime"] = max(bucket["LastCreateTime"], last)
         return list(buckets.values())
+
+    def runnable_ids_in(self, state: str) -> list[str]:
+        """Ids of the simulations and work items in ``state`` (from the (kind, state) index:
+        the runner asks every tick, whatever the number of rows)."""
+        rows = self.query(
+            "SELECT id FROM entities WHERE kind IN ('Simulation', 'WorkItem') AND state = ?",
+            (state,),
+        )
+        return [str(r[0]) for r in rows]
+
+    @contextmanager
+    def statements(self) -> Iterator[list[str]]:
+        """The SQL this store runs while the block runs, parameters inlined (to check query
+        plans against what real requests ask)."""
+        seen: list[str] = []
+        with self._lock:
+            self._conn.set_trace_callback(seen.append)
+        try:
+            yield seen
+        finally:
+            with self._lock:
+                self._conn.set_trace_callback(None)
+
+    def plan(self, sql: str) -> list[str]:
+        """SQLite's plan for ``sql`` (EXPLAIN QUERY PLAN), one line a step."""
+        return [str(row[-1]) for row in self.query(f"EXPLAIN QUERY PLAN {sql}")]
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """A read-only query (dashboard, runner scans, tests)."""
