@@ -1,7 +1,8 @@
 """Saving simulations (issue 5), side by side: 10,000 simulations with one shared 4 KB config
 file each, against the local server (own process).
 
-(a) comps_async ``save_all`` (batches of 100, 4 in flight, content shared by a batch sent once);
+(a) comps_async ``save_all`` (batches of 100, in flight from 4 up to 16 as throughput grows,
+content shared by a batch sent once);
 (b) pyCOMPS style: the same batches POSTed one after the other, each on a new connection, the
 shared file attached once per simulation (pyCOMPS attaches a part per entity);
 (c) the floor: bare aiohttp POSTing the same multipart batches (JSON from plain dicts, the shared
@@ -50,7 +51,7 @@ async def run_sdk(url: str, token: str, count: int) -> tuple[float, float]:
         ]
         cpu = time.process_time()
         with Timer() as timer:
-            await s.simulations.save_all(sims, concurrency=4)
+            await s.simulations.save_all(sims)  # batches in flight: adaptive, from 4
         cpu = time.process_time() - cpu
     return timer.seconds, cpu
 

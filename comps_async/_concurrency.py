@@ -159,11 +159,12 @@ def deadline(seconds: float | None, what: str, url: str | None = None) -> Iterat
 
 class AdaptiveLimit:
     """How many transfers to keep in flight, found by measuring: every ``window_s`` the bytes
-    moved give a throughput; while it grows by more than a tenth, the limit doubles (up to
-    ``maximum``); when it stays, the limit stays; when it falls by more than a fifth, the limit
-    shrinks by a quarter (down to ``minimum``) and probing starts again from there. A link
-    capped per connection fills up with more streams; a fast link, where more streams only
-    add per-request latency, keeps few. ``maximum`` is the memory bound and never moves."""
+    (or other units of work: a save counts entities) moved give a throughput; while it grows
+    by more than a tenth, the limit doubles (up to ``maximum``); when it stays, the limit
+    stays; when it falls by more than a fifth, the limit shrinks by a quarter (down to
+    ``minimum``) and probing starts again from there. A link capped per connection fills up
+    with more streams; a fast link, where more streams only add per-request latency, keeps
+    few. ``maximum`` is the memory bound and never moves."""
 
     def __init__(
         self,
@@ -216,6 +217,12 @@ class AdaptiveLimit:
         elif rate < self._best * 0.8:
             self._best = rate
             self._set(max(self.minimum, self._limit - max(1, self._limit // 4)))
+
+    def back_off(self) -> None:
+        """The server asked to slow down (429, 503): shrink by a quarter now and measure
+        afresh from there."""
+        self._set(max(self.minimum, self._limit - max(1, self._limit // 4)))
+        self._since, self._bytes = None, 0
 
     def _set(self, limit: int) -> None:
         self._limit = limit

@@ -28,7 +28,8 @@ DEFAULT_LIMITS = httpx.Limits(  # the connection pool
 )
 DEFAULT_MAX_CONCURRENT_REQUESTS = 64  # below the pool's 100 connections
 DEFAULT_OPERATION_CONCURRENCY = 16  # commission / cancel / delete / tag many entities
-DEFAULT_SAVE_CONCURRENCY = 4  # batches of a save_all in flight (pyCOMPS: at most 4)
+DEFAULT_SAVE_CONCURRENCY = 4  # batches of a save_all in flight at first (pyCOMPS: at most 4)
+MAX_SAVE_CONCURRENCY = 16  # batches in flight a save_all may grow to while throughput grows
 DEFAULT_HARVEST_CONCURRENCY = 32  # simulations harvested at once
 DEFAULT_ANALYZE_WINDOW = 16  # items being downloaded or analyzed at once
 IDS_PER_REQUEST = 50  # ids per list call of get_many (URLs stay short)

@@ -50,7 +50,6 @@ from ._constants import (
     DEFAULT_LIMITS,
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_OPERATION_CONCURRENCY,
-    DEFAULT_SAVE_CONCURRENCY,
     DEFAULT_TIMEOUT,
 )
 from ._query import Query
@@ -317,7 +316,7 @@ class SyncSimulations(_BatchSavedTwin[Simulation]):
         self,
         entities: Iterable[Simulation],
         *,
-        concurrency: int = DEFAULT_SAVE_CONCURRENCY,
+        concurrency: int | None = None,
         on_progress: ProgressCallback | None = None,
         limits: BatchLimits | None = None,
         commission: bool = False,
@@ -367,7 +366,7 @@ class SyncWorkItems(_BatchSavedTwin[WorkItem]):
         self,
         entities: Iterable[WorkItem],
         *,
-        concurrency: int = DEFAULT_SAVE_CONCURRENCY,
+        concurrency: int | None = None,
         on_progress: ProgressCallback | None = None,
         limits: BatchLimits | None = None,
         after_batch: Callable[[builtins.list[WorkItem]], object] | None = None,

@@ -100,6 +100,21 @@ def test_the_adaptive_limit_fills_a_capped_link_and_keeps_few_on_a_fast_one() ->
     assert capped.minimum <= capped.limit < settled
 
 
+def test_the_adaptive_limit_backs_off_when_the_server_says_so() -> None:
+    clock = FakeClock()
+    limit = AdaptiveLimit(4, 16, clock=clock)
+    limit.moved(0)
+    feed(limit, clock, 100.0, 10_000.0)  # the first window: room to grow
+    assert limit.limit == 8
+    limit.back_off()  # a 429 or 503
+    assert limit.limit == 6
+    feed(limit, clock, 100.0, 10_000.0)  # a window restarts after a back-off: no change yet
+    assert limit.limit == 6
+    for _ in range(10):
+        limit.back_off()
+    assert limit.limit == limit.minimum == 1
+
+
 def test_the_adaptive_limit_refuses_impossible_bounds() -> None:
     with pytest.raises(ValueError, match="minimum"):
         AdaptiveLimit(8, 4)

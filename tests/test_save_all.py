@@ -131,6 +131,41 @@ async def test_each_batch_carries_its_shared_content_within_the_byte_limit(
     assert all(sim.id is not None for sim in sims)
 
 
+class PeakPosts:
+    """A policy that records the most save requests in flight at once."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+
+    async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
+        saving = request.method == "POST" and request.url.path.endswith("/Simulations")
+        self.now += saving
+        self.peak = max(self.peak, self.now)
+        try:
+            return await call_next(request)
+        finally:
+            self.now -= saving
+
+
+async def test_batches_in_flight_grow_while_throughput_grows(
+    server: LocalComps, experiment: ca.Experiment, tmp_path: Path
+) -> None:
+    """Far from the server (100 ms a save), more batches in flight move more: the default
+    starts at pyCOMPS's 4 and grows; a given concurrency is kept as given."""
+    server.faults.configure(FaultConfig(latency_s=0.1, routes="POST /api/Simulations"))
+    peaks = {}
+    for concurrency in (None, 4):
+        posts = PeakPosts()
+        async with ca.Session(
+            server.url, token=server.token, policies=[posts], token_cache_dir=tmp_path
+        ) as s:
+            sims = [ca.Simulation(name=f"s{i}", experiment_id=experiment.id) for i in range(6000)]
+            assert await s.simulations.save_all(sims, concurrency=concurrency) == 6000
+        peaks[concurrency] = posts.peak
+    assert peaks[4] == 4
+    assert 4 < peaks[None] <= 16
+
+
 async def test_md5_only_content_the_server_lacks(
     server: LocalComps, session: ca.Session, experiment: ca.Experiment
 ) -> None:

@@ -23,15 +23,16 @@ import anyio
 import pydantic_core
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._concurrency import aiter_any, first_error
+from .._concurrency import AdaptiveLimit, aiter_any, first_error
 from .._constants import (
     DEFAULT_SAVE_CONCURRENCY,
     LARGE_FILE_BYTES,
     MAX_BATCH_BYTES,
     MAX_BATCH_ENTITIES,
+    MAX_SAVE_CONCURRENCY,
 )
 from .._responses import parse_ids
-from ..errors import ApiError, BatchSaveError, MissingAssetsError
+from ..errors import ApiError, BatchSaveError, MissingAssetsError, RateLimitedError
 from ..models import (
     ContentSource,
     Entity,
@@ -109,7 +110,7 @@ class BatchSaver(Generic[E]):
         *,
         hasher: Hasher,
         uploader: Uploader,
-        concurrency: int = DEFAULT_SAVE_CONCURRENCY,
+        concurrency: int | None = None,
         limits: BatchLimits | None = None,
         on_progress: ProgressCallback | None = None,
         after_batch: Callable[[list[E]], Awaitable[Any]] | None = None,
@@ -117,7 +118,7 @@ class BatchSaver(Generic[E]):
         find_by_key: FindByKey[E] | None = None,
         params: dict[str, str] | None = None,
     ) -> None:
-        if concurrency < 1:
+        if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if key is not None and find_by_key is None:
             raise ValueError("key= needs the reserved tags (Session(idempotency_tags=True))")
@@ -129,7 +130,13 @@ class BatchSaver(Generic[E]):
         self._keys = KeyAssigner(key) if find_by_key is not None else None
         self._find_by_key = find_by_key
         self._params = params
-        self._concurrency = concurrency
+        # Batches in flight: as given, or (None) from pyCOMPS's 4 up to MAX_SAVE_CONCURRENCY
+        # while throughput grows, shrinking when it falls or the server says to slow down.
+        self._in_flight = AdaptiveLimit(
+            concurrency or DEFAULT_SAVE_CONCURRENCY,
+            concurrency or MAX_SAVE_CONCURRENCY,
+        )
+        self._queued = concurrency or DEFAULT_SAVE_CONCURRENCY  # batches built ahead
         self._limits = limits or BatchLimits()
         self._on_progress = on_progress
         self._after_batch = after_batch
@@ -160,10 +167,10 @@ class BatchSaver(Generic[E]):
                 self._validate(entity, index)
             self._total = len(entities)
             self._saved = []
-        send, receive = anyio.create_memory_object_stream[_Batch[E]](self._concurrency)
+        send, receive = anyio.create_memory_object_stream[_Batch[E]](self._queued)
         try:
             async with anyio.create_task_group() as tg:
-                for _ in range(self._concurrency):
+                for _ in range(self._in_flight.maximum):
                     tg.start_soon(self._consume, receive.clone())
                 receive.close()
                 await self._produce(entities, send)
@@ -331,24 +338,36 @@ class BatchSaver(Generic[E]):
 
     async def _consume(self, receive: MemoryObjectReceiveStream[_Batch[E]]) -> None:
         async with receive:
-            async for batch in receive:
-                try:
-                    await self._save_batch(batch)
-                except CreateFailed as failure:
-                    exc = failure.error
-                    # Missing content is the expected first answer of a two-pass save.
-                    level = logging.INFO if isinstance(exc, MissingAssetsError) else logging.WARNING
-                    logger.log(level, "a batch of %d failed for good: %s", len(batch.entities), exc)
-                    self._count_saved(e for e in batch.entities if e.id is not None)
-                    lost = [e for e in batch.entities if e.id is None]
-                    (self._unknown if failure.unknown else self._failed).extend(lost)
-                    self._errors.append(exc)
-                    continue
-                self._count_saved(batch.entities)
-                if self._on_progress is not None:
-                    self._on_progress(self._saved_count, self._total)
-                if self._after_batch is not None:
-                    await self._after_batch(batch.entities)
+            while True:
+                async with self._in_flight.limiter:  # a batch is taken only with a slot
+                    try:
+                        batch = await receive.receive()
+                    except anyio.EndOfStream:
+                        return
+                    landed = await self._save_or_record(batch)
+                if landed:
+                    self._in_flight.moved(len(batch.entities))
+                    if self._on_progress is not None:
+                        self._on_progress(self._saved_count, self._total)
+                    if self._after_batch is not None:
+                        await self._after_batch(batch.entities)
+
+    async def _save_or_record(self, batch: _Batch[E]) -> bool:
+        """Save ``batch``; True if it landed, else its entities and error are recorded."""
+        try:
+            await self._save_batch(batch)
+        except CreateFailed as failure:
+            exc = failure.error
+            # Missing content is the expected first answer of a two-pass save.
+            level = logging.INFO if isinstance(exc, MissingAssetsError) else logging.WARNING
+            logger.log(level, "a batch of %d failed for good: %s", len(batch.entities), exc)
+            self._count_saved(e for e in batch.entities if e.id is not None)
+            lost = [e for e in batch.entities if e.id is None]
+            (self._unknown if failure.unknown else self._failed).extend(lost)
+            self._errors.append(exc)
+            return False
+        self._count_saved(batch.entities)
+        return True
 
     async def _save_batch(self, batch: _Batch[E]) -> None:
         async def post(indexes: list[int]) -> list[UUID]:
@@ -415,6 +434,10 @@ class BatchSaver(Generic[E]):
             ids = parse_ids(response, len(indexes))
         except BaseException as exc:  # lost or cancelled: a look-up must let it settle
             mark_sent(sent, exc)
+            if isinstance(exc, RateLimitedError) or (
+                isinstance(exc, ApiError) and exc.status == 503
+            ):
+                self._in_flight.back_off()  # the server says: fewer at once
             raise
         if self._shared_parts_refused and self._requester.capabilities.shared_parts != "no":
             await self._requester.remember(shared_parts="no")  # this layout works; that did not
