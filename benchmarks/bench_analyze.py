@@ -3,14 +3,16 @@ process with 20 ms of added latency per request: SIMS simulations x 2 output fil
 InsetChart.json and a 2 MB binary); an analyzer that parses the JSON, sums one channel and
 notes the binary's size; reduce = the total.
 
-(a) comps_async ``Session.analyze`` (defaults: worker threads, a window of 16 items);
+(a) comps_async ``Session.analyze`` (defaults: worker threads, a window of 16 items), and with
+``--dask`` the same with a Dask ``distributed`` LocalCluster (CPU-count worker processes) as the
+executor: map on the cluster's workers, reduce in the caller (the path past one machine);
 (b) an AnalyzeManager-style baseline: a process pool (CPU-count workers, and idmtools' COMPS
 default of 24), each worker fetching one listing and then every file whole into memory per item
 pyCOMPS-style (a new connection per call), then mapping; results gathered, reduce at the end.
 Each approach runs in its own process; peak RSS is that of the whole process tree (the pool's
 workers included), sampled from /proc ten times a second.
 
-    python benchmarks/bench_analyze.py [--sims 2000]
+    python benchmarks/bench_analyze.py [--sims 2000] [--dask]
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 import os
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -107,7 +109,9 @@ async def prepare(url: str, token: str, sims: int) -> str:
 # --- (a) comps_async ---------------------------------------------------------------------------
 
 
-async def run_sdk(url: str, token: str, experiment: str, variant: str) -> dict[str, Any]:
+async def run_sdk(
+    url: str, token: str, experiment: str, variant: str, executor: Executor | None = None
+) -> dict[str, Any]:
     first: list[float] = []
     analyzer = VARIANTS[variant]()
     with TreeRss() as rss, Timer() as timer:
@@ -115,9 +119,25 @@ async def run_sdk(url: str, token: str, experiment: str, variant: str) -> dict[s
             report = await s.analyze(
                 experiment,
                 [analyzer],
+                executor=executor,
                 on_item=lambda _: first.append(time.perf_counter()) if not first else None,
             )
     return _figures(report.reduced[analyzer.name], timer, first[0] if first else None, rss)
+
+
+def run_sdk_on_dask(url: str, token: str, experiment: str, variant: str) -> dict[str, Any]:
+    """(a) with a Dask LocalCluster as the executor; the cluster's start is not timed, its
+    worker processes' memory is counted."""
+    import distributed
+
+    workers = os.cpu_count() or 2
+    with (
+        distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        return anyio.run(run_sdk, url, token, experiment, variant, client.get_executor())
 
 
 # --- (b) AnalyzeManager style ------------------------------------------------------------------
@@ -180,6 +200,8 @@ def child(approach: str, variant: str, params: dict[str, str]) -> None:
     url, token, experiment = params["url"], params["token"], params["experiment"]
     if approach == "comps_async":
         figures = anyio.run(run_sdk, url, token, experiment, variant)
+    elif approach == "comps_async_dask":
+        figures = run_sdk_on_dask(url, token, experiment, variant)
     else:
         workers = int(approach.rsplit("_", 1)[1])
         figures = run_baseline(url, token, experiment, variant, workers)
@@ -190,6 +212,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sims", type=int, default=2000)
     parser.add_argument("--child", nargs=3, metavar=("APPROACH", "VARIANT", "PARAMS_FILE"))
+    parser.add_argument("--dask", action="store_true", help="add a Dask LocalCluster executor")
     add_profile_argument(parser)
     args = parser.parse_args()
     if args.child:
@@ -197,6 +220,8 @@ def main() -> None:
         return
     cpus = os.cpu_count() or 2
     approaches = ["comps_async", f"analyzemanager_{cpus}", "analyzemanager_24"]
+    if args.dask:
+        approaches.insert(1, "comps_async_dask")
     with server_process() as server:
         started = time.perf_counter()
         experiment = anyio.run(prepare, server.url, server.token, args.sims)
@@ -232,6 +257,9 @@ def _ratios(results: dict[str, Any], cpu_pool: str) -> dict[str, float]:
     if any(r["reduced"] != ours["reduced"] for r in results.values()):
         raise RuntimeError(f"the approaches disagree: {results}")
     ratios = {}
+    if "comps_async_dask" in results:
+        dask = results["comps_async_dask"]
+        ratios["dask_seconds_vs_threads"] = round(dask["seconds"] / ours["seconds"], 2)
     for pool, label in ((cpu_pool, "cpu_count_pool"), ("analyzemanager_24", "24_pool")):
         ratios[f"speedup_vs_{label}"] = round(results[pool]["seconds"] / ours["seconds"], 1)
         ratios[f"rss_fraction_of_{label}"] = round(

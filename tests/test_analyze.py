@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -181,6 +183,44 @@ async def test_a_process_pool_maps_them(session: ca.Session) -> None:
     with ProcessPoolExecutor(2) as pool:
         report = await session.analyze(exp, [BestBeta()], executor=pool)
     assert report.reduced["BestBeta"]["best_beta"] == 0.3
+
+
+class WhereMapped(ca.Analyzer):
+    """Which process mapped each item, and which one reduced."""
+
+    filenames = ("output/result.json",)
+
+    def map(self, data: dict[str, Any], item: Any) -> int:
+        return os.getpid()
+
+    def reduce(self, results: Mapping[UUID, Any], failures: Sequence[ca.AnalysisFailure]) -> Any:
+        return os.getpid(), set(results.values())
+
+
+async def test_a_dask_cluster_maps_them_and_the_caller_reduces(
+    session: ca.Session, anyio_backend: str
+) -> None:
+    """Past one machine: a Dask ``distributed`` client is the executor. Map runs on the
+    cluster's worker processes (analyzers travel by pickle), reduce in the caller."""
+    if anyio_backend != "asyncio":
+        pytest.skip("the cluster runs in its own processes: one backend is enough")
+    distributed = pytest.importorskip("distributed")
+    cloudpickle = pytest.importorskip("cloudpickle")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    exp = await _experiment(session, BETAS)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        workers = set(client.run(os.getpid).values())
+        report = await session.analyze(
+            exp, [BestBeta(), WhereMapped()], executor=client.get_executor()
+        )
+    reducer, mappers = report.reduced["WhereMapped"]
+    assert reducer == os.getpid() and mappers and mappers <= workers
+    assert report.reduced["BestBeta"]["best_beta"] == 0.3 and not report.failures
 
 
 async def test_bad_input_is_refused_before_anything_is_sent(session: ca.Session) -> None:

@@ -5,10 +5,13 @@ grows with the number of simulations. (Sizes: ``benchmarks/bench_scale.py``.)"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import comps_async as ca
 from comps_async.local import LocalComps
+from comps_async.local.store import Store
 
 pytestmark = pytest.mark.anyio
 
@@ -23,6 +26,7 @@ async def test_what_the_sdk_asks_reads_indexes_not_tables(
         ]
 
     key = f"scale-{experiment.id}"
+    await session.experiments.stats(experiment)  # (the Stats form is learned outside the trace)
     with server.store.statements() as seen:
         await session.simulations.save_all(sims(), key=key)
         assert await session.simulations.save_all(sims(), key=key) == 250  # found by key
@@ -43,6 +47,52 @@ async def test_what_the_sdk_asks_reads_indexes_not_tables(
                 plan,
             )
     steps = [step for plan in plans.values() for step in plan]
-    assert any("COVERING INDEX ix_entities_stats" in s for s in steps)  # Stats
+    assert any("state_counts USING PRIMARY KEY" in s for s in steps)  # Stats
     assert any("COVERING INDEX ix_entities_listing" in s for s in steps)  # counts of a listing
     assert any("ix_tags_kv_nocase" in s for s in steps)  # the exactly-once look-ups
+
+
+def direct_counts(server: LocalComps, experiment: ca.Experiment) -> dict[str, int]:
+    rows = server.store.query(
+        "SELECT state, COUNT(*) FROM entities WHERE kind = 'Simulation' AND parent_id = ? "
+        "AND deleted = 0 GROUP BY state",
+        (str(experiment.id),),
+    )
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+async def test_stats_kept_by_triggers_agree_with_counting_rows(
+    server: LocalComps, session: ca.Session, experiment: ca.Experiment, tmp_path: Path
+) -> None:
+    """Stats come from counts the database keeps on every write (a few rows to read at a
+    million simulations): through creation, running, cancelling and deleting they agree with
+    counting the rows, and a data dir from before the counts is counted when opened."""
+    sims = [ca.Simulation(name=f"s{i}", experiment_id=experiment.id) for i in range(40)]
+    await session.simulations.save_all(sims)
+    assert await session.experiments.stats(experiment) == {"Created": 40}
+    await session.experiments.commission(experiment)
+    await session.simulations.cancel(sims[:10])
+    await session.simulations.delete(sims[10:15])
+    await session.wait(experiment_id=experiment.id, timeout=120)
+    counts = await session.experiments.stats(experiment)
+    assert counts == direct_counts(server, experiment) and sum(counts.values()) == 35
+    assert counts.get("Canceled", 0) >= 1 and len(counts) >= 2  # ran, cancelled, deleted
+
+    old = Store(tmp_path / "old.sqlite3")  # a data dir from before the counts
+    for drop in (
+        "TRIGGER tr_counts_insert",
+        "TRIGGER tr_counts_update",
+        "TRIGGER tr_counts_delete",
+    ):
+        old.run(lambda c, drop=drop: c.execute(f"DROP {drop}"))
+    old.run(lambda c: c.execute("DROP TABLE state_counts"))
+    old.run(
+        lambda c: c.execute(
+            "INSERT INTO entities (id, kind, parent_id, state, date_created, last_modified) "
+            "VALUES ('a', 'Simulation', 'e', 'Created', 'd', 'd')"
+        )
+    )
+    old.close()
+    reopened = Store(tmp_path / "old.sqlite3")
+    assert reopened.query("SELECT state, n FROM state_counts WHERE parent_id = 'e'")[0][1] == 1
+    reopened.close()

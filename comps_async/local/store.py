@@ -152,8 +152,6 @@ CREATE TABLE IF NOT EXISTS entities (
 -- listing a parent's children in creation order and counting them, from the index alone;
 DROP INDEX IF EXISTS ix_entities_parent;
 CREATE INDEX IF NOT EXISTS ix_entities_listing ON entities(kind, parent_id, deleted);
--- Stats (per-state counts under an experiment) from the index alone;
-CREATE INDEX IF NOT EXISTS ix_entities_stats ON entities(kind, parent_id, deleted, state);
 CREATE INDEX IF NOT EXISTS ix_entities_state ON entities(kind, state);
 CREATE TABLE IF NOT EXISTS tags (
     entity_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT,
@@ -162,6 +160,29 @@ CREATE TABLE IF NOT EXISTS tags (
 -- tag look-ups (the exactly-once keys), which compare values case-insensitively as COMPS does.
 DROP INDEX IF EXISTS ix_tags_kv;
 CREATE INDEX IF NOT EXISTS ix_tags_kv_nocase ON tags(key, value COLLATE NOCASE);
+-- Simulations per (experiment, state), kept by triggers on every write to entities, whatever
+-- the path: Stats read a few rows instead of counting an experiment's million (issue 26).
+CREATE TABLE IF NOT EXISTS state_counts (
+    parent_id TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (parent_id, state)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS tr_counts_insert AFTER INSERT ON entities
+WHEN NEW.kind = 'Simulation' AND NEW.deleted = 0 AND NEW.parent_id IS NOT NULL BEGIN
+    INSERT INTO state_counts VALUES (NEW.parent_id, NEW.state, 1)
+    ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS tr_counts_update AFTER UPDATE OF state, deleted, parent_id ON entities
+WHEN NEW.kind = 'Simulation' BEGIN
+    UPDATE state_counts SET n = n - 1
+    WHERE OLD.deleted = 0 AND parent_id = OLD.parent_id AND state = OLD.state;
+    INSERT INTO state_counts SELECT NEW.parent_id, NEW.state, 1
+    WHERE NEW.deleted = 0 AND NEW.parent_id IS NOT NULL
+    ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS tr_counts_delete AFTER DELETE ON entities
+WHEN OLD.kind = 'Simulation' AND OLD.deleted = 0 BEGIN
+    UPDATE state_counts SET n = n - 1 WHERE parent_id = OLD.parent_id AND state = OLD.state;
+END;
 CREATE TABLE IF NOT EXISTS files (
     entity_id TEXT NOT NULL, ord INTEGER NOT NULL, md5 TEXT NOT NULL, length INTEGER NOT NULL,
     doc TEXT NOT NULL, PRIMARY KEY (entity_id, ord)
@@ -261,8 +282,19 @@ class Store:
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
+        counted = self._has_table("state_counts")
         self._conn.executescript(_SCHEMA)
+        if not counted:  # a data dir from before the counts: count what it holds, once
+            self._conn.execute(
+                "INSERT INTO state_counts SELECT parent_id, state, COUNT(*) FROM entities "
+                "WHERE kind = 'Simulation' AND deleted = 0 AND parent_id IS NOT NULL "
+                "GROUP BY parent_id, state"
+            )
         self._lock = threading.RLock()  # reads may run inside a write transaction
+
+    def _has_table(self, name: str) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return self._conn.execute(query, (name,)).fetchone() is not None
 
     def close(self) -> None:
         """Close the connection."""
@@ -459,12 +491,9 @@ class Store:
             args = [entity_id]
         else:
             raise BadRequest(f"Stats are offered for Experiments and Suites, not {kind.plural}")
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT state, COUNT(*) FROM entities WHERE kind='Simulation' AND deleted = 0 "
-                f"AND {scope} GROUP BY state",
-                args,
-            ).fetchall()
+        rows = self.query(
+            f"SELECT state, SUM(n) FROM state_counts WHERE {scope} AND n > 0 GROUP BY state", args
+        )
         return {r[0]: r[1] for r in rows}
 
     def output_md5s(self, job_id: str) -> dict[str, tuple[int, str]]:
