@@ -27,6 +27,7 @@ __all__ = [
     "aiter_any",
     "deadline",
     "first_error",
+    "for_each_bounded",
     "gather_bounded",
     "stream_bounded",
 ]
@@ -35,37 +36,60 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-async def gather_bounded(
-    items: Iterable[T], fn: Callable[[T], Awaitable[R]], concurrency: int
-) -> list[R]:
-    """``fn`` over ``items`` with at most ``concurrency`` running; results in input order.
+async def for_each_bounded(
+    items: Iterable[T],
+    fn: Callable[[T], Awaitable[R]],
+    concurrency: int,
+    on_done: Callable[[int, R], object] | None = None,
+) -> None:
+    """``fn`` over ``items`` with at most ``concurrency`` calls running, each worker pulling the
+    next item as it frees up: no task, result or wait per item, so a million items cost what
+    ten do. ``on_done(index, result)`` sees each result as it comes.
 
     After the first failure nothing new starts, and that failure is raised as itself (not as an
     exception group), with a note saying how many calls failed.
     """
-    todo = list(items)
-    results: list[Any] = [None] * len(todo)
+    pending = enumerate(items)
     errors: list[Exception] = []
-    limiter = anyio.CapacityLimiter(max(1, concurrency))
+    started = 0
 
-    async def one(index: int, item: T) -> None:
-        async with limiter:
+    async def worker() -> None:
+        nonlocal started
+        for index, item in pending:  # shared: each worker takes the next one
             if errors:
                 return
+            started += 1
             try:
-                results[index] = await fn(item)
-            except Exception as exc:
+                result = await fn(item)
+                if on_done is not None:
+                    on_done(index, result)
+            except Exception as exc:  # (a callback's too: raised as itself, as fn's)
                 errors.append(exc)
+                return
 
     async with anyio.create_task_group() as tg:
-        for index, item in enumerate(todo):
-            tg.start_soon(one, index, item)
+        for _ in range(max(1, concurrency)):
+            tg.start_soon(worker)
     if errors:
-        if len(todo) > 1:
+        if started > 1:
             errors[0].add_note(
-                f"{len(errors)} of {len(todo)} calls failed; later ones were not started"
+                f"{len(errors)} of {started} calls failed; later ones were not started"
             )
         raise errors[0]
+
+
+async def gather_bounded(
+    items: Iterable[T], fn: Callable[[T], Awaitable[R]], concurrency: int
+) -> list[R]:
+    """``fn`` over ``items`` with at most ``concurrency`` running; results in input order
+    (failures as ``for_each_bounded``)."""
+    todo = list(items)
+    results: list[Any] = [None] * len(todo)
+
+    def keep(index: int, result: R) -> None:
+        results[index] = result
+
+    await for_each_bounded(todo, fn, concurrency, keep)
     return results
 
 

@@ -227,8 +227,11 @@ class _Stateful(_Entities[E]):
         entities: IdLike | Iterable[IdLike],
         *,
         concurrency: int = DEFAULT_OPERATION_CONCURRENCY,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
-        self._loop.call(self._resource.commission, entities, concurrency=concurrency)
+        self._loop.call(
+            self._resource.commission, entities, concurrency=concurrency, on_progress=on_progress
+        )
 
     @_twin(StatefulResource.cancel)
     def cancel(
@@ -236,8 +239,11 @@ class _Stateful(_Entities[E]):
         entities: IdLike | Iterable[IdLike],
         *,
         concurrency: int = DEFAULT_OPERATION_CONCURRENCY,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
-        self._loop.call(self._resource.cancel, entities, concurrency=concurrency)
+        self._loop.call(
+            self._resource.cancel, entities, concurrency=concurrency, on_progress=on_progress
+        )
 
     @_twin(StatefulResource.delete)
     def delete(
@@ -246,9 +252,14 @@ class _Stateful(_Entities[E]):
         *,
         expire_now: bool = False,
         concurrency: int = DEFAULT_OPERATION_CONCURRENCY,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
         self._loop.call(
-            self._resource.delete, entities, expire_now=expire_now, concurrency=concurrency
+            self._resource.delete,
+            entities,
+            expire_now=expire_now,
+            concurrency=concurrency,
+            on_progress=on_progress,
         )
 
 

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
+import httpx
 import pytest
 
 import comps_async as ca
+from comps_async._concurrency import for_each_bounded
 from comps_async.local import LocalComps
 from comps_async.local.store import Store
+from comps_async.pipeline import CallNext
 
 pytestmark = pytest.mark.anyio
 
@@ -96,3 +101,74 @@ async def test_stats_kept_by_triggers_agree_with_counting_rows(
     reopened = Store(tmp_path / "old.sqlite3")
     assert reopened.query("SELECT state, n FROM state_counts WHERE parent_id = 'e'")[0][1] == 1
     reopened.close()
+
+
+async def test_a_fan_out_runs_a_few_tasks_not_one_per_item() -> None:
+    """A bulk operation over 5,000 items holds ``concurrency`` tasks, not 5,000."""
+    most = 0
+
+    async def touch(item: int) -> int:
+        nonlocal most
+        most = max(most, len(anyio.get_running_tasks()))
+        await anyio.lowlevel.checkpoint()
+        return item * 2
+
+    seen: list[int] = []
+    await for_each_bounded(range(5000), touch, 8, lambda index, result: seen.append(result))
+    assert sorted(seen) == [i * 2 for i in range(5000)]
+    assert most <= 8 + 3  # the workers, the test's own task and the runner's
+
+
+async def test_bulk_deletes_report_progress_and_finish_after_a_crash(
+    server: LocalComps, session: ca.Session, experiment: ca.Experiment, tmp_path: Path
+) -> None:
+    """Deleting 1,200 simulations: at most ``concurrency`` requests in flight, progress as they
+    land; a run that dies part-way (here its progress callback raises) is finished by the same
+    call, and the server's rows say every one is deleted."""
+    sims = [ca.Simulation(name=f"s{i}", experiment_id=experiment.id) for i in range(1200)]
+    await session.simulations.save_all(sims)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_500(done: int, total: int | None) -> None:
+        if done == 500:
+            raise Crash
+
+    with pytest.raises(Crash):
+        await session.simulations.delete(sims, concurrency=8, on_progress=crash_at_500)
+    assert 500 <= deleted_rows(server, experiment) < 1200
+
+    progress: list[tuple[int, int | None]] = []
+    peak = PeakDeletes()
+    async with ca.Session(
+        server.url, token=server.token, policies=[peak], token_cache_dir=tmp_path
+    ) as s:
+        await s.simulations.delete(
+            sims, concurrency=8, on_progress=lambda d, t: progress.append((d, t))
+        )
+    assert progress[-1] == (1200, 1200) and len(progress) == 1200
+    assert 1 < peak.peak <= 8
+    assert deleted_rows(server, experiment) == 1200
+
+
+class PeakDeletes:
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+
+    async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
+        deleting = request.method == "DELETE"
+        self.now += deleting
+        self.peak = max(self.peak, self.now)
+        try:
+            return await call_next(request)
+        finally:
+            self.now -= deleting
+
+
+def deleted_rows(server: LocalComps, experiment: ca.Experiment) -> int:
+    rows = server.store.query(
+        "SELECT COUNT(*) FROM entities WHERE kind = 'Simulation' AND parent_id = ? AND deleted = 1",
+        (str(experiment.id),),
+    )
+    return int(rows[0][0])

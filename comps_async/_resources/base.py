@@ -21,10 +21,11 @@ from uuid import UUID
 
 import httpx
 
-from .._concurrency import gather_bounded
+from .._concurrency import for_each_bounded, gather_bounded
 from .._constants import DEFAULT_OPERATION_CONCURRENCY, IDS_PER_REQUEST
 from .._query import Query
 from .._responses import json_body, json_list, read_model, response_uuid
+from .._transfer.batching import ProgressCallback
 from .._transfer.exactly_once import (
     CreateFailed,
     KeyAssigner,
@@ -35,7 +36,7 @@ from .._transfer.exactly_once import (
     match_keys,
     settle,
 )
-from ..errors import ApiError, MalformedResponseError, OutcomeUnknownError
+from ..errors import ApiError, MalformedResponseError, NotFoundError, OutcomeUnknownError
 from ..models import Entity, RelationType, TagOperationMode, WorkItem
 
 if TYPE_CHECKING:
@@ -370,25 +371,31 @@ class EntityResource(Generic[E]):
 
 
 class StatefulResource(EntityResource[E]):
-    """Commission, cancel and delete (Suites, Experiments, Simulations, WorkItems)."""
+    """Commission, cancel and delete (Suites, Experiments, Simulations, WorkItems).
+
+    Many entities at once are a bounded fan-out (``concurrency`` requests in flight, nothing
+    kept per entity) with ``on_progress(done, total)``; each change is idempotent, so after a
+    crash or a failure the same call finishes the job."""
 
     async def commission(
         self,
         entities: IdLike | Iterable[IdLike],
         *,
         concurrency: int = DEFAULT_OPERATION_CONCURRENCY,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
         """Request commissioning (an Experiment/Suite commissions its Created simulations)."""
-        await self._state(entities, "CommissionRequested", concurrency)
+        await self._state(entities, "CommissionRequested", concurrency, on_progress)
 
     async def cancel(
         self,
         entities: IdLike | Iterable[IdLike],
         *,
         concurrency: int = DEFAULT_OPERATION_CONCURRENCY,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
         """Request cancellation of running work."""
-        await self._state(entities, "CancelRequested", concurrency)
+        await self._state(entities, "CancelRequested", concurrency, on_progress)
 
     async def delete(
         self,
@@ -396,25 +403,51 @@ class StatefulResource(EntityResource[E]):
         *,
         expire_now: bool = False,
         concurrency: int = DEFAULT_OPERATION_CONCURRENCY,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
-        """Soft-delete (cascading to children); ``expire_now`` makes it permanent sooner."""
-        ids = _id_list(entities)
+        """Soft-delete (cascading to children); ``expire_now`` makes it permanent sooner. An
+        entity that is gone already counts as deleted, so a re-run after a crash finishes."""
         params = {"expirenow": "True"} if expire_now else None
-        await self._gather(
-            ids,
-            lambda i: self._requester.request("DELETE", f"{self._plural}/{i}", params=params),
-            concurrency,
-        )
+
+        async def delete_one(entity_id: UUID) -> None:
+            try:
+                await self._requester.request(
+                    "DELETE", f"{self._plural}/{entity_id}", params=params
+                )
+            except NotFoundError:
+                logger.debug("%s %s is gone already", self.model.__name__, entity_id)
+
+        await self._fan_out(entities, delete_one, concurrency, on_progress)
 
     async def _state(
-        self, entities: IdLike | Iterable[IdLike], state: str, concurrency: int
+        self,
+        entities: IdLike | Iterable[IdLike],
+        state: str,
+        concurrency: int,
+        on_progress: ProgressCallback | None,
     ) -> None:
-        ids = _id_list(entities)
-        await self._gather(
-            ids,
-            lambda i: self._requester.request("PUT", f"{self._plural}/{i}/State/{state}"),
-            concurrency,
-        )
+        async def change(entity_id: UUID) -> None:
+            await self._requester.request("PUT", f"{self._plural}/{entity_id}/State/{state}")
+
+        await self._fan_out(entities, change, concurrency, on_progress)
+
+    async def _fan_out(
+        self,
+        entities: IdLike | Iterable[IdLike],
+        fn: Callable[[UUID], Awaitable[None]],
+        concurrency: int,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        ids = _id_list(entities)  # every id checked before anything is sent
+        done = 0
+
+        def landed(_: int, __: None) -> None:
+            nonlocal done
+            done += 1
+            if on_progress is not None:
+                on_progress(done, len(ids))
+
+        await for_each_bounded(ids, fn, concurrency, landed)
 
 
 def _id_list(entities: IdLike | Iterable[IdLike]) -> list[UUID]:
