@@ -321,3 +321,18 @@ def test_requests_match_pycomps_field_by_field(recorded: dict[str, Any], ours: s
         for text, n in only_mine.items():
             report.append(f"[{label}] only {ours} x{n}: {text[:1500]}")
     assert not report, "\n".join(sorted(report))
+
+
+def test_part_media_types_are_the_ones_pycomps_picks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Content-Type of each file part, for names real simulations leave (only an extension,
+    upper case, several dots, none), is what pyCOMPS sends for the same name."""
+    monkeypatch.chdir(tmp_path)  # importing pyCOMPS starts a COMPS_log.log in the cwd
+    asset_file = pytest.importorskip("COMPS.Data.AssetFile")
+    from comps_async._transfer.content import media_type
+
+    names = [".json", "a.json", "a.JSON", "x.tar.json", "noext", "a.csv", ".hidden.txt",
+             "config.json.bak", "out.xml", "a.", "..json", "a b.txt"]  # fmt: skip
+    for name in names:
+        assert media_type(name) == asset_file.get_media_type_from_filename(name), name

@@ -15,17 +15,18 @@ from .fingerprints import Hasher
 __all__ = ["check_readable_file", "ensure_md5s", "media_type", "read_source"]
 
 
+_MEDIA_TYPES = {
+    ".json": "application/json",
+    ".xml": "application/xml",
+    ".txt": "text/plain",
+    ".csv": "text/plain",
+}
+
+
 def media_type(file_name: str) -> str:
-    """Part Content-Type by extension, case-sensitively, as pyCOMPS does (§7.2)."""
-    for suffix, kind in (
-        (".json", "application/json"),
-        (".xml", "application/xml"),
-        (".txt", "text/plain"),
-        (".csv", "text/plain"),
-    ):
-        if file_name.endswith(suffix):
-            return kind
-    return "application/octet-stream"
+    """Part Content-Type by extension, case-sensitively, exactly as pyCOMPS picks it
+    (``os.path.splitext``, §7.2): a name that is only an extension (``.json``) has none."""
+    return _MEDIA_TYPES.get(os.path.splitext(file_name)[1], "application/octet-stream")
 
 
 def check_readable_file(path: Path) -> int:
