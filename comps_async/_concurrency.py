@@ -13,9 +13,9 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 
@@ -23,13 +23,13 @@ from .errors import DeadlineExceededError
 
 __all__ = [
     "AdaptiveLimit",
+    "BoundedStream",
     "Spawn",
     "aiter_any",
     "deadline",
     "first_error",
     "for_each_bounded",
     "gather_bounded",
-    "stream_bounded",
 ]
 
 T = TypeVar("T")
@@ -104,56 +104,108 @@ class _SourceFailed:
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 
 
-async def stream_bounded(
-    spawn: Spawn,
-    items: AsyncIterable[T],
-    work: Callable[[T, Callable[[R], Awaitable[None]]], Awaitable[None]],
-    limit: int,
-    buffer: int,
-) -> AsyncGenerator[R, None]:
-    """``work(item, emit)`` over ``items``, at most ``limit`` at once, yielding what the work
-    emits as it comes (harvest, analyze).
+_STOP_WAIT_S = 10.0  # how long closing a stream waits for its cancelled work to stop
 
-    The work runs in ``spawn``'s task group (a session's background group), not in this
-    generator: an async generator must not yield inside a task group, as a consumer that stops
-    early would close it from another task. A slot is taken before an item is pulled, so the
-    source never runs ahead of the work and memory stays bounded however many items there are.
-    If pulling items fails, that error is raised here; closing the generator cancels the work.
-    """
-    send, receive = anyio.create_memory_object_stream[R | _SourceFailed](buffer)
-    scope = anyio.CancelScope()
 
-    async def produce() -> None:
-        slots = anyio.Semaphore(limit)
-
-        async def run(item: T) -> None:
-            try:
-                await work(item, send.send)
-            finally:
-                slots.release()
-
-        with scope:
-            async with send:
-                try:
-                    async with anyio.create_task_group() as tg:
-                        async for item in items:
-                            await slots.acquire()
-                            tg.start_soon(run, item)
-                except Exception as exc:  # e.g. the experiment does not exist
-                    await send.send(_SourceFailed(first_error(exc)))
-
-    spawn(produce)
+@asynccontextmanager
+async def _closing(items: AsyncIterable[T]) -> AsyncIterator[AsyncIterable[T]]:
+    """``items``, closed on the way out if it can be (an async generator left unfinished by a
+    cancellation is otherwise finalized by the event loop, which trio reports as a
+    ResourceWarning)."""
     try:
-        async with receive:
-            async for got in receive:
-                if isinstance(got, _SourceFailed):
-                    raise got.error
-                yield got
+        yield items
     finally:
-        scope.cancel()
+        close = getattr(items, "aclose", None)
+        if close is not None:
+            await close()
 
 
-async def aiter_any(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+class BoundedStream(Generic[R]):
+    """``work(item, emit)`` over ``items``, at most ``limit`` at once, iterated as what the work
+    emits, as it comes (harvest, analyze).
+
+    The work runs in ``spawn``'s task group (a session's background group), not in the
+    iterating task: a consumer may stop at any point, from any task. A slot is taken before an
+    item is pulled, so the source never runs ahead of the work and memory stays bounded however
+    many items there are. If pulling items fails, that error is raised to the consumer.
+
+    ``aclose()`` stops the work and returns once it has stopped (no request of it starts
+    after). A stream dropped without being closed (``async for ... break`` with no ``async
+    with``) stops its work as soon as it is garbage: it is a plain object, not an async
+    generator, and the work holds no reference back to it — nothing is left running and no
+    stream or generator is left for the event loop to finalize.
+    """
+
+    def __init__(
+        self,
+        spawn: Spawn,
+        items: AsyncIterable[T],
+        work: Callable[[T, Callable[[R], Awaitable[None]]], Awaitable[None]],
+        limit: int,
+        buffer: int,
+    ) -> None:
+        send, self._receive = anyio.create_memory_object_stream[R | _SourceFailed](buffer)
+        self._scope = scope = anyio.CancelScope()
+        self._finished = finished = anyio.Event()
+
+        async def produce() -> None:  # (holds no reference to self: see the docstring)
+            slots = anyio.Semaphore(limit)
+
+            async def run(item: T) -> None:
+                try:
+                    await work(item, send.send)
+                finally:
+                    slots.release()
+
+            try:
+                with scope, send:
+                    try:
+                        async with anyio.create_task_group() as tg, _closing(items) as source:
+                            async for item in source:
+                                await slots.acquire()
+                                tg.start_soon(run, item)
+                    except Exception as exc:  # e.g. the experiment does not exist
+                        with suppress(anyio.BrokenResourceError):  # (nobody is listening)
+                            await send.send(_SourceFailed(first_error(exc)))
+            finally:
+                finished.set()
+
+        spawn(produce)
+
+    def __aiter__(self) -> BoundedStream[R]:
+        return self
+
+    async def __anext__(self) -> R:
+        try:
+            got = await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+        if isinstance(got, _SourceFailed):
+            await self.aclose()
+            raise got.error
+        return got
+
+    async def aclose(self) -> None:
+        """Stop the work and wait until it has stopped (idempotent)."""
+        self._stop()
+        # Shielded: a consumer closing because it was cancelled still waits; the work,
+        # cancelled, ends at its next checkpoint.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_STOP_WAIT_S):
+            await self._finished.wait()
+
+    def _stop(self) -> None:
+        self._receive.close()
+        if not self._finished.is_set():
+            self._scope.cancel()
+
+    def __del__(self) -> None:  # dropped without aclose(): stop the work now
+        # (Collected after its event loop ended, it has nothing left to stop: that loop's
+        # tasks ended with it, and cancelling needs a running loop.)
+        with suppress(RuntimeError):
+            self._stop()
+
+
+async def aiter_any(items: Iterable[T] | AsyncIterable[T]) -> AsyncGenerator[T, None]:
     """Iterate a plain or an async iterable the same way."""
     if isinstance(items, AsyncIterable):
         async for item in items:

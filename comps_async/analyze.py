@@ -40,7 +40,7 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
-from ._concurrency import Spawn, aiter_any, gather_bounded, stream_bounded
+from ._concurrency import BoundedStream, Spawn, aiter_any, gather_bounded
 from ._constants import DEFAULT_ANALYZE_WINDOW
 from ._query import Query
 from ._resources.outputs import simulations_of
@@ -339,7 +339,7 @@ class Analysis:
                     await anyio.to_thread.run_sync(cache.put, slot, result)
                 await emit(AnalyzedItem(item.id, analyzer.name, result))
 
-        outcomes = stream_bounded(
+        outcomes = BoundedStream(
             self.spawn, _items(resources, source), one, window, window * len(analyzers)
         )
         async with aclosing(outcomes):

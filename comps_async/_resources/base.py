@@ -8,7 +8,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import (
-    AsyncIterator,
+    AsyncGenerator,
     Awaitable,
     Callable,
     Iterable,
@@ -197,7 +197,7 @@ class EntityResource(Generic[E]):
 
     async def iterate(
         self, query: Query | None = None, *, page_size: int | None = None
-    ) -> AsyncIterator[E]:
+    ) -> AsyncGenerator[E, None]:
         """Entities matching ``query``, fetched page by page with offset/count until the
         server's Content-Range says the set is complete: no silent truncation (§14.15)."""
         q = query or Query()

@@ -7,7 +7,6 @@ import fnmatch
 import hashlib
 import logging
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Awaitable,
@@ -15,6 +14,7 @@ from collections.abc import (
     Iterable,
     Sequence,
 )
+from contextlib import aclosing
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -24,7 +24,7 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 
-from .._concurrency import aiter_any, gather_bounded, stream_bounded
+from .._concurrency import BoundedStream, aiter_any, gather_bounded
 from .._constants import DEFAULT_HARVEST_CONCURRENCY, MAX_READ_BYTES, MAX_ZIP_BYTES
 from .._query import Query
 from .._responses import json_body, json_list, read_model
@@ -74,30 +74,41 @@ class Harvested:
         return self.error is None
 
 
+@dataclass
+class _Counts:
+    """What a harvest has seen so far, shared by its work and its ``Harvest`` (the work holds
+    this, not the ``Harvest``, so a dropped ``Harvest`` is garbage and stops its work)."""
+
+    simulations_listed: int = 0
+    files_matched: int = 0
+
+
 class Harvest:
     """The results of ``harvest``: an async iterator of ``Harvested`` and an async context
     manager that closes it (stopping the remaining downloads) when the block is left."""
 
-    def __init__(self) -> None:
-        self._results: AsyncGenerator[Harvested, None] | None = None
-        # Grow as simulations are listed: a progress bar's total (files matched so far).
-        self.simulations_listed = 0
-        self.files_matched = 0
-
-    def _start(self, results: AsyncGenerator[Harvested, None]) -> Harvest:
+    def __init__(self, results: BoundedStream[Harvested], counts: _Counts) -> None:
         self._results = results
-        return self
+        self._counts = counts
+
+    @property
+    def simulations_listed(self) -> int:
+        """Simulations listed so far (a progress bar's total grows with it)."""
+        return self._counts.simulations_listed
+
+    @property
+    def files_matched(self) -> int:
+        """Files matched so far, over the simulations listed."""
+        return self._counts.files_matched
 
     def __aiter__(self) -> Harvest:
         return self
 
     async def __anext__(self) -> Harvested:
-        assert self._results is not None
         return await self._results.__anext__()
 
     async def aclose(self) -> None:
-        """Stop the remaining work (idempotent)."""
-        assert self._results is not None
+        """Stop the remaining work and wait until it has stopped (idempotent)."""
         await self._results.aclose()
 
     async def __aenter__(self) -> Harvest:
@@ -303,19 +314,21 @@ class Outputs:
         with ``error`` and never stops the others; re-running skips complete files.
 
         Use it as ``async with s.outputs.harvest(...) as results: async for got in results``:
-        leaving the block (a ``break``, an error) stops the remaining work at once and cleanly
-        on every event loop. A bare ``async for`` works too when it runs to the end."""
+        leaving the block (a ``break``, an error) stops the remaining work and returns once it
+        has stopped. A bare ``async for`` works too; left early, its work stops as soon as the
+        dropped ``Harvest`` is garbage."""
         if isinstance(patterns, str):
             patterns = [patterns]
         if not patterns:
             raise ValueError("give at least one glob pattern, e.g. 'output/*.json'")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        harvest = Harvest()
-        return harvest._start(
+        counts = _Counts()
+        return Harvest(
             self._harvest(
-                source, patterns, Path(dest), concurrency, overwrite, case_sensitive, harvest
-            )
+                source, patterns, Path(dest), concurrency, overwrite, case_sensitive, counts
+            ),
+            counts,
         )
 
     def _harvest(
@@ -326,8 +339,8 @@ class Outputs:
         concurrency: int,
         overwrite: bool,
         case_sensitive: bool,
-        counts: Harvest,
-    ) -> AsyncGenerator[Harvested, None]:
+        counts: _Counts,
+    ) -> BoundedStream[Harvested]:
         async def harvest_one(
             sim: Simulation, emit: Callable[[Harvested], Awaitable[None]]
         ) -> None:
@@ -353,9 +366,7 @@ class Outputs:
                 await emit(Harvested(sim.id, None, None, 0, error=exc))
 
         sims = simulations_of(self._peers.simulations, source)
-        return stream_bounded(
-            self._requester.spawn, sims, harvest_one, concurrency, concurrency * 4
-        )
+        return BoundedStream(self._requester.spawn, sims, harvest_one, concurrency, concurrency * 4)
 
     async def zip(
         self,
@@ -452,9 +463,11 @@ async def simulations_of(
             if isinstance(source, Query)
             else chosen.where([f"experiment_id={as_id(source)}"])
         )
-        async for sim in simulations.iterate(query):
-            if sim.state not in _NO_OUTPUT_STATES:
-                yield sim
+        async with aclosing(simulations.iterate(query)) as listed:  # closed if we are
+            async for sim in listed:
+                if sim.state not in _NO_OUTPUT_STATES:
+                    yield sim
     else:
-        async for sim in aiter_any(source):
-            yield sim
+        async with aclosing(aiter_any(source)) as given:
+            async for sim in given:
+                yield sim
