@@ -25,17 +25,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from importlib import resources
 from typing import Any
 
-import aiohttp
 import anyio
+from bench_save import CONFIG, run_bare_aiohttp
 
 import comps_async as ca
 
 from common import PROFILES, Timer, apply_profile, report, run_child, server_process
 
-CONFIG = resources.files("comps_async.local").joinpath("examples", "config.json").read_bytes()
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -115,44 +113,11 @@ async def sdk_figures(url: str, token: str, count: int) -> dict[str, Any]:
 
 
 async def bare_figures(url: str, token: str, count: int) -> dict[str, Any]:
-    """The floor: the same batches (shared part once per batch), 4 in flight, plain dicts."""
-    headers = {"X-COMPS-Token": token, "Accept": "application/json"}
-    md5 = str(ca.models.md5_uuid(CONFIG))
-    async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.post(
-            f"{url}/api/Experiments", json={"Experiments": [{"Name": "scale-bare"}]}
-        ) as r:
-            exp = (await r.json())["Ids"][0]
-        starts = iter(range(0, count, 100))
-        file = {"FileName": "config.json", "MD5Checksum": md5, "FileType": "input"}
-
-        async def worker() -> None:
-            for start in starts:
-                rows = [
-                    {"Name": f"s{i}", "ExperimentId": exp, "Tags": {"i": i}, "Files": [file]}
-                    for i in range(start, min(start + 100, count))
-                ]
-                form = aiohttp.FormData()
-                form.add_field(
-                    "not_a_file",
-                    json.dumps(rows).encode(),
-                    filename="Simulations",
-                    content_type="application/json",
-                )
-                form.add_field(md5, CONFIG, filename="config.json", content_type="application/json")
-                async with http.post(f"{url}/api/Simulations", data=form) as response:
-                    response.raise_for_status()
-                    await response.read()
-
-        cpu = time.process_time()
-        with Timer() as timer:
-            async with anyio.create_task_group() as tg:
-                for _ in range(4):
-                    tg.start_soon(worker)
-        cpu = time.process_time() - cpu
+    """The floor: bench_save's bare client (same batches, shared part once, 4 in flight)."""
+    seconds, cpu = await run_bare_aiohttp(url, token, count)
     return {
-        "seconds": round(timer.seconds, 2),
-        "wall_us_per_simulation": round(timer.seconds / count * 1e6, 1),
+        "seconds": round(seconds, 2),
+        "wall_us_per_simulation": round(seconds / count * 1e6, 1),
         "cpu_us_per_simulation": round(cpu / count * 1e6, 1),
     }
 

@@ -12,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
+import httpx
 
 import comps_async as ca
+from comps_async.pipeline import CallNext
 
 CONFIG = (Path(__file__).parent / "fixtures" / "config.json").read_bytes()
 
@@ -119,3 +121,21 @@ def login(url: str, user: str, password: str, env: dict[str, str]) -> None:
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stderr
+
+
+class PeakInFlight:
+    """A policy that records the most requests matching ``counts(request)`` in flight at once
+    (what a concurrency bound promises, seen from the wire)."""
+
+    def __init__(self, counts: Callable[[httpx.Request], bool]) -> None:
+        self.counts = counts
+        self.now = self.peak = 0
+
+    async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
+        counted = self.counts(request)
+        self.now += counted
+        self.peak = max(self.peak, self.now)
+        try:
+            return await call_next(request)
+        finally:
+            self.now -= counted

@@ -18,6 +18,8 @@ from comps_async._transfer.fingerprints import FingerprintCache, _digest
 from comps_async.local import Compat, LocalComps
 from comps_async.pipeline import CallNext
 
+from helpers import PeakInFlight
+
 pytestmark = pytest.mark.anyio
 
 SMALL_UPLOADS = ca.UploadSettings(
@@ -302,23 +304,12 @@ async def test_parallel_chunks_on_a_server_that_accepts_them(tmp_path: Path) -> 
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(300_000))
 
-    class InFlight:
-        def __init__(self) -> None:
-            self.now = self.peak = 0
-
-        async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
-            chunk = request.url.path.startswith("/api/upload/") and request.method == "POST"
-            self.now += chunk
-            self.peak = max(self.peak, self.now)
-            try:
-                return await call_next(request)
-            finally:
-                self.now -= chunk
-
     compat = Compat(out_of_order_chunks=True)
     settings = ca.UploadSettings(large_file_bytes=100_000, chunk_bytes=64_000, parallel_chunks=4)
     async with LocalComps(tmp_path / "server", compat=compat) as server:
-        inflight = InFlight()
+        inflight = PeakInFlight(
+            lambda r: r.method == "POST" and r.url.path.startswith("/api/upload/")
+        )
         async with ca.Session(
             server.url,
             token=server.token,

@@ -17,6 +17,8 @@ import comps_async as ca
 from comps_async.local import FaultConfig, LocalComps
 from comps_async.pipeline import CallNext
 
+from helpers import PeakInFlight
+
 pytestmark = pytest.mark.anyio
 
 CONFIG = (Path(__file__).parent / "fixtures" / "config.json").read_bytes()
@@ -60,19 +62,6 @@ async def test_batches_of_100_in_order(
 async def test_concurrent_batches_and_bounded_streaming(
     server: LocalComps, session: ca.Session, experiment: ca.Experiment, tmp_path: Path
 ) -> None:
-    class InFlight:
-        def __init__(self) -> None:
-            self.now = self.peak = 0
-
-        async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
-            posting = request.method == "POST"
-            self.now += posting
-            self.peak = max(self.peak, self.now)
-            try:
-                return await call_next(request)
-            finally:
-                self.now -= posting
-
     produced = 0
     produced_at_first_landing: list[int] = []
 
@@ -83,7 +72,7 @@ async def test_concurrent_batches_and_bounded_streaming(
             yield sim
 
     server.faults.configure(FaultConfig(latency_s=0.05, routes="POST /api/Simulations"))
-    inflight = InFlight()
+    inflight = PeakInFlight(lambda r: r.method == "POST")
     async with ca.Session(
         server.url, token=server.token, policies=[inflight], token_cache_dir=tmp_path
     ) as s:
@@ -131,22 +120,6 @@ async def test_each_batch_carries_its_shared_content_within_the_byte_limit(
     assert all(sim.id is not None for sim in sims)
 
 
-class PeakPosts:
-    """A policy that records the most save requests in flight at once."""
-
-    def __init__(self) -> None:
-        self.now = self.peak = 0
-
-    async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
-        saving = request.method == "POST" and request.url.path.endswith("/Simulations")
-        self.now += saving
-        self.peak = max(self.peak, self.now)
-        try:
-            return await call_next(request)
-        finally:
-            self.now -= saving
-
-
 async def test_batches_in_flight_grow_while_throughput_grows(
     server: LocalComps, experiment: ca.Experiment, tmp_path: Path
 ) -> None:
@@ -155,7 +128,7 @@ async def test_batches_in_flight_grow_while_throughput_grows(
     server.faults.configure(FaultConfig(latency_s=0.1, routes="POST /api/Simulations"))
     peaks = {}
     for concurrency in (None, 4):
-        posts = PeakPosts()
+        posts = PeakInFlight(lambda r: r.method == "POST" and r.url.path.endswith("/Simulations"))
         async with ca.Session(
             server.url, token=server.token, policies=[posts], token_cache_dir=tmp_path
         ) as s:

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import anyio
 import anyio.lowlevel
-import httpx
 import pytest
 
 import comps_async as ca
 from comps_async._concurrency import for_each_bounded
 from comps_async.local import LocalComps
 from comps_async.local.store import Store
-from comps_async.pipeline import CallNext
+
+from helpers import PeakInFlight
 
 pytestmark = pytest.mark.anyio
 
@@ -140,7 +140,7 @@ async def test_bulk_deletes_report_progress_and_finish_after_a_crash(
     assert 500 <= deleted_rows(server, experiment) < 1200
 
     progress: list[tuple[int, int | None]] = []
-    peak = PeakDeletes()
+    peak = PeakInFlight(lambda r: r.method == "DELETE")
     async with ca.Session(
         server.url, token=server.token, policies=[peak], token_cache_dir=tmp_path
     ) as s:
@@ -150,20 +150,6 @@ async def test_bulk_deletes_report_progress_and_finish_after_a_crash(
     assert progress[-1] == (1200, 1200) and len(progress) == 1200
     assert 1 < peak.peak <= 8
     assert deleted_rows(server, experiment) == 1200
-
-
-class PeakDeletes:
-    def __init__(self) -> None:
-        self.now = self.peak = 0
-
-    async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
-        deleting = request.method == "DELETE"
-        self.now += deleting
-        self.peak = max(self.peak, self.now)
-        try:
-            return await call_next(request)
-        finally:
-            self.now -= deleting
 
 
 def deleted_rows(server: LocalComps, experiment: ca.Experiment) -> int:
