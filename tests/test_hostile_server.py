@@ -171,6 +171,13 @@ def drip_forever(c: Conn) -> None:
         c.sock.sendall(b"x")
 
 
+def endless_length(c: Conn) -> None:
+    """The listed bytes under a Content-Length of 10^12, then a byte a while, for ever."""
+    c.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n" + GOOD)
+    while not c.hold(0.05):
+        c.sock.sendall(b"x")
+
+
 def stall(c: Conn) -> None:
     """Headers and a few bytes, then silence."""
     c.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nexa")
@@ -201,6 +208,22 @@ async def test_a_drip_past_the_listed_length_stops_there(
         (path,) = await session.outputs.download(SIM, ["f.txt"], tmp_path / "dest")
         assert await session.outputs.read(SIM, "f.txt") == GOOD
     assert path.read_bytes() == GOOD
+
+
+async def test_an_answer_declaring_another_length_than_listed_is_refused(
+    hostile: HostileServer, session: ca.Session, tmp_path: Path
+) -> None:
+    """Listed with a length and no md5, answered with a Content-Length of 10^12: not the listed
+    file. Refused with a typed error before a byte is kept; nothing is published."""
+    hostile.routes[f"/asset/Simulations/{SIM}/Output"] = lambda c: c.json(
+        listing(output("f.txt", "endless", 10, md5=None))
+    )
+    hostile.routes["/asset/download/endless"] = endless_length
+    dest = tmp_path / "dest"
+    with anyio.fail_after(BOUND_S), pytest.raises(ca.ChecksumMismatchError, match="declared"):
+        await session.outputs.download(SIM, ["f.txt"], dest)
+    published = [p for p in dest.rglob("*") if p.is_file() and ".comps-partial" not in p.parts]
+    assert published == []
 
 
 @pytest.mark.parametrize(

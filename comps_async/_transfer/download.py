@@ -194,7 +194,14 @@ class Downloader:
         elif length == 0:  # an empty file (most stderr.txt) needs no request at all
             await anyio.to_thread.run_sync(_create_empty, part)
         else:
-            await self._sequential(url, part, length, digest, have)
+            try:
+                await self._sequential(url, part, length, digest, have)
+            except _NotTheListedFile as wrong:
+                raise ChecksumMismatchError(
+                    f"{target.name}: length the server declared",
+                    expected=str(length),
+                    actual=str(wrong.declared),
+                ) from None
         size = await anyio.to_thread.run_sync(_size, part)
         if length is not None and size != length:
             raise ChecksumMismatchError(
@@ -243,6 +250,9 @@ class Downloader:
                 async with self.streams.limiter, self._get(url, headers) as resp:
                     if have and resp.status_code != 206:  # range ignored: start again
                         have = 0
+                    declared = _declared_total(resp, have)
+                    if length is not None and declared is not None and declared != length:
+                        raise _NotTheListedFile(declared)  # before a byte is written
                     digest.restart_at(have)
                     await self._write_stream(
                         resp,
@@ -375,6 +385,28 @@ class _RangeIgnored(Exception):
 
 # Failures after which a download attempt is repeated (resuming from what is on disk).
 _RETRYABLE = (TransferError, httpx.TransportError, ServerError, RateLimitedError)
+
+
+class _NotTheListedFile(Exception):
+    """The answer declares a size other than the listing's: not the listed file (a server that
+    would stream 10^12 bytes for a 10-byte file), refused before anything is written."""
+
+    def __init__(self, declared: int) -> None:
+        super().__init__(declared)
+        self.declared = declared
+
+
+def _declared_total(response: httpx.Response, have: int) -> int | None:
+    """The whole file's size as the answer declares it (Content-Range's total, else
+    Content-Length plus what a ranged answer skips), or None if it declares none."""
+    content_range = response.headers.get("Content-Range", "")
+    total = content_range.rpartition("/")[2].strip()
+    if response.status_code == 206 and total.isdigit():
+        return int(total)
+    declared = response.headers.get("Content-Length", "")
+    if not declared.strip().isdigit():
+        return None
+    return int(declared) + (have if response.status_code == 206 else 0)
 
 
 class _InOrderDigest:
