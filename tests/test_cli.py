@@ -56,7 +56,7 @@ def test_serve_prints_url_and_token_and_serves(tmp_path: Path) -> None:
         assert any("password (shown once)" in line for line in lines)
         token = next(line for line in lines if line.startswith("token: ")).split()[1]
         lines.append(process.stdout.readline())  # printed right after the token
-        assert f"dashboard: {url.group(1)}/dashboard?token={token}" in lines[-1]
+        assert f"dashboard: {url.group(1)}/dashboard#token={token}" in lines[-1]
         response = httpx.get(f"{url.group(1)}/api/Suites", headers={"X-COMPS-Token": token})
         assert response.status_code == 200 and response.json() == {"Suites": []}
     finally:

@@ -137,7 +137,8 @@ def test_the_eight_views_show_what_the_database_holds(tmp_path: Path) -> None:
             anyio.run(populate)
             samples = len(server.history.samples)
             anyio.run(poll_until, lambda: len(server.history.samples) >= samples + 3, 30, "samples")
-            url = f"{server.url}/dashboard?token={server.token}&refresh=2"
+            # The token in the fragment, as `serve` prints it: the page must read it from there.
+            url = f"{server.url}/dashboard?refresh=2#token={server.token}"
             dom = render(url, tmp_path / "profile")
             values, points = shown(dom), chart_points(dom)
             assert "loaded" in values, dom[-3000:]
@@ -195,7 +196,8 @@ def test_the_eight_views_show_what_the_database_holds(tmp_path: Path) -> None:
 
             # A host whose queue route answers 404 (here: an environment it does not have):
             # that view says so, the others still show.
-            elsewhere = shown(render(f"{url}&environment=Nowhere", tmp_path / "profile3", 2000))
+            nowhere = f"{server.url}/dashboard?refresh=2&environment=Nowhere#token={server.token}"
+            elsewhere = shown(render(nowhere, tmp_path / "profile3", 2000))
             assert "queue-unavailable" in elsewhere and "problems" in elsewhere
             assert elsewhere["per-state-Succeeded"] == "3"
 

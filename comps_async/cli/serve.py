@@ -81,7 +81,8 @@ def serve(
         if server.initial_password:
             click.echo(f"user 'local', password (shown once): {server.initial_password}")
         click.echo(f"token: {server.token}")
-        click.echo(f"dashboard: {server.url}/dashboard?token={server.token}")
+        # In the fragment: browsers never send it, so the token stays out of access logs.
+        click.echo(f"dashboard: {server.url}/dashboard#token={server.token}")
         click.echo(f"export COMPS_SERVER={server.url} COMPS_TOKEN='{server.token}'")
         click.echo("Ctrl-C to stop.", err=True)
         _wait_forever()

@@ -104,7 +104,15 @@ PAGE = """<!doctype html>
 "use strict";
 const params = new URLSearchParams(location.search);
 const API = (params.get("api") || "").replace(/\\/$/, "");
-const TOKEN = params.get("token") || "";
+// The token comes in the URL's fragment (#token=...), which browsers never send: it stays out
+// of server and proxy logs. Once read it is taken out of the address bar and the history.
+const secret = new URLSearchParams(location.hash.slice(1));
+const TOKEN = secret.get("token") || params.get("token") || "";
+if (secret.has("token") || params.has("token")) {
+  params.delete("token");
+  const query = params.toString();
+  history.replaceState(null, "", location.pathname + (query ? "?" + query : ""));
+}
 const ENV = params.get("environment") || "Local";
 const REFRESH_S = Math.max(1, Number(params.get("refresh") || 5));
 const COLOURS = ["#2f6fdf", "#e0663a", "#2ba36b", "#9b59b6", "#d4a017", "#17a2b8", "#c0392b"];

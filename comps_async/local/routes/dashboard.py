@@ -33,7 +33,8 @@ class DashboardRoutes:
 
     async def dashboard_page(self, request: Request) -> Response:
         # The page itself holds no data; it fetches /dashboard/data with the token given in
-        # its URL (?token=...), which requires authentication like every other route.
+        # its URL's fragment (#token=..., never sent to a server), which requires
+        # authentication like every other route.
         return HTMLResponse(PAGE)
 
     async def dashboard_data(self, request: Request) -> Response:
