@@ -302,13 +302,20 @@ def test_a_session_without_credentials_asks_at_the_terminal(tmp_path: Path) -> N
         seen, deadline = b"", time.monotonic() + 60
         answers = [(b"Username:", b"alice\n"), (b"Password:", b"wonderland\n")]
         try:
-            while b"suites:" not in seen and time.monotonic() < deadline:
-                ready, _, _ = select.select([controller], [], [], 1)
+            # Read until the child has exited and its terminal is drained (a busy machine
+            # delivers "suites:" and the count in separate reads), or the deadline passes.
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([controller], [], [], 0.2)
                 if ready:
                     try:
-                        seen += os.read(controller, 4096)
+                        chunk = os.read(controller, 4096)
                     except OSError:
-                        break  # the child closed the terminal
+                        break  # the child closed the terminal: everything is read
+                    if not chunk:
+                        break
+                    seen += chunk
+                elif child.poll() is not None:
+                    break  # exited, and nothing is left to read
                 if answers and answers[0][0] in seen:
                     os.write(controller, answers.pop(0)[1])
         finally:
