@@ -191,12 +191,10 @@ class BatchSaver(Generic[E]):
         return self._saved_count
 
     def _count_saved(self, entities: Iterable[E]) -> None:
-        if self._saved is None:
-            self._saved_count += sum(1 for _ in entities)
-        else:
-            before = len(self._saved)
-            self._saved.extend(entities)
-            self._saved_count += len(self._saved) - before
+        for entity in entities:
+            self._saved_count += 1
+            if self._saved is not None:
+                self._saved.append(entity)
 
     # --- producing -----------------------------------------------------------------------------
 

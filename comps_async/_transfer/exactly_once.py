@@ -93,14 +93,6 @@ def check_caller_key(key: str) -> str:
     return key
 
 
-def _keys(entity: Entity) -> tuple[str, str] | None:
-    """``entity._idempotency``, read (and in ``KeyAssigner`` written) where pydantic keeps
-    private attributes: through the attribute a read costs a failed lookup first and a write
-    pydantic's __setattr__ (~0.5 us each), for every entity of every save."""
-    private = entity.__pydantic_private__
-    return private["_idempotency"] if private is not None else None
-
-
 class KeyAssigner:
     """Gives the entities of one call their keys. An entity that already has one keeps it."""
 
@@ -113,12 +105,8 @@ class KeyAssigner:
 
     def assign(self, entity: Entity, position: int) -> bool:
         """Key ``entity`` (new entities only); True when it may already exist on the server."""
-        private = entity.__pydantic_private__
-        if entity.id is None and private is not None and private["_idempotency"] is None:
-            private["_idempotency"] = (
-                f"{self._call}/{position // KEY_BLOCK}",
-                f"{self._call}/{position}",
-            )
+        if entity.id is None and entity._keys() is None:
+            entity._give_keys((f"{self._call}/{position // KEY_BLOCK}", f"{self._call}/{position}"))
             return self._explicit  # a new random key exists nowhere yet; a caller's key may
         return self.may_exist(entity)
 
@@ -127,7 +115,7 @@ class KeyAssigner:
         it came with a key, or its key derives from the caller's ``key=``."""
         if entity.id is not None:
             return False
-        keys = _keys(entity)
+        keys = entity._keys()
         if keys is None or self._explicit:
             return self._explicit
         return not keys[1].startswith(self._fresh_prefix)
@@ -135,7 +123,7 @@ class KeyAssigner:
 
 def keyed_wire(entity: Entity, wire: dict[str, Any]) -> dict[str, Any]:
     """The save JSON of ``entity`` with its reserved tags (any copied ones overwritten)."""
-    keys = _keys(entity)
+    keys = entity._keys()
     if entity.id is not None or keys is None:
         return wire
     group, key = keys
@@ -144,7 +132,7 @@ def keyed_wire(entity: Entity, wire: dict[str, Any]) -> dict[str, Any]:
 
 def groups_of(entities: Sequence[Entity]) -> list[str]:
     """The lookup groups of the keyed new entities among ``entities``."""
-    return sorted({e._idempotency[0] for e in entities if e.id is None and e._idempotency})
+    return sorted({keys[0] for e in entities if e.id is None and (keys := e._keys())})
 
 
 def mark_sent(entities: Sequence[Entity], error: BaseException) -> None:

@@ -148,7 +148,7 @@ CREATE TABLE IF NOT EXISTS entities (
     deleted INTEGER NOT NULL DEFAULT 0,
     expire_now INTEGER NOT NULL DEFAULT 0
 );
--- Indexes for a million rows (issue 26; tests/test_local_server.py checks the query plans):
+-- Indexes for a million rows (issue 26; tests/test_scale.py checks the query plans):
 -- listing a parent's children in creation order and counting them, from the index alone;
 DROP INDEX IF EXISTS ix_entities_parent;
 CREATE INDEX IF NOT EXISTS ix_entities_listing ON entities(kind, parent_id, deleted);
@@ -358,13 +358,14 @@ class Store:
         # The first equality (or presence) tag filter drives the query from the tags index: a
         # key look-up reads its ~100 rows, not every row of the kind. (CROSS JOIN is SQLite's
         # way of fixing the join order; without statistics it would start from entities.)
-        source, source_params = "entities e", []
+        source = "entities e"
+        source_params: list[Any] = []
         for text in tag_filters:
             match = _TAG_FILTER.match(text)
             if not match:
                 raise BadRequest(f"malformed tag filter {text!r}")
             key, op, value = match.groups()
-            if source == "entities e" and op in (None, "="):
+            if not source_params and op in (None, "="):  # (no tag filter drives yet)
                 source_params.append(key.strip())
                 if op is not None:
                     cond = " AND " + _compare("t0.value", op, value, source_params)
