@@ -121,8 +121,9 @@ async def _closing(items: AsyncIterable[T]) -> AsyncIterator[AsyncIterable[T]]:
 
 
 class BoundedStream(Generic[R]):
-    """``work(item, emit)`` over ``items``, at most ``limit`` at once, iterated as what the work
-    emits, as it comes (harvest, analyze).
+    """``work(item, emit)`` over ``items``, at most ``limit`` at once (a number, or an
+    ``AdaptiveLimit`` that follows the items finished per second), iterated as what the work
+    emits, as it comes (harvest, analyze, the output listings ahead of them).
 
     The work runs in ``spawn``'s task group (a session's background group), not in the
     iterating task: a consumer may stop at any point, from any task. A slot is taken before an
@@ -141,29 +142,32 @@ class BoundedStream(Generic[R]):
         spawn: Spawn,
         items: AsyncIterable[T],
         work: Callable[[T, Callable[[R], Awaitable[None]]], Awaitable[None]],
-        limit: int,
+        limit: int | AdaptiveLimit,
         buffer: int,
     ) -> None:
+        adaptive = limit if isinstance(limit, AdaptiveLimit) else AdaptiveLimit(limit, limit)
         send, self._receive = anyio.create_memory_object_stream[R | _SourceFailed](buffer)
         self._scope = scope = anyio.CancelScope()
         self._finished = finished = anyio.Event()
 
         async def produce() -> None:  # (holds no reference to self: see the docstring)
-            slots = anyio.Semaphore(limit)
+            slots = adaptive.limiter  # its size may change while items run
 
-            async def run(item: T) -> None:
+            async def run(item: T, slot: object) -> None:
                 try:
                     await work(item, send.send)
                 finally:
-                    slots.release()
+                    slots.release_on_behalf_of(slot)
+                adaptive.moved(1)
 
             try:
                 with scope, send:
                     try:
                         async with anyio.create_task_group() as tg, _closing(items) as source:
                             async for item in source:
-                                await slots.acquire()
-                                tg.start_soon(run, item)
+                                slot = object()  # released by the item's task, not this one
+                                await slots.acquire_on_behalf_of(slot)
+                                tg.start_soon(run, item, slot)
                     except Exception as exc:  # e.g. the experiment does not exist
                         with suppress(anyio.BrokenResourceError):  # (nobody is listening)
                             await send.send(_SourceFailed(first_error(exc)))

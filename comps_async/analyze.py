@@ -43,7 +43,7 @@ import anyio.to_thread
 from ._concurrency import BoundedStream, Spawn, aiter_any, gather_bounded
 from ._constants import DEFAULT_ANALYZE_WINDOW
 from ._query import Query
-from ._resources.outputs import simulations_of
+from ._resources.outputs import Listed, listed_ahead, simulations_of
 from .errors import CompsError
 from .models import Experiment, Simulation, SimulationState, WorkItem
 from .models.outputs import OutputFileMetadata
@@ -284,23 +284,32 @@ class Analysis:
             future = executor.submit(_map_one, analyzer, files, item)
             return await anyio.to_thread.run_sync(future.result, limiter=waiting)
 
-        async def one(item: Item, emit: Callable[[AnalyzedItem], Awaitable[None]]) -> None:
+        def wanted_by(item: Item) -> list[Analyzer]:
+            return [a for a in analyzers if a.filter(item)]
+
+        def skipped(item: Item) -> bool:  # a failed simulation, when failures are not analyzed
+            failed = isinstance(item, Simulation) and item.state == SimulationState.Failed
+            return failed and not analyze_failed
+
+        async def one(
+            listed: Listed[Item], emit: Callable[[AnalyzedItem], Awaitable[None]]
+        ) -> None:
+            item = listed.item
             assert item.id is not None
-            wanted = [a for a in analyzers if a.filter(item)]
+            wanted = wanted_by(item)
             if not wanted:
                 return
-            failed = isinstance(item, Simulation) and item.state == SimulationState.Failed
-            if failed and not analyze_failed:
+            if skipped(item):
+                assert isinstance(item, Simulation)
                 error = RuntimeError(f"the simulation failed: {item.error_message or 'no message'}")
                 for analyzer in wanted:
                     await emit(AnalyzedItem(item.id, analyzer.name, error=error))
                 return
-            try:
-                listing = await resources.outputs.info(item)
-            except (CompsError, OSError, ValueError) as exc:
+            if listed.error is not None:
                 for analyzer in wanted:
-                    await emit(AnalyzedItem(item.id, analyzer.name, error=exc))
+                    await emit(AnalyzedItem(item.id, analyzer.name, error=listed.error))
                 return
+            listing = listed.files
             chosen = {
                 a.name: [m for p, m in listing.items() if _matches(p, a.filenames)] for a in wanted
             }
@@ -339,9 +348,14 @@ class Analysis:
                     await anyio.to_thread.run_sync(cache.put, slot, result)
                 await emit(AnalyzedItem(item.id, analyzer.name, result))
 
-        outcomes = BoundedStream(
-            self.spawn, _items(resources, source), one, window, window * len(analyzers)
+        listings = listed_ahead(
+            resources.outputs.info,
+            self.spawn,
+            _items(resources, source),
+            window,
+            needs=lambda item: bool(wanted_by(item)) and not skipped(item),
         )
+        outcomes = BoundedStream(self.spawn, listings, one, window, window * len(analyzers))
         async with aclosing(outcomes):
             async for outcome in outcomes:
                 if fail_fast and not outcome.ok:

@@ -119,7 +119,7 @@ async def test_analyzers_share_one_pass_and_reduce(server: LocalComps, session: 
 
 
 async def test_failures_are_reported_and_never_stop_the_others(
-    session: ca.Session,
+    server: LocalComps, session: ca.Session
 ) -> None:
     exp = await _experiment(session, BETAS, fail=frozenset({0.4}))
     report = await session.analyze(exp, [BestBeta(), Picky()])
@@ -127,8 +127,11 @@ async def test_failures_are_reported_and_never_stop_the_others(
     failed = {(f.analyzer, str(f.error)) for f in report.failures}
     assert ("Picky", "this one is broken") in failed  # which analyzer, which error
     assert any(a == "BestBeta" and "failed" in e for a, e in failed)  # the failed simulation
+    server.faults.counters.clear()
     items = [o async for o in session.analyze(exp, [Picky()])]
     assert len(items) == 4  # beta 0.5 filtered out by its tag
+    # Neither the filtered-out item nor the failed simulation costs a listing.
+    assert server.faults.counters["GET /asset/Simulations/{id}/Output"] == 3
     assert sorted(o.result for o in items if o.ok) == [0.1, 0.3]
     with pytest.raises(ca.AnalysisFailedError, match=r"broken|failed"):
         await session.analyze(exp, [Picky()], fail_fast=True)

@@ -323,6 +323,72 @@ async def test_stopping_a_harvest_early_cancels_its_work(
     assert after == before
 
 
+class Listings:
+    """A policy that records output listings and downloads in flight: the most listings at
+    once, the listings in flight as each listing starts, and whether a listing ever ran while
+    a download did."""
+
+    def __init__(self) -> None:
+        self.listing = self.downloading = self.peak = 0
+        self.at_start: list[int] = []
+        self.overlapped = False
+
+    async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
+        path = request.url.path
+        listing, download = path.endswith("/Output"), path.startswith("/asset/download/")
+        self.listing += listing
+        self.downloading += download
+        if listing:
+            self.at_start.append(self.listing)
+            self.peak = max(self.peak, self.listing)
+        self.overlapped |= self.listing > 0 and self.downloading > 0
+        try:
+            return await call_next(request)
+        finally:
+            self.listing -= listing
+            self.downloading -= download
+
+
+async def test_harvest_lists_ahead_of_its_downloads(
+    finished: dict[str, object], server: LocalComps, tmp_path: Path
+) -> None:
+    """One file at a time, and still the next simulation is listed while a file downloads: a
+    download never waits for a listing's round trip."""
+    seen = Listings()
+    async with ca.Session(
+        server.url, token=server.token, policies=[seen], token_cache_dir=tmp_path
+    ) as s:
+        server.faults.configure(latency_s=0.05, routes=r"GET /asset/")
+        async with s.outputs.harvest(
+            finished["sims"],  # type: ignore[arg-type]
+            ["output/*", "*.txt"],
+            tmp_path / "out",
+            concurrency=1,
+        ) as results:
+            got = [r async for r in results]
+    assert got and all(r.ok for r in got)
+    assert seen.overlapped
+
+
+async def test_listings_ahead_grow_while_they_list_faster(
+    finished: dict[str, object], server: LocalComps, tmp_path: Path
+) -> None:
+    """Listings start at a quarter of ``concurrency`` and more run at once while that lists
+    faster (AdaptiveLimit): a far server gets many, a near one is not flooded."""
+    sim = finished["sims"][0]  # type: ignore[index]
+    seen = Listings()
+    async with ca.Session(
+        server.url, token=server.token, policies=[seen], token_cache_dir=tmp_path
+    ) as s:
+        server.faults.configure(latency_s=0.05, routes=r"GET /asset/Simulations/")
+        # The same simulation 400 times, no file matched: listings only.
+        async with s.outputs.harvest([sim] * 400, ["nothing/*"], tmp_path, concurrency=32) as r:
+            assert [x async for x in r] == []
+            assert r.simulations_listed == 400
+    assert max(seen.at_start[:40]) <= 8  # a quarter of 32 at first
+    assert seen.peak > 8  # then more, as throughput grew
+
+
 # Ours must not warn. httpx's and httpcore's own generator chain (a body cancelled mid-download
 # under trio) is theirs: closing the response closes the connection, not their generators.
 @pytest.mark.filterwarnings(

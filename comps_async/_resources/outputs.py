@@ -7,6 +7,7 @@ import fnmatch
 import hashlib
 import logging
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Awaitable,
@@ -18,13 +19,13 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
 
 import anyio
 import anyio.to_thread
 
-from .._concurrency import BoundedStream, aiter_any, gather_bounded
+from .._concurrency import AdaptiveLimit, BoundedStream, Spawn, aiter_any, gather_bounded
 from .._constants import DEFAULT_HARVEST_CONCURRENCY, MAX_READ_BYTES, MAX_ZIP_BYTES
 from .._query import Query
 from .._responses import json_body, json_list, read_model
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from .entities import Simulations
     from .peers import Peers
 
-__all__ = ["MAX_ZIP_BYTES", "Harvest", "Harvested", "Outputs"]
+__all__ = ["MAX_ZIP_BYTES", "Harvest", "Harvested", "Listed", "Outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ _NO_OUTPUT_STATES = frozenset(
 )
 
 Target = Simulation | WorkItem | UUID | str
+ItemT = TypeVar("ItemT", bound=Simulation | WorkItem)  # an item whose outputs are listed
 _HASH_ON_LOOP_BYTES = 256 << 10  # smaller contents are hashed faster than a thread hop
 
 
@@ -58,8 +60,9 @@ def _md5_hex(data: bytes) -> str:
 
 @dataclass(frozen=True)
 class Harvested:
-    """One result of ``harvest``: a file that landed (``error`` is None) or a simulation whose
-    outputs could not be fetched (``path``/``local_path`` None, ``error`` set)."""
+    """One result of ``harvest``: a file that landed (``error`` is None), a file that could not
+    be fetched (``local_path`` None, ``error`` set), or a simulation whose outputs could not be
+    listed (``path`` and ``local_path`` None, ``error`` set)."""
 
     simulation_id: UUID
     path: str | None
@@ -72,6 +75,25 @@ class Harvested:
     def ok(self) -> bool:
         """True when the file is on disk."""
         return self.error is None
+
+
+@dataclass(frozen=True)
+class Listed(Generic[ItemT]):
+    """One item's output files by path, or (``error`` set, ``files`` empty) why they could not
+    be listed."""
+
+    item: ItemT
+    files: dict[str, OutputFileMetadata]
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class _File:
+    """One listed file a harvest fetches."""
+
+    simulation_id: UUID
+    path: str
+    meta: OutputFileMetadata
 
 
 @dataclass
@@ -310,8 +332,11 @@ class Outputs:
     ) -> Harvest:
         """Fetch the outputs matching glob ``patterns`` of many simulations to
         ``dest/<sim-id>/<path>``, yielding each file as it lands so analysis can start at once.
-        One listing per simulation; a simulation that fails is reported as a ``Harvested``
-        with ``error`` and never stops the others; re-running skips complete files.
+        One listing per simulation, listed ahead of the downloads (``listed_ahead``) so that
+        ``concurrency`` files are always downloading; a simulation or file that fails is
+        reported as a ``Harvested`` with ``error`` and never stops the others; re-running
+        skips complete files. Memory is bounded by ``concurrency``, not by the number of
+        simulations.
 
         Use it as ``async with s.outputs.harvest(...) as results: async for got in results``:
         leaving the block (a ``break``, an error) stops the remaining work and returns once it
@@ -341,32 +366,44 @@ class Outputs:
         case_sensitive: bool,
         counts: _Counts,
     ) -> BoundedStream[Harvested]:
-        async def harvest_one(
-            sim: Simulation, emit: Callable[[Harvested], Awaitable[None]]
-        ) -> None:
-            assert sim.id is not None
-            listed = False
-            try:
-                listing = await self.info(sim)
-                listed = True
-                wanted = [
-                    (p, m) for p, m in listing.items() if _matches(p, patterns, case_sensitive)
-                ]
-                counts.simulations_listed += 1
-                counts.files_matched += len(wanted)
-                for path, meta in wanted:
-                    target, fetched = await self._fetch(meta, root, f"{sim.id}/{path}", overwrite)
-                    await emit(
-                        Harvested(sim.id, path, target, meta.length or 0, skipped=not fetched)
-                    )
-            except (CompsError, OSError, ValueError) as exc:
-                if not listed:
-                    counts.simulations_listed += 1  # with nothing to fetch
-                logger.warning("harvest of %s failed: %s", sim.id, exc)
-                await emit(Harvested(sim.id, None, None, 0, error=exc))
-
         sims = simulations_of(self._peers.simulations, source)
-        return BoundedStream(self._requester.spawn, sims, harvest_one, concurrency, concurrency * 4)
+        listings = listed_ahead(self.info, self._requester.spawn, sims, concurrency)
+
+        async def files() -> AsyncGenerator[_File | Harvested, None]:
+            async with aclosing(listings):  # closed with the downloads (a break, an error)
+                async for listed in listings:
+                    sim_id = listed.item.id
+                    assert sim_id is not None
+                    counts.simulations_listed += 1
+                    if listed.error is not None:
+                        logger.warning("harvest of %s failed: %s", sim_id, listed.error)
+                        yield Harvested(sim_id, None, None, 0, error=listed.error)
+                        continue
+                    wanted = [
+                        _File(sim_id, path, meta)
+                        for path, meta in listed.files.items()
+                        if _matches(path, patterns, case_sensitive)
+                    ]
+                    counts.files_matched += len(wanted)
+                    for file in wanted:
+                        yield file
+
+        async def fetch(
+            job: _File | Harvested, emit: Callable[[Harvested], Awaitable[None]]
+        ) -> None:
+            if isinstance(job, Harvested):  # a simulation that could not be listed
+                await emit(job)
+                return
+            sim_id, path, meta = job.simulation_id, job.path, job.meta
+            try:
+                target, fetched = await self._fetch(meta, root, f"{sim_id}/{path}", overwrite)
+            except (CompsError, OSError, ValueError) as exc:
+                logger.warning("harvest of %s/%s failed: %s", sim_id, path, exc)
+                await emit(Harvested(sim_id, path, None, 0, error=exc))
+                return
+            await emit(Harvested(sim_id, path, target, meta.length or 0, skipped=not fetched))
+
+        return BoundedStream(self._requester.spawn, files(), fetch, concurrency, concurrency * 4)
 
     async def zip(
         self,
@@ -412,6 +449,37 @@ class Outputs:
         if extract_to is not None:
             await anyio.to_thread.run_sync(extract_zip_safely, dest_file, Path(extract_to))
         return dest_file
+
+
+def listed_ahead(
+    list_outputs: Callable[[ItemT], Awaitable[dict[str, OutputFileMetadata]]],
+    spawn: Spawn,
+    items: AsyncIterable[ItemT],
+    most: int,
+    needs: Callable[[ItemT], bool] | None = None,
+) -> BoundedStream[Listed[ItemT]]:
+    """Each item's output listing by ``list_outputs`` (``Outputs.info``), or why it could not
+    be listed, listed ahead of the work that consumes them, as they come: downloads never wait
+    for a listing's round trip.
+    How many listings run at once follows the listings finished per second (from a
+    quarter of ``most`` up to ``most``: a far server needs many, a near one few); a
+    consumer that falls behind holds them back, so memory stays bounded however many
+    items there are. Items for which ``needs`` is False are passed on unlisted (no files,
+    no request)."""
+
+    async def list_one(item: ItemT, emit: Callable[[Listed[ItemT]], Awaitable[None]]) -> None:
+        if needs is not None and not needs(item):
+            await emit(Listed(item, {}))
+            return
+        try:
+            files = await list_outputs(item)
+        except (CompsError, OSError, ValueError) as exc:
+            await emit(Listed(item, {}, exc))
+            return
+        await emit(Listed(item, files))
+
+    limit = AdaptiveLimit(max(1, most // 4), most)
+    return BoundedStream(spawn, items, list_one, limit, most)
 
 
 def _url(meta: OutputFileMetadata) -> str:
