@@ -7,9 +7,10 @@ connection, 200 MB/s in all):
 
 (a) comps_async ``outputs.harvest`` / ``outputs.download``; (b) a pyCOMPS/getexpout-style
 baseline: a process pool of CPU-count workers, one listing + whole-file GETs into memory per
-simulation (new connection per call, as pyCOMPS), written to disk; (c) the floor: raw concurrent
-httpx streaming GETs of the same URLs, bytes discarded. Each approach runs in its own process so
-that its peak RSS is its own.
+simulation (new connection per call, as pyCOMPS), written to disk; (c) the floors: raw
+concurrent httpx streaming GETs of the same URLs, bytes discarded (handed the URLs), and raw
+aiohttp doing the same listing + GETs as the SDK (``floor_listing``: given only the experiment,
+many files only). Each approach runs in its own process so that its peak RSS is its own.
 
     python benchmarks/bench_harvest.py [--sims 2000] [--big-gib 2] [--profile loopback|wan|both]
 """
@@ -26,6 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import httpx
 
@@ -206,6 +208,49 @@ async def run_floor(
     return _figures(len(targets), size, timer.seconds)
 
 
+async def run_floor_listing(
+    url: str,
+    token: str,
+    ids: dict[str, Any],
+    dest: Path,
+    case: str,
+    patterns: list[str] = PATTERNS,
+) -> dict[str, float]:
+    """The floor for a harvest (issue 26): raw aiohttp, 64 workers, each taking the next
+    simulation, GETting its output listing and then its matched files (bytes discarded): the
+    SDK's requests, given only the experiment, minus the SDK (and its disk and md5 work)."""
+    headers = {"X-COMPS-Token": token, "Accept": "application/json"}
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as http:
+        files = size = 0
+        with Timer() as timer:
+            async with http.get(
+                f"{url}/api/Simulations",
+                params={"filters": f"ExperimentId={ids['many']}", "fields": "Id"},
+            ) as response:
+                sims = [s["Id"] for s in (await response.json())["Simulations"]]
+            pending = iter(sims)
+
+            async def worker() -> None:
+                nonlocal files, size
+                for sim_id in pending:
+                    async with http.get(
+                        f"{url}/asset/Simulations/{sim_id}/Output", params={"flatten": "1"}
+                    ) as response:
+                        listing = (await response.json())["Resources"]
+                    for resource in listing:
+                        if f"{resource['PathFromRoot']}/{resource['FriendlyName']}" in patterns:
+                            async with http.get(resource["Url"]) as body:
+                                async for chunk in body.content.iter_chunked(1 << 20):
+                                    size += len(chunk)
+                            files += 1
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(64):
+                    tg.start_soon(worker)
+    return _figures(files, size, timer.seconds)
+
+
 def _figures(files: int, size: int, seconds: float) -> dict[str, float]:
     return {
         "files": files,
@@ -227,6 +272,7 @@ APPROACHES = {
     "pycomps_style": run_pycomps,
     "floor": run_floor,
     "floor_to_disk": run_floor_to_disk,
+    "floor_listing": run_floor_listing,
 }
 
 
@@ -234,6 +280,7 @@ def child(approach: str, case: str, params: str) -> None:
     """One measurement in this (fresh) process; prints its figures as JSON."""
     args = json.loads(params)
     dest = Path(tempfile.mkdtemp(prefix="harvest-"))
+    cpu = time.process_time()
     try:
         fn = APPROACHES[approach]
         if approach == "pycomps_style":
@@ -242,6 +289,7 @@ def child(approach: str, case: str, params: str) -> None:
             figures = anyio.run(fn, args["url"], args["token"], args["ids"], dest, case)
     finally:
         shutil.rmtree(dest, ignore_errors=True)
+    figures["client_cpu_s"] = round(time.process_time() - cpu, 2)  # (threads included)
     print(json.dumps(figures))
 
 
@@ -249,6 +297,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sims", type=int, default=2000)
     parser.add_argument("--big-gib", type=float, default=2.0)
+    parser.add_argument("--cases", default="many,big", help="many (files), big (one file)")
+    parser.add_argument(
+        "--approaches", default=",".join(APPROACHES), help="a subset, e.g. comps_async,floor"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="alternate the approaches N times")
     parser.add_argument("--child", nargs=3, metavar=("APPROACH", "CASE", "PARAMS_FILE"))
     add_profile_argument(parser)
     args = parser.parse_args()
@@ -266,37 +319,42 @@ def main() -> None:
             # The link is switched through the server's own fault knobs, after the setup.
             apply_profile(server.url, server.token, profile, loopback_latency_s=LATENCY_S)
             results: dict[str, dict[str, Any]] = {}
-            for case in ("many", "big"):
-                for approach in APPROACHES:
-                    results.setdefault(case, {})[approach] = run_child(
-                        __file__, approach, case, str(params)
-                    )
+            for case in args.cases.split(","):
+                for run in range(args.repeat):  # alternating, so drift hits each alike
+                    for approach in args.approaches.split(","):
+                        if case == "big" and approach == "floor_listing":
+                            continue  # one file: nothing to list ahead of
+                        name = approach if run == 0 else f"{approach}#{run + 1}"
+                        results.setdefault(case, {})[name] = run_child(
+                            __file__, approach, case, str(params)
+                        )
             figures[profile] = _summary(results)
     report("harvest", figures)
 
 
 def _summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    many, big = results["many"], results["big"]
-    return {
-        "many_files": {
-            **many,
-            "speedup_vs_pycomps": round(
-                many["comps_async"]["files_per_s"] / many["pycomps_style"]["files_per_s"], 1
-            ),
-            "fraction_of_floor": round(
-                many["comps_async"]["files_per_s"] / many["floor"]["files_per_s"], 2
-            ),
-        },
-        "one_big_file": {
-            **big,
-            "fraction_of_floor": round(
-                big["comps_async"]["MB_per_s"] / big["floor"]["MB_per_s"], 2
-            ),
-            "fraction_of_floor_to_disk": round(
-                big["comps_async"]["MB_per_s"] / big["floor_to_disk"]["MB_per_s"], 2
-            ),
-        },
+    """Each case's figures and the ratios of the approaches that ran (ratios of the first run;
+    with ``--repeat`` the later runs are listed beside them as ``approach#N``)."""
+    ratios = {  # case: (unit, ratio name, numerator, denominator)
+        "many": [
+            ("files_per_s", "speedup_vs_pycomps", "comps_async", "pycomps_style"),
+            ("files_per_s", "fraction_of_floor", "comps_async", "floor"),
+            ("files_per_s", "fraction_of_floor_listing", "comps_async", "floor_listing"),
+        ],
+        "big": [
+            ("MB_per_s", "fraction_of_floor", "comps_async", "floor"),
+            ("MB_per_s", "fraction_of_floor_to_disk", "comps_async", "floor_to_disk"),
+        ],
     }
+    names = {"many": "many_files", "big": "one_big_file"}
+    summary: dict[str, Any] = {}
+    for case, figures in results.items():
+        row: dict[str, Any] = dict(figures)
+        for unit, name, top, bottom in ratios[case]:
+            if top in figures and bottom in figures:
+                row[name] = round(figures[top][unit] / figures[bottom][unit], 2)
+        summary[names[case]] = row
+    return summary
 
 
 if __name__ == "__main__":

@@ -7,6 +7,14 @@ For each size, a fresh local server (own process) and a fresh client process:
   run; wall and client CPU per simulation, client RSS growth;
 - iterate: every simulation back (Id, State), wall and client RSS growth;
 - stats: one experiment's Stats at that size (ms, best of 5);
+- harvest (up to 100k): every simulation's ``output/result.json`` (2 KB) to disk, md5-verified,
+  given only the experiment, beside the floor — raw aiohttp doing the same listing + GETs
+  (bench_harvest's ``floor_listing``); wall, client CPU per simulation and client RSS growth.
+  Running 100k processes would take the runner an hour on 2 cores, so the simulations are made
+  finished by writing the server's database the way its runner does (one working directory,
+  shared, one HPC job each): the harvest itself goes over HTTP like any other;
+- analyze (up to 100k): ``async for`` over an analysis of the same results (one trivial map per
+  simulation, in worker threads); wall, client CPU and RSS growth;
 - server: peak RSS of the server process (VmHWM) over the whole run.
 
 Per-simulation figures are compared with the 10k figure (``vs_10k``): constant cost means
@@ -19,15 +27,22 @@ ratios near 1.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
+import sqlite3
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
+from bench_harvest import run_floor_listing
 from bench_save import CONFIG, run_bare_aiohttp
 
 import comps_async as ca
@@ -109,7 +124,128 @@ async def sdk_figures(url: str, token: str, count: int) -> dict[str, Any]:
             with Timer() as timer:
                 await s.experiments.stats(exp)
             times.append(timer.seconds)
-        return {"save": save, "iterate": iterate, "stats_ms": round(min(times) * 1e3, 1)}
+        return {
+            "experiment_id": str(exp.id),
+            "save": save,
+            "iterate": iterate,
+            "stats_ms": round(min(times) * 1e3, 1),
+        }
+
+
+HARVEST_MAX = 100_000  # the harvest is measured up to this size
+RESULT = json.dumps({"draws": os.urandom(1000).hex()}).encode()  # output/result.json, 2 KB
+
+
+class ResultSize(ca.Analyzer):
+    """The cheapest analysis: each result's size (the cost measured is the SDK's)."""
+
+    filenames = ("output/result.json",)
+
+    def map(self, data: dict[str, Any], item: Any) -> int:
+        return len(data["output/result.json"]["draws"])
+
+    def reduce(self, results: Any, failures: Any) -> int:
+        return sum(results.values())
+
+
+def finish_with_outputs(data_dir: Path, experiment_id: str) -> None:
+    """Mark an experiment's simulations Succeeded with one output each, as the runner would
+    (an HPC job whose working directory holds ``output/result.json``, its md5 indexed)."""
+    workdir = data_dir / "work" / "shared"
+    (workdir / "output").mkdir(parents=True, exist_ok=True)
+    (workdir / "output" / "result.json").write_bytes(RESULT)
+    md5 = hashlib.md5(RESULT).hexdigest()
+    with sqlite3.connect(data_dir / "comps.sqlite3", timeout=60) as db:
+        sims = [
+            r[0]
+            for r in db.execute(
+                "SELECT id FROM entities WHERE kind = 'Simulation' AND parent_id = ?",
+                (experiment_id,),
+            )
+        ]
+        jobs = [(str(uuid.uuid4()), sim) for sim in sims]
+        db.executemany(
+            "INSERT INTO hpc_jobs (id, entity_id, doc) VALUES (?, ?, ?)",
+            [
+                (
+                    job,
+                    sim,
+                    json.dumps(
+                        {"Id": job, "JobState": "Finished", "WorkingDirectory": str(workdir)}
+                    ),
+                )
+                for job, sim in jobs
+            ],
+        )
+        db.executemany(
+            "INSERT INTO outputs VALUES (?, 'output/result.json', ?, ?)",
+            [(job, len(RESULT), md5) for job, _ in jobs],
+        )
+        db.execute(
+            "UPDATE entities SET state = 'Succeeded' WHERE kind = 'Simulation' AND parent_id = ?",
+            (experiment_id,),
+        )
+
+
+async def harvest_figures(url: str, token: str, experiment_id: str, count: int) -> dict[str, Any]:
+    """The SDK's harvest of every simulation's result, to disk, md5-verified."""
+    dest = Path(tempfile.mkdtemp(prefix="scale-harvest-"))
+    try:
+        async with ca.Session(url, token=token) as s:
+            files = 0
+            cpu = time.process_time()
+            with PeakRss() as memory, Timer() as timer:
+                async with s.outputs.harvest(
+                    experiment_id, ["output/result.json"], dest, concurrency=64
+                ) as results:
+                    async for got in results:
+                        if not got.ok:
+                            raise RuntimeError(f"harvest failed: {got.error}")
+                        files += 1
+            cpu = time.process_time() - cpu
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+    assert files == count, files
+    return {
+        "seconds": round(timer.seconds, 2),
+        "files_per_s": round(count / timer.seconds, 1),
+        "cpu_us_per_simulation": round(cpu / count * 1e6, 1),
+        "client_rss_growth_mb": memory.growth_mb,
+    }
+
+
+async def analyze_figures(url: str, token: str, experiment_id: str, count: int) -> dict[str, Any]:
+    """``async for`` over an analysis of every simulation (outcomes streamed, nothing kept)."""
+    async with ca.Session(url, token=token) as s:
+        mapped = 0
+        cpu = time.process_time()
+        with PeakRss() as memory, Timer() as timer:
+            async for outcome in s.analyze(experiment_id, [ResultSize()], window=64):
+                if not outcome.ok:
+                    raise RuntimeError(f"analysis failed: {outcome.error}")
+                mapped += 1
+        cpu = time.process_time() - cpu
+    assert mapped == count, mapped
+    return {
+        "seconds": round(timer.seconds, 2),
+        "items_per_s": round(count / timer.seconds, 1),
+        "cpu_us_per_simulation": round(cpu / count * 1e6, 1),
+        "client_rss_growth_mb": memory.growth_mb,
+    }
+
+
+async def harvest_floor(url: str, token: str, experiment_id: str, count: int) -> dict[str, Any]:
+    cpu = time.process_time()
+    figures = await run_floor_listing(
+        url, token, {"many": experiment_id}, Path(), "many", ["output/result.json"]
+    )
+    cpu = time.process_time() - cpu
+    assert figures["files"] == count, figures
+    return {
+        "seconds": figures["seconds"],
+        "files_per_s": figures["files_per_s"],
+        "cpu_us_per_simulation": round(cpu / count * 1e6, 1),
+    }
 
 
 async def bare_figures(url: str, token: str, count: int) -> dict[str, Any]:
@@ -130,6 +266,21 @@ def child(count: int, profile: str) -> None:
         figures["bare_aiohttp_floor"] = anyio.run(
             bare_figures, server.url, server.token, count, backend="asyncio"
         )
+        if count <= HARVEST_MAX:
+            experiment = figures["experiment_id"]
+            finish_with_outputs(Path(server.data_dir), experiment)
+            sdk = anyio.run(harvest_figures, server.url, server.token, experiment, count)
+            floor = anyio.run(
+                harvest_floor, server.url, server.token, experiment, count, backend="asyncio"
+            )
+            figures["harvest"] = {
+                "sdk": sdk,
+                "raw_aiohttp_listing_floor": floor,
+                "fraction_of_floor": round(sdk["files_per_s"] / floor["files_per_s"], 2),
+            }
+            figures["analyze"] = anyio.run(
+                analyze_figures, server.url, server.token, experiment, count
+            )
         assert server._process is not None
         figures["server_peak_rss_mb"] = server_peak_mb(server._process.pid)
     print(json.dumps(figures))
@@ -186,6 +337,12 @@ def main() -> None:
             row["vs_10k"]["wall_vs_bare"] = round(
                 row["save"]["seconds"] / row["bare_aiohttp_floor"]["seconds"], 2
             )
+            if "harvest" in row and "harvest" in reference:
+                row["vs_10k"]["harvest_cpu_us_per_simulation"] = round(
+                    row["harvest"]["sdk"]["cpu_us_per_simulation"]
+                    / reference["harvest"]["sdk"]["cpu_us_per_simulation"],
+                    2,
+                )
     figures = {"profile": args.profile, "sizes": by_size}
     if args.chart:
         chart(figures, args.chart)

@@ -61,6 +61,11 @@ def _make_aiohttp_transport(verify: bool | str, limits: httpx.Limits) -> httpx.A
         """A body whose every failure is an httpx error (a Content-Length that does not match
         the body raises aiohttp's own exceptions, which httpx_aiohttp leaves unmapped)."""
 
+        # Hand on whatever has arrived, up to a download block (httpx_aiohttp's 16 KiB cut
+        # a paced 2 MB body into ~130 pieces, each paying the iterator chain: the event loop,
+        # not the link, was what limited a harvest at WAN).
+        CHUNK_SIZE = 256 << 10
+
         async def __aiter__(self) -> AsyncIterator[bytes]:
             try:
                 async for chunk in super().__aiter__():
