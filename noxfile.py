@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests lint typecheck bench``."""
+"""Developer sessions: ``nox -s tests lint typecheck docs bench``."""
 
 from __future__ import annotations
 
@@ -20,10 +20,9 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff lint and format check."""
     session.install("ruff>=0.5")
-    session.run("ruff", "check", "comps_async", "tests", "benchmarks", "examples", "noxfile.py")
-    session.run(
-        "ruff", "format", "--check", "comps_async", "tests", "benchmarks", "examples", "noxfile.py"
-    )
+    paths = ("comps_async", "tests", "benchmarks", "examples", "noxfile.py", "docs")
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
 
 
 @nox.session
@@ -31,6 +30,17 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package (with every optional import it type-checks)."""
     session.install("-e", ".[dev]")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, built strictly as CI builds it (``site/``); ``nox -s docs --
+    serve`` serves it on http://127.0.0.1:8000 and rebuilds as you edit."""
+    session.install("-e", ".[docs]")
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", "--strict", "--dev-addr", "127.0.0.1:8000")
+    else:
+        session.run("mkdocs", "build", "--strict")
 
 
 @nox.session

@@ -3,9 +3,10 @@
     COMPS_SERVER=... COMPS_TOKEN=... uvicorn examples.async_service:app
 
 POST /sweeps {"name": "...", "betas": [0.1, 0.2]} creates an experiment, saves and commissions
-its simulations and answers with the ids at once; GET /sweeps/{id} reports progress from the
-Stats endpoint (one request). The Session lives as long as the app (lifespan), so every request
-shares its connection pool, token and limits.
+its simulations and answers with the ids at once (exactly once per ``Idempotency-Key`` header: a
+client that retries after a lost answer or a cancelled request gets the same sweep back);
+GET /sweeps/{id} reports progress from the Stats endpoint (one request). The Session lives as
+long as the app (lifespan), so every request shares its connection pool, token and limits.
 """
 
 from __future__ import annotations
@@ -49,13 +50,16 @@ def create_app(url: str | None = None, token: str | None = None) -> Starlette:
         betas = [float(b) for b in body.get("betas", [])]
         if not betas or not body.get("name"):
             return JSONResponse({"error": "give a name and a list of betas"}, status_code=400)
+        # The client's key makes its retry the recovery from a cancelled or lost call.
+        key = request.headers.get("Idempotency-Key")
         s: ca.Session = request.app.state.comps
-        experiment = await s.experiments.create(
-            ca.Experiment(
-                name=str(body["name"]),
-                configuration=sir_configuration(),
+        try:
+            experiment = await s.experiments.create(
+                ca.Experiment(name=str(body["name"]), configuration=sir_configuration()),
+                key=key,
             )
-        )
+        except ValueError as exc:  # a malformed key, refused before anything was sent
+            return JSONResponse({"error": str(exc)}, status_code=400)
         sims = [
             ca.Simulation(
                 name=f"beta-{b}",
@@ -65,7 +69,7 @@ def create_app(url: str | None = None, token: str | None = None) -> Starlette:
             )
             for b in betas
         ]
-        await s.simulations.save_all(sims, commission=True)
+        await s.simulations.save_all(sims, key=key, commission=True)
         return JSONResponse(
             {"experiment_id": str(experiment.id), "simulation_ids": [str(sim.id) for sim in sims]},
             status_code=201,

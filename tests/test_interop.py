@@ -99,9 +99,9 @@ def test_pycomps_runs_unchanged(
 def test_idmtools_runs_unchanged(
     local: LocalCompsProcess, client_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """The README's idmtools recipe: an ini block, one ``comps-async login`` (idmtools then finds
-    the token pyCOMPS-style and never prompts), a 50-simulation sweep of
-    ``JSONConfiguredPythonTask`` with a 12 MiB asset from a directory, run and wait, and
+    """The idmtools recipe of the docs (howto/real-comps.md): an ini block, one ``comps-async
+    login`` (idmtools then finds the token pyCOMPS-style and never prompts), a 50-simulation
+    sweep of ``JSONConfiguredPythonTask`` with a 12 MiB asset from a directory, run and wait, and
     AnalyzeManager — through ``examples/idmtools_offline.py``, unchanged idmtools code."""
     if importlib.util.find_spec("idmtools_platform_comps") is None:
         pytest.skip("idmtools is in the 'interop' extra")

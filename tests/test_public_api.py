@@ -71,3 +71,14 @@ def test_the_pytest_plugin_does_not_import_the_server() -> None:
     )
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-500:]
+
+
+def test_the_version_is_single_sourced() -> None:
+    """One version number: ``comps_async.__version__``, which the build reads (hatch) into the
+    package metadata that pip and ``importlib.metadata`` see; the pyproject holds none."""
+    import importlib.metadata
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
+    assert importlib.metadata.version("comps-async") == ca.__version__

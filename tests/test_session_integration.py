@@ -250,8 +250,9 @@ async def test_token_renewal_against_the_local_server(tmp_path: Path) -> None:
 
 
 async def test_a_work_item_runs_its_work_order(session: ca.Session) -> None:
-    """The README's work-item recipe: the order travels as WorkOrder.json (FileType WorkOrder),
-    the worker runs its command with the other files beside it, outputs come back."""
+    """The work-item recipe of the docs (basics.md): the order travels as WorkOrder.json
+    (FileType WorkOrder), the worker runs its command with the other files beside it, outputs
+    come back."""
     order = {
         "WorkItem_Type": "DockerWorker",
         "Execution": {"Command": "python3 -c \"open('out.txt','w').write(open('in.txt').read())\""},

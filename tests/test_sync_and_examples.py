@@ -81,10 +81,17 @@ async def test_async_service_submits_and_reports(comps_server: LocalComps) -> No
             transport=httpx.ASGITransport(app=app), base_url="http://service"
         ) as client,
     ):
-        created = await client.post("/sweeps", json={"name": "svc", "betas": [0.2, 0.4, 0.8]})
+        sweep = {"name": "svc", "betas": [0.2, 0.4, 0.8]}
+        key = {"Idempotency-Key": f"svc-{uuid4()}"}
+        created = await client.post("/sweeps", json=sweep, headers=key)
         assert created.status_code == 201
         body = created.json()
         assert len(body["simulation_ids"]) == 3
+        # The client retries (its answer was lost): the same sweep, nothing created twice.
+        again = await client.post("/sweeps", json=sweep, headers=key)
+        assert again.json() == body
+        refused = await client.post("/sweeps", json=sweep, headers={"Idempotency-Key": "a b"})
+        assert refused.status_code == 400
         with anyio.fail_after(120):
             while not (progress := (await client.get(f"/sweeps/{body['experiment_id']}")).json())[
                 "done"

@@ -144,7 +144,7 @@ COMPARED_HEADERS = ("accept", "content-type", "x-comps-token", "range", "content
 # anything else that differs fails the test.
 INTENDED = {
     "reserved tags": "creates carry comps_async.key and comps_async.batch: how a create whose "
-    "answer was lost is found instead of sent twice (README, Exactly once)",
+    "answer was lost is found instead of sent twice (docs/howto/exactly-once.md)",
     "shared parts": "content shared by several entities of one batch is attached once per "
     "batch, where pyCOMPS attaches it once per entity; a server that refuses that gets "
     "pyCOMPS's layout, remembered per host (test_a_server_that_refuses_shared_parts_...)",

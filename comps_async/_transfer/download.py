@@ -110,7 +110,7 @@ def _checked(root: Path, relative: str) -> Path:
 
 @dataclass(frozen=True)
 class DownloadSettings:
-    """Knobs of the download engine (defaults: see the README's concurrency section)."""
+    """Knobs of the download engine (docs/howto/concurrency.md)."""
 
     # Bytes gathered per disk write (one thread hop): small for the many streams of a harvest,
     # so memory stays ~ streams x block; larger for the few range streams of one big file.

@@ -35,7 +35,7 @@ BytesSentCallback = Callable[[int], None]  # on_progress(bytes_sent_now)
 
 @dataclass(frozen=True)
 class UploadSettings:
-    """Knobs of the upload engine (see the README's concurrency section)."""
+    """Knobs of the upload engine (docs/howto/concurrency.md)."""
 
     # Bytes per Content-Range request: chunks are streamed from disk, so their size costs no
     # memory; big chunks mean fewer round trips (a failed one is re-sent whole, though).
