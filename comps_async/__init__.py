@@ -8,11 +8,14 @@ async with ca.Session("http://127.0.0.1:8100", token=...) as s:
 
 import logging
 
+from ._capabilities import Capabilities
 from ._query import Query
+from ._resources.base import IdLike
 from ._resources.entities import Rerun
 from ._resources.outputs import Harvest, Harvested
 from ._session import Session
-from ._transfer.batching import BatchLimits
+from ._transfer.assets import BytesProgressCallback
+from ._transfer.batching import BatchLimits, ProgressCallback
 from ._transfer.download import DownloadSettings, UnsafePathError
 from ._transfer.exactly_once import BATCH_TAG, KEY_TAG
 from ._transfer.upload import UploadSettings
@@ -25,6 +28,7 @@ from .analyze import (
     AnalyzedItem,
     Analyzer,
 )
+from .auth import CredentialPrompt
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -47,6 +51,7 @@ from .models import (
     AssetCollectionFile,
     AssetType,
     Configuration,
+    Entity,
     Experiment,
     HpcJob,
     HpcState,
@@ -64,7 +69,10 @@ from .models import (
     WorkItemState,
 )
 from .pipeline import CallNext, Pipeline, Policy
-from .policies import AuthPolicy, ConcurrencyPolicy, LoggingPolicy, RetryPolicy
+
+# (Auth, concurrency and logging are installed by every Session: not exported, so that they
+# cannot be passed in policies= and applied twice.)
+from .policies import RetryPolicy
 
 __version__ = "0.1.0"
 
@@ -81,25 +89,27 @@ __all__ = [
     "AssetCollection",
     "AssetCollectionFile",
     "AssetType",
-    "AuthPolicy",
     "AuthenticationError",
     "BatchLimits",
     "BatchSaveError",
+    "BytesProgressCallback",
     "CallNext",
+    "Capabilities",
     "ChecksumMismatchError",
     "CompsError",
-    "ConcurrencyPolicy",
     "Configuration",
     "ConflictError",
+    "CredentialPrompt",
     "DeadlineExceededError",
     "DownloadSettings",
+    "Entity",
     "Experiment",
     "Harvest",
     "Harvested",
     "HpcJob",
     "HpcState",
+    "IdLike",
     "KeyConflictError",
-    "LoggingPolicy",
     "MalformedResponseError",
     "MissingAssetsError",
     "NotFoundError",
@@ -108,6 +118,7 @@ __all__ = [
     "Pipeline",
     "Policy",
     "Priority",
+    "ProgressCallback",
     "Query",
     "RateLimitedError",
     "RelationType",

@@ -47,8 +47,11 @@ from .analyze import Analysis, AnalyzedItem, Analyzer, Source
 from .auth import CredentialPrompt, Credentials, TokenManager, console_prompt, interactive
 from .models import Entity, entity_type
 from .pipeline import Policy
-from .policies import AuthPolicy, ConcurrencyPolicy, LoggingPolicy, RetryPolicy
+from .policies.auth import AuthPolicy
+from .policies.concurrency import ConcurrencyPolicy
+from .policies.logging import LoggingPolicy
 from .policies.redaction import install_redaction
+from .policies.retry import RetryPolicy
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "Session"]
 

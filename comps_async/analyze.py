@@ -58,13 +58,15 @@ __all__ = [
     "AnalysisReport",
     "AnalyzedItem",
     "Analyzer",
+    "Item",
+    "Source",
     "parse_file",
 ]
 
 logger = logging.getLogger(__name__)
 
-Item = Simulation | WorkItem
-Source = Experiment | UUID | str | Query | Iterable[Item]
+Item = Simulation | WorkItem  # what an analysis maps
+Source = Experiment | UUID | str | Query | Iterable[Item]  # what an analysis covers
 # What map and filter see of a listed simulation (tags above all).
 _WITH_TAGS = Query().select(["id", "name", "state", "error_message"]).select_children(["tags"])
 

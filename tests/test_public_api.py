@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +58,54 @@ def test_public_names_have_docstrings() -> None:
         if not (member.__doc__ or "").strip()
     ]
     assert undocumented == []
+
+
+def _defined_in_the_sdk() -> set[str]:
+    """Names of the classes and module-level aliases the SDK defines (not the local server)."""
+    package = Path(ca.__file__).parent
+    names: set[str] = set()
+    for source in package.rglob("*.py"):
+        if "local" in source.relative_to(package).parts:
+            continue
+        for node in ast.parse(source.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign | ast.AnnAssign):
+                value = node.value
+                if isinstance(value, ast.Call) and getattr(value.func, "id", "") == "TypeVar":
+                    continue  # a type variable names no type of its own
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def test_public_signatures_use_only_exported_names() -> None:
+    """A type a public method takes or returns can be imported and named by the caller: every
+    name of the SDK's own in a public signature is exported (``comps_async``,
+    ``comps_async.models`` or ``comps_async.analyze``), or it is a resource class reached
+    through the session."""
+    ours = _defined_in_the_sdk()
+    exported = set(ca.__all__) | set(ca.models.__all__) | set(ca.analyze.__all__)
+    reached = {n for n in resources.__all__ if inspect.isclass(getattr(resources, n))}
+    owners = [ca.Session, ca.Harvest, ca.Analysis, *(getattr(resources, n) for n in reached)]
+    unexported = sorted(
+        {
+            f"{ident} (in {owner.__name__}.{name})"
+            for owner in owners
+            for name, member in public_members(owner)
+            for annotation in member.__annotations__.values()
+            for ident in re.findall(r"[A-Za-z_]\w*", str(annotation))
+            if ident in ours and ident not in exported | reached
+        }
+    )
+    assert unexported == []
+
+
+def test_what_every_session_installs_is_not_offered_again() -> None:
+    """Auth, the concurrency limit and logging are in every Session's pipeline: they are not
+    exported, so no one passes them in ``policies=`` and applies them twice."""
+    for name in ("AuthPolicy", "ConcurrencyPolicy", "LoggingPolicy"):
+        assert not hasattr(ca, name) and not hasattr(ca.policies, name)
 
 
 def test_package_is_typed() -> None:

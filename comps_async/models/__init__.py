@@ -1,6 +1,13 @@
 """Pydantic v2 models that mirror COMPS entities on the wire. Models are data: no I/O."""
 
-from ._base import WireModel, format_wire_datetime, md5_uuid, parse_wire_datetime
+from ._base import (
+    Tags,
+    TagValue,
+    WireModel,
+    format_wire_datetime,
+    md5_uuid,
+    parse_wire_datetime,
+)
 from .entities import (
     ENTITY_TYPES,
     AssetCollection,
@@ -50,6 +57,8 @@ __all__ = [
     "SimulationState",
     "Suite",
     "TagOperationMode",
+    "TagValue",
+    "Tags",
     "WireModel",
     "WorkItem",
     "WorkItemFile",

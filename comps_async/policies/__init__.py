@@ -1,8 +1,8 @@
-"""Built-in pipeline policies."""
+"""Built-in pipeline policies. ``RetryPolicy`` is the one you configure (``Session(retry=)``);
+authentication, the concurrency limit and logging are installed by every Session, so their
+classes (``policies.auth``, ``.concurrency``, ``.logging``) are not offered for ``policies=``,
+where they would apply twice."""
 
-from .auth import AuthPolicy
-from .concurrency import ConcurrencyPolicy
-from .logging import LoggingPolicy
 from .retry import RetryPolicy
 
-__all__ = ["AuthPolicy", "ConcurrencyPolicy", "LoggingPolicy", "RetryPolicy"]
+__all__ = ["RetryPolicy"]
