@@ -204,8 +204,10 @@ class _Cache:
 
 class Analysis:
     """One analysis (``Session.analyze``): ``await`` it for the ``AnalysisReport``, or
-    ``async for`` over it for each item's outcome as it comes (no reduce). Bad input is refused
-    here, before anything is sent."""
+    ``async for`` over it for each item's outcome as it comes (no reduce) — as
+    ``async with s.analyze(...) as outcomes: async for outcome in outcomes``, leaving the block
+    stops the remaining work and returns once it has stopped. Bad input is refused here,
+    before anything is sent."""
 
     def __init__(
         self,
@@ -232,12 +234,22 @@ class Analysis:
         self.fail_fast = fail_fast
         self.analyze_failed = analyze_failed
         self.on_item = on_item
+        self._open: AsyncGenerator[AnalyzedItem, None] | None = None
 
     def __await__(self) -> Generator[Any, None, AnalysisReport]:
         return self.report().__await__()
 
     def __aiter__(self) -> AsyncGenerator[AnalyzedItem, None]:
         return self._outcomes()
+
+    async def __aenter__(self) -> AsyncGenerator[AnalyzedItem, None]:
+        self._open = self._outcomes()
+        return self._open
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._open is not None:
+            await self._open.aclose()  # stops the remaining work, and waits for it
+            self._open = None
 
     async def report(self) -> AnalysisReport:
         """Map every item, then ``reduce`` each analyzer once: the answers and the failures."""

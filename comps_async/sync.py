@@ -10,11 +10,18 @@
             ...
 
 Every resource and method of the async Session has a typed twin here, with the same name,
-arguments and docstring (``tests/test_sync_and_examples.py`` compares the two surfaces); async
-iterators (``iterate``, ``harvest``, ``watch``) become generators. Each sync Session runs its own
-event loop in one background thread (an anyio blocking portal), so it works where a loop is
-already running (Jupyter) as well as in plain scripts. Anything used after ``close()`` raises
-``SessionClosedError``.
+arguments, types and docstring (``tests/test_sync_and_examples.py`` compares the two surfaces);
+async iterators (``iterate``, ``watch``) become generators, and ``harvest`` and ``analyze`` are
+context managers as on the async side.
+
+Where callbacks run (one rule): a callback that may call the session back (``after_batch``)
+is a plain function run in a worker thread; every other callback (``on_progress``,
+``on_change``, ``on_item``) is a notification called in the session's event-loop thread —
+quick, and never calling the session (that raises ``RuntimeError`` at once, no deadlock).
+
+Each sync Session runs its own event loop in one background thread (an anyio blocking portal),
+so it works where a loop is already running (Jupyter) as well as in plain scripts. Anything
+used after ``close()`` raises ``SessionClosedError``.
 """
 
 from __future__ import annotations
@@ -25,13 +32,14 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Generator,
     Iterable,
     Iterator,
     Mapping,
     Sequence,
 )
 from concurrent.futures import Executor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from functools import partial
 from os import PathLike
 from pathlib import Path
@@ -66,8 +74,9 @@ from ._resources.entities import (
     _BatchSaved,
     _JsonSaved,
 )
-from ._resources.outputs import Harvested, Outputs, Target
+from ._resources.outputs import Harvest, Harvested, Outputs, Target
 from ._session import Session as AsyncSession
+from ._transfer.assets import BytesProgressCallback
 from ._transfer.batching import BatchLimits, ProgressCallback
 from ._transfer.download import DownloadSettings
 from ._transfer.upload import UploadSettings
@@ -101,11 +110,13 @@ class SessionClosedError(RuntimeError):
     """A sync Session (or an iterator it returned) was used after ``close()``."""
 
 
-def _twin(original: Callable[..., Any]) -> Callable[[F], F]:
-    """Give a sync method the docstring of the async one it forwards to (``help()`` shows it)."""
+def _twin(original: Callable[..., Any], doc: str | None = None) -> Callable[[F], F]:
+    """Give a sync method the docstring of the async one it forwards to (``help()`` shows it),
+    or ``doc`` where the async one speaks of ``await`` and ``async with`` (the parity test reads
+    every twin's docstring for them)."""
 
     def copy(method: F) -> F:
-        method.__doc__ = original.__doc__
+        method.__doc__ = doc or original.__doc__
         return method
 
     return copy
@@ -126,7 +137,7 @@ class _Loop:
             )
         return self._portal.call(partial(fn, *args, **kwargs))
 
-    def iterate(self, source: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+    def iterate(self, source: Callable[[], AsyncIterator[T]]) -> Generator[T, None, None]:
         """A generator over an async iterator, each step run in the loop."""
         iterator = self.call(_started, source)
         try:
@@ -143,6 +154,10 @@ class _Loop:
 
 async def _started(source: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
     return source()  # created inside the loop: some iterators bind to it when made
+
+
+async def _made(make: Callable[[], T]) -> T:
+    return make()  # (likewise: an object whose work starts in the loop)
 
 
 def _blocking(callback: Callable[[list[T]], object]) -> Callable[[list[T]], Awaitable[object]]:
@@ -428,7 +443,7 @@ class SyncAssetCollections(_Entities[AssetCollection]):
         files: Iterable[AssetCollectionFile],
         *,
         tags: Tags | None = None,
-        on_progress: ProgressCallback | None = None,
+        on_progress: BytesProgressCallback | None = None,
         key: str | None = None,
     ) -> AssetCollection:
         return self._loop.call(
@@ -443,7 +458,7 @@ class SyncAssetCollections(_Entities[AssetCollection]):
         tags: Tags | None = None,
         include: Sequence[str] = ("*",),
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
-        on_progress: ProgressCallback | None = None,
+        on_progress: BytesProgressCallback | None = None,
         key: str | None = None,
     ) -> AssetCollection:
         return self._loop.call(
@@ -527,7 +542,18 @@ class SyncOutputs:
             self._outputs.download, entity, paths, dest, overwrite=overwrite, hpc_job=hpc_job
         )
 
-    @_twin(Outputs.harvest)
+    @_twin(
+        Outputs.harvest,
+        """Fetch the outputs matching glob ``patterns`` of many simulations to
+        ``dest/<sim-id>/<path>``, yielding each file as it lands so analysis can start at once.
+        One listing per simulation, listed ahead of the downloads; a simulation or file that
+        fails is reported as a ``Harvested`` with ``error`` and never stops the others;
+        re-running skips complete files. Memory is bounded by ``concurrency``.
+
+        Use it as ``with s.outputs.harvest(...) as results: for got in results``: leaving the
+        block (a ``break``, an error) stops the remaining work and returns once it has
+        stopped.""",
+    )
     def harvest(
         self,
         source: Experiment | UUID | str | Query | Iterable[Simulation],
@@ -537,8 +563,9 @@ class SyncOutputs:
         concurrency: int = DEFAULT_HARVEST_CONCURRENCY,
         overwrite: bool = False,
         case_sensitive: bool = False,
-    ) -> Iterator[Harvested]:
-        return self._loop.iterate(
+    ) -> SyncHarvest:
+        harvest = self._loop.call(
+            _made,
             lambda: self._outputs.harvest(
                 source,
                 patterns,
@@ -546,8 +573,9 @@ class SyncOutputs:
                 concurrency=concurrency,
                 overwrite=overwrite,
                 case_sensitive=case_sensitive,
-            )
+            ),
         )
+        return SyncHarvest(self._loop, harvest)
 
     @_twin(Outputs.zip)
     def zip(
@@ -564,20 +592,73 @@ class SyncOutputs:
         )
 
 
+class SyncHarvest:
+    """The results of ``harvest``: an iterator of ``Harvested`` and a context manager that
+    closes it (stopping the remaining downloads) when the block is left."""
+
+    def __init__(self, loop: _Loop, harvest: Harvest) -> None:
+        self._loop = loop
+        self._harvest = harvest
+        self._results = loop.iterate(lambda: harvest)
+
+    @property
+    def simulations_listed(self) -> int:
+        """Simulations listed so far (a progress bar's total grows with it)."""
+        return self._harvest.simulations_listed
+
+    @property
+    def files_matched(self) -> int:
+        """Files matched so far, over the simulations listed."""
+        return self._harvest.files_matched
+
+    def __iter__(self) -> Iterator[Harvested]:
+        return self._results
+
+    def __next__(self) -> Harvested:
+        return next(self._results)
+
+    def close(self) -> None:
+        """Stop the remaining work and wait until it has stopped (idempotent)."""
+        self._results.close()  # (closes the async harvest in the loop, if still open)
+        if not self._loop.closed:
+            self._loop.call(self._harvest.aclose)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # dropped unclosed: stop its work (in the loop, not here)
+        with suppress(Exception):
+            self.close()
+
+
 class SyncAnalysis:
     """``s.analyze(...)``: ``.report()`` for the ``AnalysisReport``, or iterate over it for
-    each item's outcome as it comes (no reduce)."""
+    each item's outcome as it comes (no reduce); as ``with s.analyze(...) as outcomes: for
+    outcome in outcomes``, leaving the block stops the remaining work."""
 
     def __init__(self, loop: _Loop, analysis: Analysis) -> None:
         self._loop = loop
         self._analysis = analysis
+        self._open: Generator[AnalyzedItem, None, None] | None = None
 
     def report(self) -> AnalysisReport:
         """Map every item, then reduce each analyzer once: the answers and the failures."""
         return self._loop.call(self._analysis.report)
 
-    def __iter__(self) -> Iterator[AnalyzedItem]:
+    def __iter__(self) -> Generator[AnalyzedItem, None, None]:
         return self._loop.iterate(self._analysis.__aiter__)
+
+    def __enter__(self) -> Generator[AnalyzedItem, None, None]:
+        self._open = iter(self)
+        return self._open
+
+    def __exit__(self, *exc: object) -> None:
+        if self._open is not None:
+            self._open.close()  # a generator: closing it closes the async outcomes
+            self._open = None
 
 
 class Session:
@@ -688,7 +769,15 @@ class Session:
             )
         )
 
-    @_twin(AsyncSession.analyze)
+    @_twin(
+        AsyncSession.analyze,
+        """Analyze the outputs of an experiment's simulations (or the items, or a query's) with
+        idmtools-style ``Analyzer``s: ``map`` per item in ``executor`` (worker threads by
+        default) while downloads go on, ``reduce`` once per analyzer. ``.report()`` for the
+        ``AnalysisReport``, or iterate over it (``with s.analyze(...) as outcomes``) for each
+        item's outcome as it comes. Failures are reported, never fatal unless ``fail_fast``;
+        ``cache_dir`` keeps map results so a re-run maps only what is new.""",
+    )
     def analyze(
         self,
         source: Source,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import anyio
 import pytest
 
 import comps_async as ca
@@ -179,6 +180,18 @@ async def test_items_in_flight_are_bounded_by_the_window(session: ca.Session) ->
     Slow.most = 0
     report = await session.analyze(exp, [Slow()], window=3)
     assert report.items == 12 and Slow.most <= 3 and Slow.most >= 2
+
+
+async def test_leaving_an_analysis_block_early_stops_its_work(session: ca.Session) -> None:
+    """``async with s.analyze(...) as outcomes``: a ``break`` leaves nothing running."""
+    exp = await _experiment(session, BETAS)
+    idle = {task.id for task in anyio.get_running_tasks()}
+    async with session.analyze(exp, [BestBeta()], window=2) as outcomes:
+        async for outcome in outcomes:
+            assert outcome.ok
+            break
+    assert [t.name for t in anyio.get_running_tasks() if t.id not in idle] == []
+    assert await session.environments() == ["Local"]
 
 
 async def test_a_process_pool_maps_them(session: ca.Session) -> None:

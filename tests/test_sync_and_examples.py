@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import inspect
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 from uuid import uuid4
 
 import anyio
@@ -31,6 +33,15 @@ def load(name: str) -> ModuleType:
     return module
 
 
+class FileCount(ca.Analyzer):
+    """The size of each simulation's chart (a map that needs one file)."""
+
+    filenames = ("output/InsetChart.json",)
+
+    def map(self, data: dict[str, Any], item: Any) -> int:
+        return len(data["output/InsetChart.json"])
+
+
 def test_sync_session_mirrors_the_async_one(comps_server: LocalComps, tmp_path: Path) -> None:
     result = load("sync_script").run(comps_server.url, comps_server.token, count=3)
     assert result["succeeded"] == 3 and "peak infected" in result["tail"]
@@ -38,6 +49,14 @@ def test_sync_session_mirrors_the_async_one(comps_server: LocalComps, tmp_path: 
     with SyncSession(comps_server.url, token=comps_server.token) as s:
         harvested = list(s.outputs.harvest(result["experiment_id"], ["output/*.json"], tmp_path))
         assert len(harvested) == 3 and all(h.ok for h in harvested)
+        # As on the async side, a context manager: leaving the block stops the rest.
+        with s.outputs.harvest(result["experiment_id"], ["*"], tmp_path / "again") as results:
+            first = next(iter(results))
+        assert first.ok and results.simulations_listed >= 1
+        assert list(results) == []  # closed: nothing more comes
+        with s.analyze(result["experiment_id"], [FileCount()]) as outcomes:
+            assert next(outcomes).ok
+        assert list(outcomes) == []
         statuses = list(s.watch(experiment_id=result["experiment_id"]))
         assert statuses[-1].finished
         with pytest.raises(ca.NotFoundError):
@@ -137,6 +156,24 @@ PAIRS = [
     ("asset_collections", "AssetCollections"),
     ("outputs", "Outputs"),
 ]
+MODELS = {
+    "Suites": "Suite",
+    "Experiments": "Experiment",
+    "Simulations": "Simulation",
+    "WorkItems": "WorkItem",
+    "AssetCollections": "AssetCollection",
+}
+# How an async annotation is spelled on the sync side: the only ways a twin may differ.
+SYNC_SPELLING = [
+    (r"\bbuiltins\.list\b", "list"),
+    (r"^AsyncGenerator\[(.+), None\]$", r"Iterator[\1]"),  # iterators become generators
+    (r"^AsyncIterator\[(.+)\]$", r"Iterator[\1]"),
+    (r" \| AsyncIterable\[\w+\]", ""),  # a sync caller has no async iterables
+    (r"Awaitable\[Any\]", "object"),  # a callback returns, it is not awaited
+    (r"^Harvest$", "SyncHarvest"),
+    (r"^Analysis$", "SyncAnalysis"),
+]
+ASYNC_WORDS = re.compile(r"\bawait\b|\basync (with|for)\b")
 
 
 def _public(cls: type) -> dict[str, object]:
@@ -148,9 +185,23 @@ def _public(cls: type) -> dict[str, object]:
 
 
 def _shape(fn: object) -> list[tuple[str, object, object]]:
-    """Parameter names, kinds and defaults (types are checked by mypy on the forwarding)."""
+    """Parameter names, kinds and defaults."""
     params = list(inspect.signature(fn).parameters.values())  # type: ignore[arg-type]
     return [(p.name, p.kind, p.default) for p in params if p.name != "backend"]
+
+
+def _types(fn: object, model: str | None, sync: bool) -> dict[str, str]:
+    """Parameter and return annotations, as the sync side spells them (type variables read
+    as the resource's model)."""
+    spelled = {}
+    for name, annotation in getattr(fn, "__annotations__", {}).items():
+        text = str(annotation)
+        if model is not None:
+            text = re.sub(r"\b[EBJ]\b", model, text)
+        for pattern, replacement in SYNC_SPELLING if not sync else SYNC_SPELLING[:1]:
+            text = re.sub(pattern, replacement, text)
+        spelled[name] = text
+    return spelled
 
 
 @pytest.mark.parametrize(("attribute", "name"), [("", "Session"), *PAIRS])
@@ -163,9 +214,14 @@ def test_the_sync_twin_has_every_public_method_with_the_same_arguments(
     theirs, ours = _public(async_cls), _public(sync_cls)
     missing = sorted(set(theirs) - set(ours) - set(NOT_TWINNED))
     assert not missing, f"{name}: no sync twin for {missing}"
+    model = MODELS.get(name)
     for method in set(theirs) & set(ours):
         assert _shape(ours[method]) == _shape(theirs[method]), f"{name}.{method}"
-        assert ours[method].__doc__, f"{name}.{method} has no docstring"  # type: ignore[attr-defined]
+        expected = _types(theirs[method], model, sync=False)
+        assert _types(ours[method], model, sync=True) == expected, f"{name}.{method} types"
+        doc = ours[method].__doc__  # type: ignore[attr-defined]
+        assert doc, f"{name}.{method} has no docstring"
+        assert not ASYNC_WORDS.search(doc), f"{name}.{method}: a docstring for async callers"
     if not attribute:
         assert _shape(SyncSession.__init__) == _shape(ca.Session.__init__)
 
@@ -175,6 +231,36 @@ def test_the_sync_twin_is_visible_to_people_and_tools() -> None:
     assert {"save_all", "iterate", "commission"} <= set(dir(comps_async.sync.SyncSimulations))
     assert "experiment_id" in str(inspect.signature(SyncSession.wait))
     assert SyncSession.wait.__doc__ == ca.Session.wait.__doc__
+
+
+def test_where_sync_callbacks_run(comps_server: LocalComps) -> None:
+    """The documented rule: ``after_batch`` (which may call the session back) runs in a worker
+    thread and may; ``on_progress`` runs in the session's loop thread, where calling the
+    session fails at once (no deadlock) and leaves the session usable."""
+    seen: dict[str, object] = {}
+    with SyncSession(comps_server.url, token=comps_server.token) as s:
+
+        def after_batch(batch: list[ca.WorkItem]) -> None:
+            seen["from_after_batch"] = s.environments()  # calling back: allowed
+
+        item = ca.WorkItem(
+            name="w", environment_name="Local", worker=ca.WorkerType(name="W", version="1")
+        )
+        s.work_items.save_all([item], after_batch=after_batch)
+        assert seen["from_after_batch"] == ["Local"]
+
+        def on_progress(done: int, total: int | None) -> None:
+            try:
+                s.environments()
+            except RuntimeError as exc:
+                seen["from_on_progress"] = str(exc)
+
+        exp = s.experiments.create(ca.Experiment(name="cb"))
+        s.simulations.save_all(
+            [ca.Simulation(name="a", experiment_id=exp.id)], on_progress=on_progress
+        )
+        assert "event loop thread" in str(seen["from_on_progress"])
+        assert s.environments() == ["Local"]
 
 
 def test_a_closed_sync_session_and_its_iterators_say_so(comps_server: LocalComps) -> None:
