@@ -132,3 +132,17 @@ def test_the_version_is_single_sourced() -> None:
     pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
     assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
     assert importlib.metadata.version("comps-async") == ca.__version__
+
+
+def test_every_protocol_section_the_code_cites_is_in_protocol_md() -> None:
+    """Comments cite the protocol by section (``§8.2``); PROTOCOL.md, in this repository, says
+    what each cited section is, so a citation can be followed."""
+    package = Path(ca.__file__).parent
+    cited = {
+        match.split(".")[0]
+        for source in package.rglob("*.py")
+        for match in re.findall(r"§(\d+(?:\.\d+)?)", source.read_text())
+    }
+    table = (package.parent / "PROTOCOL.md").read_text().split("## The sections the code cites")[1]
+    listed = set(re.findall(r"^\| (\d+)\b", table, re.MULTILINE))
+    assert cited and cited <= listed, sorted(cited - listed)

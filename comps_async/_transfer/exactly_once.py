@@ -1,4 +1,4 @@
-"""Exactly-once creates over a protocol that has no idempotency keys (issue 13).
+"""Exactly-once creates over a protocol that has no idempotency keys.
 
 A create whose answer is lost (reset after commit, timeout, 5xx, a 2xx whose body cannot be
 read) may or may not have happened. COMPS offers no idempotency key, so the key travels as two

@@ -148,7 +148,7 @@ CREATE TABLE IF NOT EXISTS entities (
     deleted INTEGER NOT NULL DEFAULT 0,
     expire_now INTEGER NOT NULL DEFAULT 0
 );
--- Indexes for a million rows (issue 26; tests/test_scale.py checks the query plans):
+-- Indexes for a million rows (tests/test_scale.py checks the query plans):
 -- listing a parent's children in creation order and counting them, from the index alone;
 DROP INDEX IF EXISTS ix_entities_parent;
 CREATE INDEX IF NOT EXISTS ix_entities_listing ON entities(kind, parent_id, deleted);
@@ -161,7 +161,7 @@ CREATE TABLE IF NOT EXISTS tags (
 DROP INDEX IF EXISTS ix_tags_kv;
 CREATE INDEX IF NOT EXISTS ix_tags_kv_nocase ON tags(key, value COLLATE NOCASE);
 -- Simulations per (experiment, state), kept by triggers on every write to entities, whatever
--- the path: Stats read a few rows instead of counting an experiment's million (issue 26).
+-- the path: Stats read a few rows instead of counting an experiment's million.
 CREATE TABLE IF NOT EXISTS state_counts (
     parent_id TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (parent_id, state)

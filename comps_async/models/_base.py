@@ -84,8 +84,8 @@ Md5 = Annotated[UUID, BeforeValidator(_md5_from_any)]
 
 FROM_SERVER = "comps_async.from_server"
 """Validation context key set by ``from_wire``: checks that guard what a caller sends (names,
-cores, file names) do not reject what a server already holds (§7 of issue 15: pyCOMPS passes
-server data through, so one odd row must not break a page)."""
+cores, file names) do not reject what a server already holds (pyCOMPS passes server data
+through, so one odd row must not break a page)."""
 
 
 def from_server(info: ValidationInfo) -> bool:

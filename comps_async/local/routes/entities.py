@@ -697,7 +697,7 @@ def _sent(item: dict[str, Any], *keys: str) -> dict[str, Any]:
 def _merged(stored: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
     """An update merges: the keys it sends replace the stored ones, the others stay. idmtools
     updates an experiment with ``{"Configuration": {"AssetCollectionId": ...}}`` alone and
-    relies on COMPS keeping ExecutablePath and the rest (issue 20)."""
+    relies on COMPS keeping ExecutablePath and the rest."""
     return {**stored, **sent}
 
 
