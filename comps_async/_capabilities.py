@@ -1,5 +1,7 @@
-"""What one host is known to answer where COMPS's behaviour is inferred (PROTOCOL.md): the
-record ``doctor`` measures and saves beside the token cache, and saves learn from."""
+"""What one host is known to answer where COMPS's behaviour is inferred (PROTOCOL.md): one
+typed record per host — each fact with its possible values — that ``doctor`` measures, that
+calls learn from as they meet the host (``Requester.learn``), that is saved beside the token
+cache and read by whoever needs a fact."""
 
 from __future__ import annotations
 
@@ -7,11 +9,21 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
-__all__ = ["Capabilities", "capabilities_path", "load_capabilities", "save_capabilities"]
+__all__ = [
+    "Capabilities",
+    "Facts",
+    "capabilities_path",
+    "load_capabilities",
+    "save_capabilities",
+]
 
 Answer = Literal["yes", "no", "unknown"]
+TokenKind = Literal["Auth", "System", "unknown"]
+StatsForm = Literal["path", "query"]
+IdsParam = Literal["accept", "ignore", "reject", "unknown"]
+ListingMd5 = Literal["hex", "uuid", "base64", "none", "unreadable", "unknown"]
 
 
 @dataclass
@@ -19,11 +31,12 @@ class Capabilities:
     """What one host answered to each probe ("unknown" where there was nothing to probe)."""
 
     host: str
-    token_kind: str = "unknown"  # "Auth" (a user's, renewed) or "System" (never renewed)
-    stats_forms: list[str] = field(default_factory=list)  # "path" and/or "query"
-    ids_param: str = "unknown"  # "accept", "ignore" or "reject"
+    token_kind: TokenKind = "unknown"  # "Auth" (a user's, renewed) or "System" (never renewed)
+    # The Stats forms that answer, the one to use first (learned by stats(), probed by doctor).
+    stats_forms: list[StatsForm] = field(default_factory=list)
+    ids_param: IdsParam = "unknown"  # Ids=a,b,c lists (learned by get_many, probed by doctor)
     content_range: Answer = "unknown"  # lists say Content-Range when partial
-    listing_md5: str = "unknown"  # "hex", "uuid", "base64", "none" or "unreadable"
+    listing_md5: ListingMd5 = "unknown"
     range_requests: Answer = "unknown"  # a ranged GET of an output answers 206
     upload_check_404: Answer = "unknown"  # /upload/check of unknown content answers 404
     tag_filter_exact: Answer = "unknown"  # write probe: tagfilters=k=v finds the entity
@@ -34,9 +47,21 @@ class Capabilities:
     shared_parts: Answer = "unknown"
     notes: list[str] = field(default_factory=list)
 
+    def ids_param_works(self) -> bool:
+        """Whether to ask for many entities with one ``Ids=`` list (not known not to work)."""
+        return self.ids_param not in ("ignore", "reject")
+
     def to_json(self) -> str:
         """The record as written beside the token cache."""
         return json.dumps(asdict(self), indent=2)
+
+
+class Facts(TypedDict, total=False):
+    """What a call can learn about its host (``Requester.learn``), each with its values."""
+
+    stats_forms: list[StatsForm]
+    ids_param: IdsParam
+    shared_parts: Answer
 
 
 def capabilities_path(cache_dir: Path, host_key: str) -> Path:

@@ -15,14 +15,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import anyio
 import anyio.to_thread
 import httpx
 from anyio.abc import TaskGroup
 
-from ._capabilities import Capabilities, capabilities_path, save_capabilities
+from ._capabilities import Capabilities, Facts, capabilities_path, save_capabilities
 from ._concurrency import deadline
 from ._hosts import Host
 from .auth import TokenManager
@@ -122,11 +122,14 @@ class Requester:
         """Where ``doctor`` records what this host answered (beside the token cache)."""
         return capabilities_path(self.tokens.cache_dir, self.host.cache_key)
 
-    async def remember(self, **answers: str) -> None:
-        """Record what this host was found to answer (e.g. ``shared_parts="no"``) for this
-        session and, beside the token cache, for later ones."""
-        for name, answer in answers.items():
-            setattr(self.capabilities, name, answer)
+    async def learn(self, **facts: Unpack[Facts]) -> None:
+        """Record what a call found this host to answer, for this session and (beside the token
+        cache) for later ones; nothing is written when nothing changed."""
+        changed = {k: v for k, v in facts.items() if getattr(self.capabilities, k) != v}
+        if not changed:
+            return
+        for name, value in changed.items():
+            setattr(self.capabilities, name, value)
         await anyio.to_thread.run_sync(save_capabilities, self.capabilities_file, self.capabilities)
 
     def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:

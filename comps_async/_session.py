@@ -227,18 +227,9 @@ class Session:
         return self._requester.idempotency_tags
 
     def adopt(self, known: Capabilities) -> None:
-        """Use what a host is known to answer instead of finding out (see ``doctor``)."""
+        """Use what a host is known to answer instead of finding out (see ``doctor``): the one
+        record every call reads its facts from."""
         self._requester.capabilities = known
-        if known.stats_forms:
-            self.experiments.stats_form = self.suites.stats_form = known.stats_forms[0]
-        if known.ids_param in ("ignore", "reject"):
-            for resource in (self.simulations, self.work_items, self.experiments, self.suites):
-                resource.ids_param_works = False
-
-    async def remember(self, **answers: str) -> None:
-        """Record what this host was found to answer (e.g. ``shared_parts="no"``) for this
-        session and, beside the token cache, for later ones."""
-        await self._requester.remember(**answers)
 
     async def aclose(self) -> None:
         """Cancel background work, close the connection pool and the fingerprint cache."""

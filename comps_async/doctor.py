@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._capabilities import Capabilities, capabilities_path, load_capabilities, save_capabilities
+from ._capabilities import (
+    Capabilities,
+    ListingMd5,
+    capabilities_path,
+    load_capabilities,
+    save_capabilities,
+)
 from ._query import Query
 from ._resources.base import IDS_PARAM, parse_content_range
 from ._responses import json_body, json_list
@@ -113,7 +119,7 @@ async def _probe_outputs(session: Session, found: Capabilities) -> None:
             found.range_requests = "yes" if r.status_code == 206 else "no"
 
 
-def _md5_form(value: str | None) -> str:
+def _md5_form(value: str | None) -> ListingMd5:
     if not value:
         return "none"
     if md5_hex(value) is None:

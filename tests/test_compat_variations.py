@@ -134,3 +134,38 @@ async def test_a_server_that_refuses_shared_parts_gets_one_part_per_file(
     assert (rows, keys) == (300, 300)  # 150 per round, none twice
     assert '"shared_parts": "no"' in record.read_text()
     assert sum("refused a batch" in r.getMessage() for r in caplog.records) in (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("compat", "fact", "learned"),
+    [
+        (Compat(ids_param="reject"), "ids_param", "reject"),
+        (Compat(ids_param="ignore"), "ids_param", "ignore"),
+        (Compat(stats_forms=frozenset({"query"})), "stats_forms", ["query"]),
+    ],
+    ids=["ids-rejected", "ids-ignored", "stats-query-only"],
+)
+async def test_what_a_call_learns_about_its_host_is_kept_for_the_next_session(
+    tmp_path: Path, compat: Compat, fact: str, learned: object
+) -> None:
+    """PROTOCOL.md rows 5 and 6, learned like row 11: the first session pays the refused or
+    ignored request once and records the answer in the host's profile beside the token cache;
+    the next session of the host asks the way that works from its first request."""
+    async with LocalComps(tmp_path / "server", compat=compat, record_requests=True) as server:
+        assert server.recorder is not None
+        for round_ in (1, 2):
+            async with ca.Session(server.url, token=server.token, token_cache_dir=tmp_path) as s:
+                experiment = await s.experiments.create(ca.Experiment(name=f"round {round_}"))
+                sims = [ca.Simulation(name=f"s{i}", experiment_id=experiment.id) for i in range(3)]
+                await s.simulations.save_all(sims)
+                server.recorder.take()
+                if fact == "ids_param":
+                    wanted = [sim.id for sim in sims[1:]]  # (an ignoring server: the first two)
+                    assert [g.id for g in await s.simulations.get_many(wanted)] == wanted
+                    asked = [r for r in server.recorder.take() if "Ids=" in r.query]
+                else:
+                    assert await s.experiments.stats(experiment) == {"Created": 3}
+                    asked = [r for r in server.recorder.take() if r.path.endswith("/Stats")]
+                assert getattr(s.capabilities, fact) == learned
+            # The first session tried the way that does not work here, once; the second never.
+            assert len(asked) == (1 if round_ == 1 else 0), (round_, [r.path for r in asked])

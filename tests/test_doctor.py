@@ -57,10 +57,8 @@ async def test_doctor_reports_what_the_host_does(
         assert rows_of(server) == 0  # the write probe's suite was deleted
         # A later session of the same host adopts what was measured.
         async with ca.Session(server.url, token=server.token, token_cache_dir=tmp_path) as s:
-            assert s.experiments.stats_form == found.stats_forms[0]
-            assert s.simulations.ids_param_works is (
-                False if found.ids_param in ("ignore", "reject") else None
-            )
+            assert s.capabilities.stats_forms == found.stats_forms
+            assert s.capabilities.ids_param == found.ids_param
 
 
 def rows_of(server: LocalComps) -> int:

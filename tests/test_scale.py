@@ -36,8 +36,7 @@ async def test_what_the_sdk_asks_reads_indexes_not_tables(
         await session.simulations.save_all(sims(), key=key)
         assert await session.simulations.save_all(sims(), key=key) == 250  # found by key
         for form in ("path", "query"):
-            session.simulations.stats_form = None
-            session.experiments.stats_form = form
+            session.capabilities.stats_forms = [form]
             assert sum((await session.experiments.stats(experiment)).values()) == 250
         query = ca.Query().select(["id", "state"]).where([f"experiment_id={experiment.id}"])
         assert len([s async for s in session.simulations.iterate(query, page_size=100)]) == 250

@@ -108,7 +108,6 @@ class EntityResource(Generic[E]):
         self._peers = peers
         self.unreadable_rows: deque[Any] = deque(maxlen=UNREADABLE_ROWS_KEPT)
         """The last rows of list answers that could not be read (each was logged)."""
-        self.ids_param_works: bool | None = None  # None: try Ids= and fall back (see get_many)
 
     @property
     def _plural(self) -> str:
@@ -166,28 +165,40 @@ class EntityResource(Generic[E]):
         """Many entities by id in a few list calls (order of ``ids`` kept, unknown ids left
         out)."""
         wanted = list(dict.fromkeys(as_id(i) for i in ids))
-        if self.ids_param_works is False:  # this host ignores or refuses Ids= (doctor)
-            return await self._gather(wanted, lambda i: self.get(i, children=children))
         q = query or Query()
         base = (q.select_children(children) if children else q).to_params(self.model)
         found: dict[UUID, E] = {}
         for start in range(0, len(wanted), IDS_PER_REQUEST):
             chunk = wanted[start : start + IDS_PER_REQUEST]
-            try:
-                response = await self._requester.request(
-                    "GET",
-                    self._plural,
-                    params={**base, IDS_PARAM: ",".join(map(str, chunk)), "count": str(len(chunk))},
-                )
-                items: builtins.list[E] | None = list(self._readable(self._items(response)))
-            except ApiError as exc:
-                if exc.status != 400:
-                    raise
-                items = None  # parameter refused: fall back as when it is ignored
-            if items is None or any(item.id not in chunk for item in items):
+            items = await self._by_ids(chunk, base)
+            if items is None:  # this host ignores or refuses Ids=: one GET per id
                 items = await self._gather(chunk, lambda i: self.get(i, children=children))
             found.update({item.id: item for item in items if item.id is not None})
         return [found[i] for i in wanted if i in found]
+
+    async def _by_ids(
+        self, chunk: builtins.list[UUID], base: dict[str, str]
+    ) -> builtins.list[E] | None:
+        """One ``Ids=`` list call (PROTOCOL.md row 5), or None where the host is known, or now
+        found, to ignore or refuse the parameter (learned for the session and later ones)."""
+        if not self._requester.capabilities.ids_param_works():
+            return None
+        try:
+            response = await self._requester.request(
+                "GET",
+                self._plural,
+                params={**base, IDS_PARAM: ",".join(map(str, chunk)), "count": str(len(chunk))},
+            )
+        except ApiError as exc:
+            if exc.status != 400:
+                raise
+            await self._requester.learn(ids_param="reject")
+            return None
+        items = list(self._readable(self._items(response)))
+        if any(item.id not in chunk for item in items):  # ids we did not ask for
+            await self._requester.learn(ids_param="ignore")
+            return None
+        return items
 
     async def list(
         self, query: Query | None = None, *, page_size: int | None = None

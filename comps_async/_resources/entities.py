@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from uuid import UUID
 
+from .._capabilities import StatsForm
 from .._query import Query
 from .._responses import json_body, json_list, parse_ids, response_uuid
 from .._transfer.batching import BatchLimits, BatchSaver, ProgressCallback
@@ -42,7 +43,6 @@ class _JsonSaved(StatefulResource[J]):
     """Suites and Experiments are saved as plain JSON, one per request (§8.5)."""
 
     default_page_size: ClassVar[int] = 1000  # the server caps these lists at 1000 rows
-    stats_form: str | None = None  # the Stats form this host answers, once known (see stats)
 
     async def save(self, entity: J, *, key: str | None = None) -> J:
         """Create ``entity`` (its new id is set in place) or update it when it has an id.
@@ -92,10 +92,11 @@ class _JsonSaved(StatefulResource[J]):
         that means "stats unavailable", never "no simulations" (``wait`` then counts by
         listing)."""
         entity_id = str(as_id(entity))
-        known = self.stats_forms(entity_id)
-        names = [self.stats_form] if self.stats_form is not None else list(known)
-        for index, form in enumerate(names):
-            path, params = known[form]
+        known: dict[StatsForm, tuple[str, dict[str, str]]] = self.stats_forms(entity_id)
+        answering: list[StatsForm] = self._requester.capabilities.stats_forms  # doctor's/learned
+        names: list[StatsForm] = [*answering[:1], *(f for f in known if f not in answering[:1])]
+        for index, answered in enumerate(names):
+            path, params = known[answered]
             try:
                 response = await self._requester.request("GET", path, params=params)
             except ApiError as exc:
@@ -107,14 +108,16 @@ class _JsonSaved(StatefulResource[J]):
                 raise MalformedResponseError(
                     f"no Stats for {entity_id} in the answer", url=str(response.request.url)
                 )
-            self.stats_form = form
+            if answering[:1] != [answered]:  # the form that answers goes first from now on
+                learned = [answered] + [f for f in answering if f != answered]
+                await self._requester.learn(stats_forms=learned)
             counts = stats.get("SimulationStateCount") or {}
             if not isinstance(counts, dict):
                 raise MalformedResponseError(f"SimulationStateCount is {counts!r}")
             return {str(k): int(v) for k, v in counts.items()}
         raise AssertionError("unreachable")
 
-    def stats_forms(self, entity_id: str) -> dict[str, tuple[str, dict[str, str]]]:
+    def stats_forms(self, entity_id: str) -> dict[StatsForm, tuple[str, dict[str, str]]]:
         """The two Stats requests, by name: ``path`` (older dashboard) and ``query``
         (QueueView 2.6.0), as (path, params)."""
         return {

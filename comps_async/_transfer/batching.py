@@ -438,7 +438,7 @@ class BatchSaver(Generic[E]):
                 self._in_flight.back_off()  # the server says: fewer at once
             raise
         if self._shared_parts_refused and self._requester.capabilities.shared_parts != "no":
-            await self._requester.remember(shared_parts="no")  # this layout works; that did not
+            await self._requester.learn(shared_parts="no")  # this layout works; that did not
         return ids
 
     def _assign(self, batch: _Batch[E], ids: dict[int, UUID]) -> None:
