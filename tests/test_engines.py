@@ -11,6 +11,7 @@ import pytest
 
 import comps_async as ca
 from comps_async._concurrency import AdaptiveLimit
+from comps_async._failures import Attempts, Failure, classify
 from comps_async._transfer.upload import Uploader
 
 pytestmark = pytest.mark.anyio
@@ -141,3 +142,60 @@ async def test_httpx_transport_takes_the_proxy_the_environment_names(
     assert isinstance(proxied, httpx.AsyncHTTPTransport)
     assert isinstance(proxied._pool, httpcore.AsyncHTTPProxy)
     assert not isinstance(direct._pool, httpcore.AsyncHTTPProxy)  # type: ignore[attr-defined]
+
+
+def _transfer_error_caused_by(cause: Exception) -> ca.TransferError:
+    try:
+        raise ca.TransferError("lost") from cause
+    except ca.TransferError as error:
+        return error
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (httpx.ConnectError("refused"), Failure.NEVER_SENT),
+        (httpx.ConnectTimeout("slow"), Failure.NEVER_SENT),
+        (ca.RateLimitedError(429, "slow down"), Failure.NEVER_SENT),
+        (_transfer_error_caused_by(httpx.ConnectError("refused")), Failure.NEVER_SENT),
+        (httpx.ReadError("reset"), Failure.MAYBE),
+        (httpx.ReadTimeout("slow"), Failure.MAYBE),
+        (_transfer_error_caused_by(httpx.RemoteProtocolError("cut")), Failure.MAYBE),
+        (ca.ServerError(503, "busy"), Failure.MAYBE),
+        (ca.ApiError(408, "timeout"), Failure.MAYBE),
+        (ca.MalformedResponseError("an HTML 200"), Failure.MAYBE),
+        (ca.NotFoundError(404, "gone"), Failure.DEFINITE),
+        (ca.ApiError(400, "bad"), Failure.DEFINITE),
+        (ca.ChecksumMismatchError("md5", expected="a", actual="b"), Failure.DEFINITE),
+        (ValueError("caller's mistake"), Failure.DEFINITE),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
+)
+def test_one_classifier_decides_every_retry(error: BaseException, kind: Failure) -> None:
+    """The policy, the create loop and the download engine all ask ``classify``."""
+    assert classify(error) is kind
+
+
+async def test_attempts_wait_by_the_policy_and_stop() -> None:
+    """The one attempt loop: at most ``most`` attempts, the policy's backoff between them (the
+    server's Retry-After first), no wait after a repaired failure, none past the deadline."""
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    retry = ca.RetryPolicy(sleep=sleep, backoff_base_s=1.0, backoff_max_s=1.0)
+    attempts = Attempts(retry, 4)
+    seen = []
+    async for attempt in attempts:
+        seen.append(attempt)
+        if attempt == 1:
+            attempts.failed(ca.ServerError(503, "busy", retry_after_s=7.0))
+        elif attempt == 2:
+            attempts.failed(ca.ApiError(400, "repaired"))
+            attempts.again_now()
+        else:
+            attempts.failed(httpx.ReadError("reset"))
+    assert seen == [1, 2, 3, 4] and waits[0] == 7.0 and len(waits) == 2 and waits[1] <= 1.0
+    past = Attempts(retry, 4, deadline=0.0)  # (a monotonic instant long gone)
+    assert [a async for a in past] == [1]  # the first attempt runs; no wait may end past it

@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
         "_constants",
         "_capabilities",
         "errors",
+        "_failures",
         "models",
         "pipeline",
         "_concurrency",

@@ -28,13 +28,11 @@ import anyio.to_thread
 import httpx
 
 from .._concurrency import AdaptiveLimit, deadline, first_error
+from .._failures import Attempts, Failure, classify
 from ..errors import (
     RESUMES,
-    ApiError,
     ChecksumMismatchError,
     CompsError,
-    RateLimitedError,
-    ServerError,
     TransferError,
 )
 from .fileio import pwrite_all
@@ -230,18 +228,12 @@ class Downloader:
         )
         return self.requester.stream("GET", url, headers=headers, timeout=timeout, max_attempts=1)
 
-    async def _pause(self, attempt: int, error: BaseException) -> None:
-        asked = error.retry_after_s if isinstance(error, ApiError) else None
-        retry = self.requester.retry
-        await retry.sleep(retry.delay_s(attempt, asked))
-
     async def _sequential(
         self, url: str, part: Path, length: int | None, digest: _InOrderDigest, have: int
     ) -> None:
-        last: BaseException | None = None
-        for attempt in range(1, self.settings.max_attempts + 1):
-            if last is not None:
-                await self._pause(attempt - 1, last)
+        attempts = Attempts(self.requester.retry, self.settings.max_attempts)
+        async for attempt in attempts:
+            if attempt > 1:
                 have = await anyio.to_thread.run_sync(_size, part)
             if length is not None and have >= length:
                 return
@@ -264,10 +256,12 @@ class Downloader:
                         measure=(self.streams,),
                     )
                 return
-            except _RETRYABLE as exc:
-                last = exc
+            except Exception as exc:
+                if classify(exc) is Failure.DEFINITE:
+                    raise
+                attempts.failed(exc)  # the next attempt resumes from what is on disk
         raise TransferError(
-            f"download failed after {self.settings.max_attempts} attempts: {last}",
+            f"download failed after {self.settings.max_attempts} attempts: {attempts.last}",
             url=url,
             hint=RESUMES,  # the scratch file keeps what arrived
         )
@@ -339,10 +333,8 @@ class Downloader:
 
         async def fetch_span(index: int) -> None:
             start, end = spans[index]
-            last: BaseException | None = None
-            for attempt in range(1, self.settings.max_attempts + 1):
-                if last is not None:
-                    await self._pause(attempt - 1, last)
+            attempts = Attempts(self.requester.retry, self.settings.max_attempts)
+            async for _ in attempts:
                 try:
                     async with (
                         per_file.limiter,
@@ -366,9 +358,13 @@ class Downloader:
                     digest.written(start, end + 1)
                     await digest.catch_up()
                     return
-                except _RETRYABLE as exc:
-                    last = exc
-            raise TransferError(f"range {start}-{end} failed: {last}", url=url, hint=RESUMES)
+                except Exception as exc:
+                    if classify(exc) is Failure.DEFINITE:
+                        raise
+                    attempts.failed(exc)
+            raise TransferError(
+                f"range {start}-{end} failed: {attempts.last}", url=url, hint=RESUMES
+            )
 
         try:
             async with anyio.create_task_group() as tg:
@@ -381,10 +377,6 @@ class Downloader:
 
 class _RangeIgnored(Exception):
     """Internal: a ranged GET was answered with the whole file (200)."""
-
-
-# Failures after which a download attempt is repeated (resuming from what is on disk).
-_RETRYABLE = (TransferError, httpx.TransportError, ServerError, RateLimitedError)
 
 
 class _NotTheListedFile(Exception):

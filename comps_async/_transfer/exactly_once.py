@@ -36,15 +36,12 @@ from typing import Any
 from uuid import UUID
 
 import anyio
-import httpx
 
+from .._failures import Attempts, Failure, classify
 from ..errors import (
     ApiError,
     KeyConflictError,
     MalformedResponseError,
-    RateLimitedError,
-    ServerError,
-    TransferError,
 )
 from ..models import Entity
 from ..policies.retry import RetryPolicy
@@ -60,11 +57,9 @@ __all__ = [
     "create_once",
     "group_query_tag",
     "groups_of",
-    "is_ambiguous",
     "keyed_wire",
     "mark_sent",
     "match_keys",
-    "never_sent",
     "settle",
 ]
 
@@ -185,24 +180,6 @@ def match_keys(candidates: Sequence[Entity], wanted: Sequence[Entity]) -> dict[i
     return found
 
 
-def never_sent(error: BaseException) -> bool:
-    """Whether a create was certainly not processed: it could not connect, or the server
-    refused it unprocessed (429, as the retry policy assumes too). It is simply sent again
-    (after the server's Retry-After), with no look-up."""
-    if isinstance(error, RateLimitedError):
-        return True
-    cause = error.__cause__ if isinstance(error, TransferError) else None
-    return isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-
-
-def is_ambiguous(error: BaseException) -> bool:
-    """Whether a create that failed this way may have been committed: lost or cut answers,
-    timeouts, 5xx and 408, and 2xx answers that cannot be read."""
-    if isinstance(error, TransferError | ServerError | MalformedResponseError):
-        return True
-    return isinstance(error, ApiError) and error.status == 408
-
-
 class CreateFailed(Exception):
     """Internal: a create ended without success. ``unknown`` tells whether the pending entities
     may exist on the server; ``ids`` holds those known to exist (found or created)."""
@@ -241,22 +218,17 @@ async def create_once(
     Raises ``CreateFailed`` when attempts run out or the failure is definite.
     """
     ids: dict[int, UUID] = {}
-    error: BaseException | None = None
-    wait = False
-    for attempt in range(1, retry.create_attempts + 1):
-        if wait:
-            asked = error.retry_after_s if isinstance(error, ApiError) else None
-            await retry.sleep(retry.delay_s(attempt - 1, asked))
-        wait = True
+    attempts = Attempts(retry, retry.create_attempts)
+    async for _ in attempts:
         if maybe_sent and lookup is not None:
             try:
                 found = await lookup(pending)
             except Exception as exc:
                 if isinstance(exc, KeyConflictError):
                     raise CreateFailed(exc, unknown=False, ids=ids) from exc
-                if not is_ambiguous(exc):
+                if classify(exc) is not Failure.MAYBE:
                     raise CreateFailed(exc, unknown=True, ids=ids) from exc
-                error = exc
+                attempts.failed(exc)
                 continue
             ids.update(found)
             pending = [i for i in pending if i not in found]
@@ -266,11 +238,10 @@ async def create_once(
         try:
             created = await post(pending)
         except Exception as exc:
-            error = exc
-            if never_sent(exc):
-                continue
-            if is_ambiguous(exc):
-                maybe_sent = True
+            kind = classify(exc)
+            if kind is not Failure.DEFINITE:
+                attempts.failed(exc)
+                maybe_sent = maybe_sent or kind is Failure.MAYBE
                 continue
             if recover is not None and isinstance(exc, ApiError):
                 try:
@@ -278,10 +249,11 @@ async def create_once(
                 except Exception as failure:
                     raise CreateFailed(failure, unknown=maybe_sent, ids=ids) from failure
                 if again:
-                    wait = False
+                    attempts.failed(exc)
+                    attempts.again_now()
                     continue
             raise CreateFailed(exc, unknown=maybe_sent, ids=ids) from exc
         ids.update(zip(pending, created, strict=True))
         return ids
-    assert error is not None
-    raise CreateFailed(error, unknown=maybe_sent, ids=ids) from error
+    assert attempts.last is not None
+    raise CreateFailed(attempts.last, unknown=maybe_sent, ids=ids) from attempts.last

@@ -22,19 +22,13 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from .._failures import Failure, classify, classify_answer
 from ..errors import retry_after_s
 from ..pipeline import OPTION_DEADLINE, OPTION_IDEMPOTENT, OPTION_MAX_ATTEMPTS, CallNext, option
 
 __all__ = ["RetryPolicy", "is_idempotent", "should_retry"]
 
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-# Errors raised before the request could reach the server: safe to repeat even a POST.
-NEVER_SENT_ERRORS: tuple[type[Exception], ...] = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-)
 
 
 def is_idempotent(request: httpx.Request) -> bool:
@@ -46,17 +40,20 @@ def is_idempotent(request: httpx.Request) -> bool:
 def should_retry(
     request: httpx.Request, response: httpx.Response | None, error: BaseException | None
 ) -> bool:
-    """Retry idempotent calls on transport errors, timeouts and 408/429/5xx; retry any call
-    whose request provably never reached the server (connect errors) or was refused unprocessed
-    (429). A POST that may have been processed is never repeated here: creates look up their
-    idempotency key first (see _transfer/exactly_once.py)."""
+    """By the one classifier (``_failures.classify``): any call that was never sent (no
+    connection, or 429) is sent again; one that may have happened (a broken connection, a
+    timeout, 408, 5xx) only when repeating it cannot change the outcome. A POST that may have
+    been processed is never repeated here: creates look up their idempotency key first (see
+    _transfer/exactly_once.py)."""
     if error is not None:
-        if isinstance(error, NEVER_SENT_ERRORS):
-            return True
-        return isinstance(error, httpx.TransportError) and is_idempotent(request)
-    if response is None or response.status_code not in RETRYABLE_STATUSES:
-        return False
-    return is_idempotent(request) or response.status_code == 429
+        kind = classify(error) if isinstance(error, httpx.TransportError) else Failure.DEFINITE
+    else:
+        kind = (classify_answer(response.status_code) if response is not None else None) or (
+            Failure.DEFINITE
+        )
+    if kind is Failure.NEVER_SENT:
+        return True
+    return kind is Failure.MAYBE and is_idempotent(request)
 
 
 @dataclass

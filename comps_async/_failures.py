@@ -1,0 +1,131 @@
+"""One classifier of failures and one attempt loop, for every retry in the SDK: the retry
+policy (one request), the exactly-once create loop and the download engine.
+
+A failure is one of three kinds, and only the kind decides what may happen next:
+
+- ``NEVER_SENT``: the server cannot have acted on it — no connection was made, or it answered
+  429, which COMPS (like every ServiceStack service) sends before processing (PROTOCOL.md
+  row 3). Anything may be sent again, a create included.
+- ``MAYBE``: it may have happened — a connection that broke after sending, a timeout, 408 or
+  a 5xx, a 2xx whose body cannot be read. Only what cannot change the outcome when repeated
+  (a GET, a PUT, a download that resumes) is sent again; a create first looks up its keys.
+- ``DEFINITE``: the answer is the answer (4xx, a wrong checksum, bad input); never retried.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from enum import Enum
+from typing import Protocol
+
+import httpx
+
+from .errors import (
+    ApiError,
+    MalformedResponseError,
+    RateLimitedError,
+    ServerError,
+    TransferError,
+    retry_after_s,
+)
+
+__all__ = ["Attempts", "Backoff", "Failure", "classify", "classify_answer"]
+
+
+class Failure(Enum):
+    """What a failed call may have done on the server."""
+
+    NEVER_SENT = "never sent"
+    MAYBE = "may have happened"
+    DEFINITE = "definite answer"
+
+
+# Errors raised before a request could reach the server.
+_NOT_CONNECTED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Answers after which the same request may succeed (408 and 5xx: the server may have acted).
+_TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
+
+
+def classify_answer(status: int) -> Failure | None:
+    """The kind of failure an HTTP answer is, or None when it is not one to retry past."""
+    if status == 429:
+        return Failure.NEVER_SENT
+    if status in _TRANSIENT_STATUSES:
+        return Failure.MAYBE
+    return None
+
+
+def classify(error: BaseException) -> Failure:
+    """The kind of failure ``error`` is, whether raised by httpx (inside the pipeline) or
+    already mapped to the SDK's errors (above it)."""
+    if isinstance(error, _NOT_CONNECTED) or isinstance(error.__cause__, _NOT_CONNECTED):
+        return Failure.NEVER_SENT
+    if isinstance(error, RateLimitedError):
+        return Failure.NEVER_SENT
+    if isinstance(error, httpx.TransportError | TransferError | ServerError):
+        return Failure.MAYBE
+    if isinstance(error, MalformedResponseError):  # a 2xx that cannot be read: it happened?
+        return Failure.MAYBE
+    if isinstance(error, ApiError) and classify_answer(error.status) is not None:
+        return Failure.MAYBE
+    return Failure.DEFINITE
+
+
+def _retry_after(error: BaseException | None) -> float | None:
+    if isinstance(error, ApiError):
+        return error.retry_after_s
+    if isinstance(error, httpx.HTTPStatusError):
+        return retry_after_s(error.response)
+    return None
+
+
+class Backoff(Protocol):
+    """How long to wait between attempts, and the sleep to wait with (``RetryPolicy``)."""
+
+    @property
+    def sleep(self) -> Callable[[float], Awaitable[None]]: ...
+
+    def delay_s(self, attempt: int, retry_after: float | None = None) -> float: ...
+
+
+class Attempts:
+    """The attempts of one operation: ``async for attempt in Attempts(retry, most)``. At most
+    ``most`` attempts; before each one after the first, the retry policy's wait for the last
+    failure (``failed(error)``; the server's Retry-After honoured) through its ``sleep``; none
+    starts after ``deadline`` (a ``time.monotonic()`` instant). ``again_now()`` makes the next
+    attempt start without waiting (a failure that was just repaired)."""
+
+    def __init__(self, retry: Backoff, most: int, deadline: float | None = None) -> None:
+        self._retry = retry
+        self._most = max(1, most)
+        self._deadline = deadline
+        self.last: BaseException | None = None  # the last failure, for the final error
+        self._attempt = 0
+        self._wait = False
+
+    def failed(self, error: BaseException) -> None:
+        """The attempt failed with ``error`` (retryable: the caller decided, by ``classify``)."""
+        self.last = error
+        self._wait = True
+
+    def again_now(self) -> None:
+        """The next attempt starts at once."""
+        self._wait = False
+
+    # A plain async iterator, not an async generator: a loop left by ``return`` leaves nothing
+    # for the event loop to finalize.
+    def __aiter__(self) -> Attempts:
+        return self
+
+    async def __anext__(self) -> int:
+        if self._attempt >= self._most:
+            raise StopAsyncIteration
+        if self._attempt and self._wait:
+            delay = self._retry.delay_s(self._attempt, _retry_after(self.last))
+            if self._deadline is not None and time.monotonic() + delay > self._deadline:
+                raise StopAsyncIteration
+            await self._retry.sleep(delay)
+        self._attempt += 1
+        self._wait = True
+        return self._attempt
