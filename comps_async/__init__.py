@@ -8,16 +8,17 @@ async with ca.Session("http://127.0.0.1:8100", token=...) as s:
 
 import logging
 
-from ._capabilities import Capabilities
+from ._capabilities import Capabilities, StatsForm
 from ._query import Query
 from ._resources.base import IdLike
 from ._resources.entities import Rerun
-from ._resources.outputs import Harvest, Harvested
+from ._resources.outputs import Harvest, Harvested, OutputOwner
 from ._session import Session
 from ._transfer.assets import BytesProgressCallback
 from ._transfer.batching import BatchLimits, ProgressCallback
-from ._transfer.download import DownloadSettings, UnsafePathError
+from ._transfer.download import DownloadSettings
 from ._transfer.exactly_once import BATCH_TAG, KEY_TAG
+from ._transfer.paths import UnsafePathError
 from ._transfer.upload import UploadSettings
 from ._waiting import WaitSettings, WaitStatus
 from .analyze import (
@@ -115,6 +116,7 @@ __all__ = [
     "NotFoundError",
     "OutcomeUnknownError",
     "OutputFileMetadata",
+    "OutputOwner",
     "Pipeline",
     "Policy",
     "Priority",
@@ -129,6 +131,7 @@ __all__ = [
     "Simulation",
     "SimulationFile",
     "SimulationState",
+    "StatsForm",
     "Suite",
     "TagOperationMode",
     "TransferError",

@@ -74,7 +74,7 @@ from ._resources.entities import (
     _BatchSaved,
     _JsonSaved,
 )
-from ._resources.outputs import Harvest, Harvested, Outputs, Target
+from ._resources.outputs import Harvest, Harvested, OutputOwner, Outputs
 from ._session import Session as AsyncSession
 from ._transfer.assets import BytesProgressCallback
 from ._transfer.batching import BatchLimits, ProgressCallback
@@ -505,7 +505,7 @@ class SyncOutputs:
     @_twin(Outputs.info)
     def info(
         self,
-        entity: Target,
+        entity: OutputOwner,
         paths: Iterable[str] | None = None,
         *,
         hpc_job: UUID | str | None = None,
@@ -513,7 +513,7 @@ class SyncOutputs:
         return self._loop.call(self._outputs.info, entity, paths, hpc_job=hpc_job)
 
     @_twin(Outputs.read)
-    def read(self, entity: Target, path: str) -> bytes:
+    def read(self, entity: OutputOwner, path: str) -> bytes:
         return self._loop.call(self._outputs.read, entity, path)
 
     @_twin(Outputs.read_listed)
@@ -521,17 +521,19 @@ class SyncOutputs:
         return self._loop.call(self._outputs.read_listed, meta)
 
     @_twin(Outputs.read_range)
-    def read_range(self, entity: Target, path: str, start: int, end: int | None = None) -> bytes:
+    def read_range(
+        self, entity: OutputOwner, path: str, start: int, end: int | None = None
+    ) -> bytes:
         return self._loop.call(self._outputs.read_range, entity, path, start, end)
 
     @_twin(Outputs.tail)
-    def tail(self, entity: Target, path: str, nbytes: int = 1024) -> str:
+    def tail(self, entity: OutputOwner, path: str, nbytes: int = 1024) -> str:
         return self._loop.call(self._outputs.tail, entity, path, nbytes)
 
     @_twin(Outputs.download)
     def download(
         self,
-        entity: Target,
+        entity: OutputOwner,
         paths: Iterable[str] | None,
         dest: str | PathLike[str],
         *,
@@ -580,7 +582,7 @@ class SyncOutputs:
     @_twin(Outputs.zip)
     def zip(
         self,
-        entity: Target,
+        entity: OutputOwner,
         paths: Iterable[str] | None,
         dest_file: str | PathLike[str],
         *,

@@ -17,7 +17,7 @@ import pytest
 import respx
 
 import comps_async as ca
-from comps_async._transfer.download import extract_zip_safely
+from comps_async._transfer.paths import extract_zip_safely
 from comps_async.local import FaultConfig, LocalComps
 from comps_async.pipeline import CallNext
 

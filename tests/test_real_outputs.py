@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 import comps_async as ca
-from comps_async._transfer.download import SCRATCH_DIR, scratch_path
+from comps_async._transfer.paths import SCRATCH_DIR
+from comps_async._transfer.scratch import scratch_path
 from comps_async.cli.main import _register, cli
 from comps_async.local import LocalComps
 

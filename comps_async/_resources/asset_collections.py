@@ -19,8 +19,9 @@ from .._responses import json_body
 from .._transfer.assets import BytesProgressCallback, upload_collection
 from .._transfer.batching import BatchLimits, BatchSaver
 from .._transfer.content import check_readable_file
-from .._transfer.download import Downloader, safe_join
+from .._transfer.download import Downloader
 from .._transfer.fingerprints import Hasher
+from .._transfer.paths import safe_join
 from .._transfer.upload import Uploader
 from ..models import AssetCollection, AssetCollectionFile
 from ..models._base import Tags

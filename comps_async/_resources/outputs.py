@@ -29,7 +29,8 @@ from .._concurrency import AdaptiveLimit, BoundedStream, Spawn, aiter_any, gathe
 from .._constants import DEFAULT_HARVEST_CONCURRENCY, MAX_READ_BYTES, MAX_ZIP_BYTES
 from .._query import Query
 from .._responses import json_body, json_list, read_model
-from .._transfer.download import Downloader, extract_zip_safely, safe_join
+from .._transfer.download import Downloader
+from .._transfer.paths import extract_zip_safely, safe_join
 from ..errors import ChecksumMismatchError, CompsError, MalformedResponseError, NotFoundError
 from ..models import Entity, Experiment, OutputFileMetadata, Simulation, SimulationState, WorkItem
 from .base import as_id
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from .entities import Simulations
     from .peers import Peers
 
-__all__ = ["MAX_ZIP_BYTES", "Harvest", "Harvested", "Listed", "Outputs"]
+__all__ = ["MAX_ZIP_BYTES", "Harvest", "Harvested", "Listed", "OutputOwner", "Outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ _NO_OUTPUT_STATES = frozenset(
     {SimulationState.Created, SimulationState.CommissionRequested, SimulationState.Provisioning}
 )
 
-Target = Simulation | WorkItem | UUID | str
+OutputOwner = Simulation | WorkItem | UUID | str  # what has outputs (by object or id)
 ItemT = TypeVar("ItemT", bound=Simulation | WorkItem)  # an item whose outputs are listed
 _HASH_ON_LOOP_BYTES = 256 << 10  # smaller contents are hashed faster than a thread hop
 
@@ -140,7 +141,7 @@ class Harvest:
         await self.aclose()
 
 
-def _target(entity: Target) -> tuple[str, UUID]:
+def _target(entity: OutputOwner) -> tuple[str, UUID]:
     if isinstance(entity, WorkItem):
         return "WorkItems", as_id(entity)
     if isinstance(entity, Simulation):
@@ -164,7 +165,7 @@ class Outputs:
 
     async def info(
         self,
-        entity: Target,
+        entity: OutputOwner,
         paths: Iterable[str] | None = None,
         *,
         hpc_job: UUID | str | None = None,
@@ -190,7 +191,7 @@ class Outputs:
             return listing
         return {path: _lookup(listing, path, entity_id) for path in paths}
 
-    async def read(self, entity: Target, path: str) -> bytes:
+    async def read(self, entity: OutputOwner, path: str) -> bytes:
         """The whole content of a small output file, verified like a download: nothing past its
         listed length is read (a server that sends more is cut there), its length and listed
         MD5 must match, and a file with no listed length may not exceed 256 MiB."""
@@ -232,7 +233,7 @@ class Outputs:
         return b"".join(pieces)
 
     async def read_range(
-        self, entity: Target, path: str, start: int, end: int | None = None
+        self, entity: OutputOwner, path: str, start: int, end: int | None = None
     ) -> bytes:
         """Bytes ``start..end`` (inclusive) of an output file; ``start < 0`` with no ``end``
         means the last ``-start`` bytes; ``end=None`` reads to the end (§10.4)."""
@@ -250,7 +251,7 @@ class Outputs:
         response = await self._requester.request("GET", _url(meta), headers={"Range": spec})
         return response.content
 
-    async def tail(self, entity: Target, path: str, nbytes: int = 1024) -> str:
+    async def tail(self, entity: OutputOwner, path: str, nbytes: int = 1024) -> str:
         """The last ``nbytes`` of a text file, cut at a UTF-8 character boundary."""
         if nbytes <= 0:
             raise ValueError("nbytes must be positive")
@@ -272,7 +273,7 @@ class Outputs:
 
     async def download(
         self,
-        entity: Target,
+        entity: OutputOwner,
         paths: Iterable[str] | None,
         dest: str | PathLike[str],
         *,
@@ -407,7 +408,7 @@ class Outputs:
 
     async def zip(
         self,
-        entity: Target,
+        entity: OutputOwner,
         paths: Iterable[str] | None,
         dest_file: str | PathLike[str],
         *,
