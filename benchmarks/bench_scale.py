@@ -258,7 +258,7 @@ async def bare_figures(url: str, token: str, count: int) -> dict[str, Any]:
     }
 
 
-def child(count: int, profile: str) -> None:
+def child(count: int, profile: str, harvest: bool = True) -> None:
     """One size, in a process of its own (its RSS is its own), against a fresh server."""
     with server_process() as server:
         apply_profile(server.url, server.token, profile)
@@ -266,7 +266,7 @@ def child(count: int, profile: str) -> None:
         figures["bare_aiohttp_floor"] = anyio.run(
             bare_figures, server.url, server.token, count, backend="asyncio"
         )
-        if count <= HARVEST_MAX:
+        if harvest and count <= HARVEST_MAX:
             experiment = figures["experiment_id"]
             finish_with_outputs(Path(server.data_dir), experiment)
             sdk = anyio.run(harvest_figures, server.url, server.token, experiment, count)
@@ -321,12 +321,16 @@ def main() -> None:
     parser.add_argument("--million", action="store_true", help="add 1,000,000 (long)")
     parser.add_argument("--chart", help="write a PNG chart here (needs matplotlib)")
     parser.add_argument("--profile", choices=PROFILES, default="loopback")
+    parser.add_argument("--no-harvest", action="store_true", help="save, iterate, stats only")
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.profile)
+        child(args.child, args.profile, harvest=not args.no_harvest)
         return
     sizes = [int(n) for n in args.sizes.split(",")] + ([1_000_000] if args.million else [])
-    by_size = {str(n): run_child(sys.argv[0], str(n), "--profile", args.profile) for n in sizes}
+    extra = ["--no-harvest"] if args.no_harvest else []
+    by_size = {
+        str(n): run_child(sys.argv[0], str(n), "--profile", args.profile, *extra) for n in sizes
+    }
     reference = by_size.get("10000")
     if reference is not None:
         for row in by_size.values():

@@ -5,7 +5,9 @@ grows with the number of simulations. (Sizes: ``benchmarks/bench_scale.py``.)"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -157,3 +159,41 @@ def deleted_rows(server: LocalComps, experiment: ca.Experiment) -> int:
         (str(experiment.id),),
     )
     return int(rows[0][0])
+
+
+def test_usage_is_summed_in_the_store_not_in_memory(tmp_path: Path) -> None:
+    """The dashboard samples usage every 30 s and Stats answer ``simulationusage``: both sum
+    the HPC jobs in one SQL aggregate per owner (a million jobs once cost the server a list of
+    a million objects per sample), to the millisecond."""
+    store = Store(tmp_path / "usage.sqlite3")
+    jobs = [  # owner, cores, start, end, output bytes
+        ("ann", 2, "2026-12-03T10:00:00.0000000Z", "2026-12-03T10:00:01.5000000Z", 100),
+        ("ann", 0, "2026-12-03T10:00:00.0000000Z", "2026-12-03T10:01:00.0000000Z", 50),
+        ("bob", 4, "2026-12-03T10:00:00.0000000Z", None, 7),  # still running: no time yet
+    ]
+
+    def insert(conn: Any) -> None:
+        for index, (owner, cores, start, end, size) in enumerate(jobs):
+            sim = f"sim-{index}"
+            conn.execute(
+                "INSERT INTO entities (kind, id, parent_id, owner, name, state, deleted, doc, "
+                "date_created, last_modified) VALUES ('Simulation', ?, 'exp', ?, 's', "
+                "'Succeeded', 0, '{}', '', '')",
+                (sim, owner),
+            )
+            doc = {"StartTime": start, "EndTime": end, "OutputDirectorySize": size}
+            doc["Configuration"] = {"MinCores": cores}
+            conn.execute(
+                "INSERT INTO hpc_jobs (id, entity_id, doc) VALUES (?, ?, ?)",
+                (f"job-{index}", sim, json.dumps(doc)),
+            )
+
+    store.run(insert)
+    with store.statements() as seen:
+        usage = store.usage_by_owner()
+    assert len([sql for sql in seen if "hpc_jobs" in sql]) == 1
+    ann, bob = usage["ann"], usage["bob"]
+    assert (ann.jobs, ann.min_cores, ann.max_cores, ann.output_bytes) == (2, 1, 2, 150)
+    assert ann.core_seconds == pytest.approx(2 * 1.5 + 1 * 60, abs=0.01)
+    assert (bob.jobs, bob.core_seconds, bob.output_bytes) == (1, 0.0, 7)
+    assert store.usage_by_owner("another-experiment") == {}

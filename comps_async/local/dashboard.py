@@ -37,10 +37,8 @@ def snapshot(store: Store) -> dict[str, Any]:
     for owner, state, count in store.simulation_counts():
         by_state[state] = by_state.get(state, 0) + count
         per_owner.setdefault(owner, {})[state] = count
-    jobs = store.job_usage()
-    home: dict[str, int] = {}
-    for job in jobs:
-        home[job.owner] = home.get(job.owner, 0) + job.output_bytes
+    usage = store.usage_by_owner()
+    home = {owner: used.output_bytes for owner, used in usage.items()}
     outputs = sum(home.values())
     processed = sum(by_state.get(s, 0) for s in DONE_STATES)
     workflows = store.work_item_counts()
@@ -49,7 +47,7 @@ def snapshot(store: Store) -> dict[str, Any]:
         "queued": sum(by_state.get(s, 0) for s in QUEUED_STATES),
         "running": by_state.get("Running", 0),
         "workflows_processing": sum(n for s, n in workflows.items() if s not in WORKFLOW_DONE),
-        "core_hours": round(sum(j.cores * j.seconds for j in jobs) / 3600, 6),
+        "core_hours": round(sum(u.core_seconds for u in usage.values()) / 3600, 6),
         "home_disk_bytes": home,  # per owner: the page shows its user's
         "cluster_disk_bytes": outputs + store.asset_bytes(),
         "processed_by_owner": {

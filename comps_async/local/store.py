@@ -25,17 +25,14 @@ __all__ = ["KINDS", "BadRequest", "Conflict", "EntityKind", "NotFound", "Store"]
 
 
 @dataclass(frozen=True)
-class JobUsage:
-    """One HPC job as the dashboard counts it."""
+class Usage:
+    """The HPC jobs of one owner's simulations, as the dashboard and Stats count them."""
 
-    owner: str
-    cores: int
-    seconds: float
+    jobs: int
+    min_cores: int
+    max_cores: int
+    core_seconds: float
     output_bytes: int
-
-
-def _instant(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 T = TypeVar("T")
@@ -523,26 +520,29 @@ class Store:
         )
         return {str(r[0]): int(r[1]) for r in rows}
 
-    def job_usage(self, experiment_id: str | None = None) -> list[JobUsage]:
-        """Cores, run time and output size of every HPC job (of one experiment's simulations),
-        with the owner of its simulation."""
+    def usage_by_owner(self, experiment_id: str | None = None) -> dict[str, Usage]:
+        """The HPC jobs (of one experiment's simulations) summed per owner in SQL, so that a
+        million jobs cost the server no memory (run time to the millisecond: SQLite reads three
+        fractional digits)."""
+        cores = "COALESCE(NULLIF(json_extract(j.doc, '$.Configuration.MinCores'), 0), 1)"
+        seconds = (
+            "MAX(0.0, COALESCE((julianday(json_extract(j.doc, '$.EndTime')) - "
+            "julianday(json_extract(j.doc, '$.StartTime'))) * 86400.0, 0.0))"
+        )
         sql = (
-            "SELECT e.owner, j.doc FROM hpc_jobs j JOIN entities e ON e.id = j.entity_id "
-            "WHERE e.deleted = 0"
+            f"SELECT e.owner, COUNT(*), MIN({cores}), MAX({cores}), SUM({cores} * {seconds}), "
+            "SUM(COALESCE(json_extract(j.doc, '$.OutputDirectorySize'), 0)) "
+            "FROM hpc_jobs j JOIN entities e ON e.id = j.entity_id WHERE e.deleted = 0"
         )
         args: list[Any] = []
         if experiment_id is not None:
             sql += " AND e.parent_id = ?"
             args.append(experiment_id)
-        usage = []
-        for owner, doc in self.query(sql, args):
-            job = json.loads(doc)
-            start, end = job.get("StartTime"), job.get("EndTime")
-            seconds = (_instant(end) - _instant(start)).total_seconds() if start and end else 0.0
-            cores = int((job.get("Configuration") or {}).get("MinCores") or 1)
-            size = int(job.get("OutputDirectorySize") or 0)
-            usage.append(JobUsage(str(owner), cores, max(seconds, 0.0), size))
-        return usage
+        rows = self.query(sql + " GROUP BY e.owner", args)
+        return {
+            str(owner): Usage(int(n), int(low), int(high), float(core_s or 0), int(size or 0))
+            for owner, n, low, high, core_s, size in rows
+        }
 
     def asset_bytes(self) -> int:
         """Bytes of distinct content referenced by entities' files (the blob store in use)."""

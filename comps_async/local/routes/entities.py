@@ -206,13 +206,12 @@ class EntityRoutes:
         if "simulationstatecount" in lowered:
             out["SimulationStateCount"] = counts
         if "simulationusage" in lowered and kind.name == "Experiment":
-            jobs = await self.state.db(self.state.store.job_usage, entity_id)
-            cores = [j.cores for j in jobs]
+            usage = (await self.state.db(self.state.store.usage_by_owner, entity_id)).values()
             out["SimulationUsage"] = {
-                "MaxCores": max(cores, default=0),
-                "MinCores": min(cores, default=0),
-                "TotalCoreTimeUsage": sum(j.cores * j.seconds for j in jobs),  # core seconds
-                "TotalDiskUsage": sum(j.output_bytes for j in jobs),
+                "MaxCores": max((u.max_cores for u in usage), default=0),
+                "MinCores": min((u.min_cores for u in usage), default=0),
+                "TotalCoreTimeUsage": sum(u.core_seconds for u in usage),  # core seconds
+                "TotalDiskUsage": sum(u.output_bytes for u in usage),
             }
         return out
 
