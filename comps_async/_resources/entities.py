@@ -94,7 +94,9 @@ class _JsonSaved(StatefulResource[J]):
         entity_id = str(as_id(entity))
         known: dict[StatsForm, tuple[str, dict[str, str]]] = self.stats_forms(entity_id)
         answering: list[StatsForm] = self._requester.capabilities.stats_forms  # doctor's/learned
-        names: list[StatsForm] = [*answering[:1], *(f for f in known if f not in answering[:1])]
+        # The form this host is known to answer, alone (a 404 then means no such entity);
+        # until one is known, each form in turn.
+        names: list[StatsForm] = answering[:1] or list(known)
         for index, answered in enumerate(names):
             path, params = known[answered]
             try:
