@@ -38,6 +38,7 @@ from ._resources import (
 )
 from ._resources import environments as _environments
 from ._resources.outputs import Outputs
+from ._resources.peers import resource_of
 from ._transfer.download import Downloader, DownloadSettings
 from ._transfer.fingerprints import FingerprintCache, Hasher, default_cache_path
 from ._transfer.upload import Uploader, UploadSettings
@@ -45,7 +46,7 @@ from ._transports import default_transport
 from ._waiting import WaitSettings, WaitStatus, watch
 from .analyze import Analysis, AnalyzedItem, Analyzer, Source
 from .auth import CredentialPrompt, Credentials, TokenManager, console_prompt, interactive
-from .models import Entity, entity_type
+from .models import Entity
 from .pipeline import Policy
 from .policies.auth import AuthPolicy
 from .policies.concurrency import ConcurrencyPolicy
@@ -257,14 +258,7 @@ class Session:
 
     def resource(self, entity: str | type[Entity]) -> EntityResource[Any]:
         """The resource of an entity type: ``"Simulation"``, ``"Simulations"`` or the class."""
-        resources: dict[str, EntityResource[Any]] = {
-            "Suite": self.suites,
-            "Experiment": self.experiments,
-            "Simulation": self.simulations,
-            "WorkItem": self.work_items,
-            "AssetCollection": self.asset_collections,
-        }
-        return resources[entity_type(entity).__name__]
+        return resource_of(self, entity)
 
     # --- waiting ---------------------------------------------------------------------------------
 

@@ -25,13 +25,15 @@ from ..models import (
     WorkItem,
     entity_type,
 )
-from .base import EntityResource, IdLike, StatefulResource, as_id
+from .base import IdLike, StatefulResource, as_id
 
 if TYPE_CHECKING:
     from .._requester import Requester
     from .._transfer.fingerprints import Hasher
     from .._transfer.upload import Uploader
     from .peers import Peers
+
+from .peers import resource_of
 
 __all__ = ["Experiments", "Simulations", "Suites", "WorkItems"]
 
@@ -381,6 +383,6 @@ class WorkItems(_BatchSaved[WorkItem]):
             )
         result: dict[str, list[Entity]] = {}
         for type_name, ids in by_type.items():
-            resource: EntityResource[Any] = self._peers.resource(type_name)
+            resource = resource_of(self._peers, type_name)
             result[type_name] = list(await resource.get_many(ids))
         return result

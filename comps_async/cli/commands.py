@@ -21,6 +21,7 @@ from rich.table import Table
 
 from .._query import Query
 from .._resources.asset_collections import DEFAULT_EXCLUDE, files_from_dir
+from .._resources.base import StatefulResource
 from .._responses import json_list
 from .._session import Session
 from .._waiting import WaitStatus
@@ -54,6 +55,17 @@ _RESOURCE = {
 }
 
 
+def _stateful(session: Session, entity_type: str) -> StatefulResource[Any]:
+    """The session's resource for a command-line entity type (``simulation``, ``workitem``, …)."""
+    resources: dict[str, StatefulResource[Any]] = {
+        "simulation": session.simulations,
+        "experiment": session.experiments,
+        "suite": session.suites,
+        "workitem": session.work_items,
+    }
+    return resources[entity_type.lower()]
+
+
 async def _current_user(session: Session) -> str:
     token = await session.tokens.token()
     try:
@@ -64,20 +76,21 @@ async def _current_user(session: Session) -> str:
 
 async def _resolve(session: Session, entity_type: str, entity_id: str) -> Entity:
     """The entity for an id, or the newest of the current user's for ``latest``."""
-    resource = session.resource(_RESOURCE[entity_type.lower()])
+    resource = _stateful(session, entity_type)
     if entity_id.lower() != "latest":
         try:
-            return await resource.get(entity_id)  # type: ignore[no-any-return]
+            entity: Entity = await resource.get(entity_id)
+            return entity
         except NotFoundError:
             raise NotFoundError(
                 404, f"no {entity_type} with id {entity_id} (is it another entity type?)"
             ) from None
     user = await _current_user(session)
     query = Query().where([f"owner={user}"]).orderby("date_created desc").count(1)
-    found = await resource.list(query)
-    if not found:
+    newest: list[Entity] = await resource.list(query)
+    if not newest:
         raise NotFoundError(404, f"{user} has no {entity_type}s")
-    return found[0]  # type: ignore[no-any-return]
+    return newest[0]
 
 
 # --- login -------------------------------------------------------------------------------------
@@ -415,10 +428,10 @@ async def cleanup(
             filters.append(f"date_created<{cutoff:%Y-%m-%dT%H:%M:%S}")
         if name_contains:
             filters.append(f"name~{name_contains}")
-        resource = session.resource(_RESOURCE[entity_type])
+        resource = _stateful(session, entity_type)
         found = await resource.list(Query().select(["id", "name", "date_created"]).where(filters))
         if execute and found:
-            await resource.delete(found, expire_now=expire_now)  # type: ignore[attr-defined]
+            await resource.delete(found, expire_now=expire_now)
     rows = [{"id": str(e.id), "name": e.name, "date_created": str(e.date_created)} for e in found]
     if as_json:
         emit({"deleted" if execute else "would_delete": rows}, True, "")
