@@ -16,6 +16,7 @@ import pytest
 import comps_async as ca
 from comps_async._concurrency import for_each_bounded
 from comps_async.local import LocalComps
+from comps_async.local.jobs import Jobs
 from comps_async.local.store import Store
 
 from helpers import PeakInFlight
@@ -190,10 +191,10 @@ def test_usage_is_summed_in_the_store_not_in_memory(tmp_path: Path) -> None:
 
     store.run(insert)
     with store.statements() as seen:
-        usage = store.usage_by_owner()
+        usage = Jobs(store).usage_by_owner()
     assert len([sql for sql in seen if "hpc_jobs" in sql]) == 1
     ann, bob = usage["ann"], usage["bob"]
     assert (ann.jobs, ann.min_cores, ann.max_cores, ann.output_bytes) == (2, 1, 2, 150)
     assert ann.core_seconds == pytest.approx(2 * 1.5 + 1 * 60, abs=0.01)
     assert (bob.jobs, bob.core_seconds, bob.output_bytes) == (1, 0.0, 7)
-    assert store.usage_by_owner("another-experiment") == {}
+    assert Jobs(store).usage_by_owner("another-experiment") == {}

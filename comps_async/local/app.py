@@ -17,6 +17,7 @@ from .routes.control import ControlRoutes
 from .routes.dashboard import DashboardRoutes
 from .routes.entities import EntityRoutes
 from .routes.files import FileRoutes
+from .routes.lifecycle import LifecycleRoutes
 from .web import Route, guarded
 
 __all__ = ["build_app"]
@@ -29,6 +30,7 @@ def build_app(
     dashboard: DashboardRoutes,
     control: ControlRoutes,
     entities: EntityRoutes,
+    lifecycle: LifecycleRoutes,
     files: FileRoutes,
 ) -> Starlette:
     """The ASGI app over the route groups (each built with its own collaborators)."""
@@ -48,25 +50,25 @@ def build_app(
         Route("/api/upload/{md5}", a(files.upload_chunk), methods=["POST"]),
         Route("/api/ZipAssets", a(files.zip_assets), methods=["POST"]),
         Route(
-            "/api/WorkItems/RelatedEntityId/{id}/Type/{type}", a(entities.parents), methods=["GET"]
+            "/api/WorkItems/RelatedEntityId/{id}/Type/{type}", a(lifecycle.parents), methods=["GET"]
         ),
         Route(
             "/api/WorkItems/RelatedEntityId/{id}/Type/{type}/Relation/{relation}",
-            a(entities.parents),
+            a(lifecycle.parents),
             methods=["GET"],
         ),
-        Route("/api/WorkItems/{id}/Related", a(entities.related), methods=["GET"]),
+        Route("/api/WorkItems/{id}/Related", a(lifecycle.related), methods=["GET"]),
         Route(
             "/api/WorkItems/{id}/Related/{relation}/{type}/{related_id}",
-            a(entities.add_related),
+            a(lifecycle.add_related),
             methods=["POST"],
         ),
         Route("/api/{plural}", a(entities.list_entities), methods=["GET"]),
         Route("/api/{plural}", a(entities.save_entities), methods=["POST"]),
         Route("/api/{plural}/{id}", a(entities.get_entity), methods=["GET"]),
-        Route("/api/{plural}/{id}", a(entities.delete_entity), methods=["DELETE"]),
-        Route("/api/{plural}/{id}/tags", a(entities.tags), methods=["POST"]),
-        Route("/api/{plural}/{id}/State/{state}", a(entities.change_state), methods=["PUT"]),
+        Route("/api/{plural}/{id}", a(lifecycle.delete_entity), methods=["DELETE"]),
+        Route("/api/{plural}/{id}/tags", a(lifecycle.tags), methods=["POST"]),
+        Route("/api/{plural}/{id}/State/{state}", a(lifecycle.change_state), methods=["PUT"]),
         Route("/api/{plural}/{id}/Stats", a(entities.stats), methods=["GET"]),
         Route("/asset/{plural}/{id}/Output", a(files.list_outputs), methods=["GET"]),
         Route("/asset/{plural}/{id}/Output", a(files.zip_outputs), methods=["POST"]),

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from .jobs import Jobs
 from .store import Store
 
 __all__ = ["ACTIVE_STATES", "NODE_GROUP", "PAGE", "History", "snapshot"]
@@ -37,7 +38,7 @@ def snapshot(store: Store) -> dict[str, Any]:
     for owner, state, count in store.simulation_counts():
         by_state[state] = by_state.get(state, 0) + count
         per_owner.setdefault(owner, {})[state] = count
-    usage = store.usage_by_owner()
+    usage = Jobs(store).usage_by_owner()
     home = {owner: used.output_bytes for owner, used in usage.items()}
     outputs = sum(home.values())
     processed = sum(by_state.get(s, 0) for s in DONE_STATES)

@@ -62,7 +62,7 @@ class Runner:
     async def run_forever(self) -> None:
         """The scheduling loop; cancel the enclosing scope to stop it."""
         self._wake = anyio.Event()
-        await self.state.db(self._requeue_orphans)
+        await self.state.db(self.state.jobs.requeue_orphans)
         async with anyio.create_task_group() as tg:
             while True:
                 await self._cancel_requested()
@@ -97,35 +97,11 @@ class Runner:
 
     # --- scheduling (blocking, in worker threads) --------------------------------------------
 
-    def _requeue_orphans(self) -> None:
-        # Jobs that were running when the server stopped run again after a restart.
-        self.store.run(
-            lambda conn: conn.execute(
-                "UPDATE entities SET state = 'CommissionRequested' WHERE deleted = 0 AND state IN "
-                "('Provisioning', 'Commissioned', 'Running', 'Retry', 'Validating')"
-            )
-        )
-
     def _claim(self, limit: int) -> list[tuple[str, str]]:
-        def tx(conn: Any) -> list[tuple[str, str]]:
-            rows = conn.execute(
-                "SELECT kind, id FROM entities WHERE deleted = 0 AND state = "
-                "'CommissionRequested' AND kind IN ('Simulation', 'WorkItem') ORDER BY seq "
-                "LIMIT ?",
-                (limit,),
-            ).fetchall()
-            for row in rows:
-                new = "Provisioning" if row[0] == "Simulation" else "Commissioned"
-                conn.execute(
-                    "UPDATE entities SET state = ?, last_modified = ? WHERE id = ?",
-                    (new, now_wire(), row[1]),
-                )
-            return [(r[0], r[1]) for r in rows]
-
-        return self.store.run(tx)
+        return self.state.jobs.claim(limit, now_wire())
 
     async def _cancel_requested(self) -> None:
-        for entity_id in await self.state.db(self.store.runnable_ids_in, "CancelRequested"):
+        for entity_id in await self.state.db(self.state.jobs.runnable_ids_in, "CancelRequested"):
             scope = self._running.get(entity_id)
             if scope is not None:
                 scope.cancel()
@@ -133,25 +109,10 @@ class Runner:
                 await self.state.db(self._set_state, entity_id, "Canceled", None)
 
     def _set_state(self, entity_id: str, state: str, error: str | None) -> None:
-        def tx(conn: Any) -> None:
-            row = conn.execute("SELECT doc FROM entities WHERE id = ?", (entity_id,)).fetchone()
-            doc = json.loads(row[0]) | {"ErrorMessage": error}
-            conn.execute(
-                "UPDATE entities SET state = ?, doc = ?, last_modified = ? WHERE id = ?",
-                (state, json.dumps(doc), now_wire(), entity_id),
-            )
-
-        self.store.run(tx)
+        self.state.jobs.set_state(entity_id, state, error, now_wire())
 
     def _update_job(self, job_id: str, changes: dict[str, Any]) -> None:
-        def tx(conn: Any) -> None:
-            row = conn.execute("SELECT doc FROM hpc_jobs WHERE id = ?", (job_id,)).fetchone()
-            conn.execute(
-                "UPDATE hpc_jobs SET doc = ? WHERE id = ?",
-                (json.dumps(json.loads(row[0]) | changes), job_id),
-            )
-
-        self.store.run(tx)
+        self.state.jobs.update(job_id, changes)
 
     # --- simulations ---------------------------------------------------------------------------
 
@@ -214,7 +175,7 @@ class Runner:
             launched = exc
         job = {
             "Id": job_id,
-            "JobId": self.store.query("SELECT COUNT(*) FROM hpc_jobs")[0][0] + 1,
+            "JobId": self.state.jobs.count() + 1,
             "JobState": "Queued",
             "Priority": config.get("Priority") or "Normal",
             "WorkingDirectory": str(workdir),
@@ -225,12 +186,7 @@ class Runner:
             "ErrorMessage": None,
             "Configuration": config,
         }
-        self.store.run(
-            lambda conn: conn.execute(
-                "INSERT INTO hpc_jobs (id, entity_id, doc) VALUES (?,?,?)",
-                (job_id, sim_id, json.dumps(job)),
-            )
-        )
+        self.state.jobs.add(job_id, sim_id, job)
         return job_id, workdir, config, launched
 
     def _materialise(
@@ -256,10 +212,7 @@ class Runner:
         return files
 
     def _files(self, entity_id: str) -> list[tuple[int, str, int, dict[str, Any]]]:
-        rows = self.store.query(
-            "SELECT ord, md5, length, doc FROM files WHERE entity_id = ? ORDER BY ord", (entity_id,)
-        )
-        return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+        return self.store.files_of(entity_id)
 
     def _job_environment(
         self,
@@ -342,9 +295,7 @@ class Runner:
             size = path.stat().st_size
             total += size
             rows.append((job_id, path.relative_to(workdir).as_posix(), size, digest.hexdigest()))
-        self.store.run(
-            lambda conn: conn.executemany("INSERT OR REPLACE INTO outputs VALUES (?,?,?,?)", rows)
-        )
+        self.state.jobs.record_outputs(rows)
         return total
 
     # --- work items ----------------------------------------------------------------------------
@@ -379,11 +330,7 @@ class Runner:
             launched = exc
         doc["WorkingDirectory"] = str(workdir)
         doc["HostName"] = "localhost"
-        self.store.run(
-            lambda conn: conn.execute(
-                "UPDATE entities SET doc = ? WHERE id = ?", (json.dumps(doc), wi_id)
-            )
-        )
+        self.state.jobs.set_document(wi_id, doc)
         return workdir, launched
 
 

@@ -34,6 +34,7 @@ from .routes.control import ControlRoutes
 from .routes.dashboard import DashboardRoutes
 from .routes.entities import EntityRoutes
 from .routes.files import FileRoutes
+from .routes.lifecycle import LifecycleRoutes
 from .runner import Runner
 from .state import Compat, ServerLimits, ServerState
 from .store import Store
@@ -124,7 +125,8 @@ class LocalComps:
             accounts=AuthRoutes(self.state),
             dashboard=DashboardRoutes(self.state, self.history),
             control=ControlRoutes(self.faults),
-            entities=EntityRoutes(self.state, on_commission=self.runner.wake),
+            entities=EntityRoutes(self.state),
+            lifecycle=LifecycleRoutes(self.state, on_commission=self.runner.wake),
             files=FileRoutes(self.state),
         )
         # Faults outside the app; the recorder outermost, so it sees what clients sent.

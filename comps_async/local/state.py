@@ -13,6 +13,8 @@ import anyio.to_thread
 
 from .auth import UserDirectory
 from .blobs import BlobStore
+from .jobs import Jobs
+from .lifecycle import Lifecycle
 from .store import Store
 
 __all__ = ["Compat", "ServerLimits", "ServerState"]
@@ -55,7 +57,9 @@ class ServerState:
     """The shared state of one server; route modules receive it, never each other."""
 
     data_dir: Path
-    store: Store
+    store: Store  # entities, files, tags; and over it, the SQL of jobs and of state changes:
+    jobs: Jobs = field(init=False)
+    lifecycle: Lifecycle = field(init=False)
     blobs: BlobStore
     users: UserDirectory
     limits: ServerLimits = field(default_factory=ServerLimits)
@@ -69,6 +73,10 @@ class ServerState:
     # Blob hashing and writing gets threads of its own, so that sqlite work is never queued
     # behind a large upload.
     _blob_io: anyio.CapacityLimiter | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.jobs = Jobs(self.store)
+        self.lifecycle = Lifecycle(self.store)
 
     async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run blocking store work off the event loop."""

@@ -24,17 +24,6 @@ from ..models import format_wire_datetime
 __all__ = ["KINDS", "BadRequest", "Conflict", "EntityKind", "NotFound", "Store"]
 
 
-@dataclass(frozen=True)
-class Usage:
-    """The HPC jobs of one owner's simulations, as the dashboard and Stats count them."""
-
-    jobs: int
-    min_cores: int
-    max_cores: int
-    core_seconds: float
-    output_bytes: int
-
-
 T = TypeVar("T")
 
 
@@ -441,25 +430,6 @@ class Store:
                     out[r[0]]["HPCJobs"].append(json.loads(r[1]))
         return out
 
-    def latest_job(self, entity_id: str) -> dict[str, Any] | None:
-        """The newest HPC job of a simulation."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT doc FROM hpc_jobs WHERE entity_id = ? ORDER BY seq DESC LIMIT 1",
-                (entity_id,),
-            ).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
-
-    def job(self, job_id: str) -> tuple[str, dict[str, Any]]:
-        """(entity id, job document) of an HPC job."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT entity_id, doc FROM hpc_jobs WHERE id = ?", (job_id,)
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"no HPC job {job_id}")
-        return row[0], json.loads(row[1])
-
     def effective_configuration(self, kind: EntityKind, row: Any) -> dict[str, Any] | None:
         """Configuration merged Suite -> Experiment -> Simulation (``coalesceconfig``)."""
         chain = [json.loads(row["configuration"] or "{}")]
@@ -494,14 +464,6 @@ class Store:
         )
         return {r[0]: r[1] for r in rows}
 
-    def output_md5s(self, job_id: str) -> dict[str, tuple[int, str]]:
-        """Indexed outputs of a finished job: path -> (length, md5)."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT path, length, md5 FROM outputs WHERE job_id = ?", (job_id,)
-            ).fetchall()
-        return {r[0]: (r[1], r[2]) for r in rows}
-
     # --- what the dashboard and the metrics routes ask ----------------------------------------
 
     def simulation_counts(self) -> list[tuple[str, str, int]]:
@@ -520,29 +482,12 @@ class Store:
         )
         return {str(r[0]): int(r[1]) for r in rows}
 
-    def usage_by_owner(self, experiment_id: str | None = None) -> dict[str, Usage]:
-        """The HPC jobs (of one experiment's simulations) summed per owner in SQL, so that a
-        million jobs cost the server no memory (run time to the millisecond: SQLite reads three
-        fractional digits)."""
-        cores = "COALESCE(NULLIF(json_extract(j.doc, '$.Configuration.MinCores'), 0), 1)"
-        seconds = (
-            "MAX(0.0, COALESCE((julianday(json_extract(j.doc, '$.EndTime')) - "
-            "julianday(json_extract(j.doc, '$.StartTime'))) * 86400.0, 0.0))"
+    def files_of(self, entity_id: str) -> list[tuple[int, str, int, dict[str, Any]]]:
+        """(position, md5, length, file document) of an entity's files, in order."""
+        rows = self.query(
+            "SELECT ord, md5, length, doc FROM files WHERE entity_id = ? ORDER BY ord", (entity_id,)
         )
-        sql = (
-            f"SELECT e.owner, COUNT(*), MIN({cores}), MAX({cores}), SUM({cores} * {seconds}), "
-            "SUM(COALESCE(json_extract(j.doc, '$.OutputDirectorySize'), 0)) "
-            "FROM hpc_jobs j JOIN entities e ON e.id = j.entity_id WHERE e.deleted = 0"
-        )
-        args: list[Any] = []
-        if experiment_id is not None:
-            sql += " AND e.parent_id = ?"
-            args.append(experiment_id)
-        rows = self.query(sql + " GROUP BY e.owner", args)
-        return {
-            str(owner): Usage(int(n), int(low), int(high), float(core_s or 0), int(size or 0))
-            for owner, n, low, high, core_s, size in rows
-        }
+        return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
     def asset_bytes(self) -> int:
         """Bytes of distinct content referenced by entities' files (the blob store in use)."""
@@ -583,15 +528,6 @@ class Store:
             bucket["FirstCreateTime"] = min(bucket["FirstCreateTime"], first)
             bucket["LastCreateTime"] = max(bucket["LastCreateTime"], last)
         return list(buckets.values())
-
-    def runnable_ids_in(self, state: str) -> list[str]:
-        """Ids of the simulations and work items in ``state`` (from the (kind, state) index:
-        the runner asks every tick, whatever the number of rows)."""
-        rows = self.query(
-            "SELECT id FROM entities WHERE kind IN ('Simulation', 'WorkItem') AND state = ?",
-            (state,),
-        )
-        return [str(r[0]) for r in rows]
 
     @contextmanager
     def statements(self) -> Iterator[list[str]]:
@@ -653,6 +589,31 @@ class Store:
         Store.write_tags(conn, entity_id, tags or {}, "Replace")
         Store.add_files(conn, entity_id, files)
         return entity_id
+
+    @staticmethod
+    def update_entity(
+        conn: sqlite3.Connection,
+        entity_id: str,
+        *,
+        name: str | None,
+        doc: dict[str, Any],
+        configuration: dict[str, Any] | None,
+        parent_id: str | None = None,
+    ) -> None:
+        """An update: the document replaced, the name, configuration and parent when given."""
+        conn.execute(
+            "UPDATE entities SET doc = ?, last_modified = ?, name = COALESCE(?, name), "
+            "configuration = COALESCE(?, configuration), parent_id = COALESCE(?, parent_id) "
+            "WHERE id = ?",
+            (
+                json.dumps(doc),
+                now_wire(),
+                name,
+                json.dumps(configuration) if configuration is not None else None,
+                parent_id,
+                entity_id,
+            ),
+        )
 
     @staticmethod
     def add_files(

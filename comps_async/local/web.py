@@ -118,6 +118,15 @@ def choice(value: str, choices: tuple[str, ...], what: str) -> str:
     raise BadRequest(f"{what} must be one of {', '.join(choices)}")
 
 
+def tags_object(value: Any) -> dict[str, Any]:
+    """A request's ``Tags``: a JSON object, or none."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest("Tags must be a JSON object")
+    return value
+
+
 def first_error(group: BaseException) -> BaseException:
     """The first leaf of an exception group (task groups wrap a single failure)."""
     while isinstance(group, BaseExceptionGroup) and group.exceptions:

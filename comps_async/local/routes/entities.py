@@ -7,7 +7,6 @@ import json
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -21,19 +20,14 @@ from ..auth import User
 from ..multipart import Part, iter_parts
 from ..state import ServerState
 from ..store import (
-    ACTIVE_SIM_STATES,
-    ACTIVE_WI_STATES,
     KINDS,
     BadRequest,
-    Conflict,
     EntityKind,
     NotFound,
     Store,
-    now_wire,
     parse_uuid,
 )
 from ..web import (
-    choice,
     csv,
     error_response,
     first_error,
@@ -43,6 +37,7 @@ from ..web import (
     params,
     safe_name,
     safe_relative,
+    tags_object,
     truthy,
 )
 
@@ -50,7 +45,6 @@ __all__ = ["EntityRoutes"]
 
 logger = logging.getLogger(__name__)
 
-_COMMISSIONABLE = {"Suite", "Experiment", "Simulation", "WorkItem"}
 # File parts of one save request being verified and stored at once; the parser waits beyond
 # that, so a request holds at most this many parts in memory.
 _PARTS_STORED_AT_ONCE = 4
@@ -58,11 +52,10 @@ _PARTS_STORED_AT_ONCE = 4
 
 @dataclass
 class EntityRoutes:
-    """Reads and writes of suites, experiments, simulations, work items and collections;
-    ``on_commission`` wakes the runner."""
+    """Reads and saves of suites, experiments, simulations, work items and collections (what
+    changes their state or existence: ``lifecycle.py``)."""
 
     state: ServerState
-    on_commission: Callable[[], None] = lambda: None
 
     async def list_entities(self, request: Request) -> Response:
         kind = kind_of(request.path_params["plural"])
@@ -206,7 +199,7 @@ class EntityRoutes:
         if "simulationstatecount" in lowered:
             out["SimulationStateCount"] = counts
         if "simulationusage" in lowered and kind.name == "Experiment":
-            usage = (await self.state.db(self.state.store.usage_by_owner, entity_id)).values()
+            usage = (await self.state.db(self.state.jobs.usage_by_owner, entity_id)).values()
             out["SimulationUsage"] = {
                 "MaxCores": max((u.max_cores for u in usage), default=0),
                 "MinCores": min((u.min_cores for u in usage), default=0),
@@ -295,17 +288,13 @@ class EntityRoutes:
                 if item.get("Id"):
                     entity_id = parse_uuid(item["Id"])
                     row = self.state.store.get(kind, entity_id)
-                    doc = _merged(json.loads(row["doc"]), _sent(item, "Description"))
-                    sets = ["doc = ?", "last_modified = ?", "name = COALESCE(?, name)"]
-                    args: list[Any] = [json.dumps(doc), now_wire(), item.get("Name")]
-                    if config is not None:
-                        sets.append("configuration = ?")
-                        args.append(json.dumps(_merged(_stored_config(row), config)))
-                    if parent:
-                        sets.append("parent_id = ?")
-                        args.append(parent)
-                    conn.execute(
-                        f"UPDATE entities SET {', '.join(sets)} WHERE id = ?", [*args, entity_id]
+                    Store.update_entity(
+                        conn,
+                        entity_id,
+                        name=item.get("Name"),
+                        doc=_merged(json.loads(row["doc"]), _sent(item, "Description")),
+                        configuration=_merged(_stored_config(row), config) if config else None,
+                        parent_id=parent or None,
                     )
                     ids.append(entity_id)
                     continue
@@ -322,7 +311,7 @@ class EntityRoutes:
                         state=None,
                         doc=doc,
                         configuration=config,
-                        tags=_tags(item.get("Tags")),
+                        tags=tags_object(item.get("Tags")),
                     )
                 )
             return ids
@@ -377,7 +366,7 @@ class EntityRoutes:
     def _create_multipart(
         self, conn: Any, kind: EntityKind, item: dict[str, Any], files: list[Any], owner: str
     ) -> str:
-        tags = _tags(item.get("Tags"))
+        tags = tags_object(item.get("Tags"))
         if kind.name == "AssetCollection":
             return Store.insert_entity(
                 conn,
@@ -445,18 +434,13 @@ class EntityRoutes:
             raise BadRequest("asset collections are immutable once saved (tags aside)")
         entity_id = parse_uuid(item["Id"])
         row = self.state.store.get(kind, entity_id)
-        doc = _merged(json.loads(row["doc"]), _sent(item, "Description"))
         config = self._config(item.get("Configuration"))
-        conn.execute(
-            "UPDATE entities SET name = COALESCE(?, name), doc = ?, last_modified = ?, "
-            "configuration = COALESCE(?, configuration) WHERE id = ?",
-            (
-                item.get("Name"),
-                json.dumps(doc),
-                now_wire(),
-                json.dumps(_merged(_stored_config(row), config)) if config else None,
-                entity_id,
-            ),
+        Store.update_entity(
+            conn,
+            entity_id,
+            name=item.get("Name"),
+            doc=_merged(json.loads(row["doc"]), _sent(item, "Description")),
+            configuration=_merged(_stored_config(row), config) if config else None,
         )
         Store.add_files(conn, entity_id, files)
         return entity_id
@@ -478,186 +462,6 @@ class EntityRoutes:
                 f"Invalid environment '{name}': this server offers {', '.join(offered)}"
             )
 
-    async def tags(self, request: Request) -> Response:
-        kind = kind_of(request.path_params["plural"])
-        entity_id = parse_uuid(request.path_params["id"])
-        body = await json_body(request)
-        mode = str(body.get("OperationMode", "Merge"))
-        if mode not in ("Merge", "Replace", "Delete"):
-            raise BadRequest("OperationMode must be Merge, Replace or Delete")
-        tags = _tags(body.get("Tags"))
-
-        def tx(conn: Any) -> None:
-            self.state.store.get(kind, entity_id)
-            Store.write_tags(conn, entity_id, tags, mode)
-
-        await self.state.db(self.state.store.run, tx)
-        return JSONResponse({})
-
-    async def change_state(self, request: Request) -> Response:
-        kind = kind_of(request.path_params["plural"])
-        entity_id = parse_uuid(request.path_params["id"])
-        target = request.path_params["state"].lower()
-        if kind.name not in _COMMISSIONABLE:
-            raise BadRequest(f"{kind.plural} have no state")
-        if target not in ("commissionrequested", "cancelrequested"):
-            raise BadRequest("state must be CommissionRequested or CancelRequested")
-        commission = target == "commissionrequested"
-        changed = await self.state.db(
-            self.state.store.run, lambda conn: self._change_state(conn, kind, entity_id, commission)
-        )
-        if changed:
-            self.on_commission()
-        return JSONResponse({})
-
-    def _change_state(self, conn: Any, kind: EntityKind, entity_id: str, commission: bool) -> int:
-        row = self.state.store.get(kind, entity_id)
-        active: tuple[str, ...]
-        if kind.name == "WorkItem":
-            state = row["state"]
-            active = ACTIVE_WI_STATES
-        else:
-            state = row["state"] if kind.name == "Simulation" else None
-            active = ACTIVE_SIM_STATES
-        if state is not None:  # a single simulation or work item
-            if commission and state != "Created":
-                if state in active:
-                    return 0  # already on its way: commissioning is idempotent
-                raise Conflict(
-                    f"{kind.name} {entity_id} is {state}; only Created can be commissioned"
-                )
-            if not commission and state not in active:
-                if state in ("CancelRequested", "Canceled"):
-                    return 0
-                raise Conflict(f"{kind.name} {entity_id} is {state}; it is not running")
-            new = "CommissionRequested" if commission else "CancelRequested"
-            return int(
-                conn.execute(
-                    "UPDATE entities SET state = ?, last_modified = ? WHERE id = ?",
-                    (new, now_wire(), entity_id),
-                ).rowcount
-            )
-        scope = (
-            "parent_id = ?"
-            if kind.name == "Experiment"
-            else "parent_id IN (SELECT id FROM entities WHERE kind = 'Experiment' AND "
-            "parent_id = ? AND deleted = 0)"
-        )
-        if commission:
-            sql = (
-                f"UPDATE entities SET state = 'CommissionRequested', last_modified = ? "
-                f"WHERE kind = 'Simulation' AND deleted = 0 AND state = 'Created' AND {scope}"
-            )
-        else:
-            marks = ",".join(f"'{s}'" for s in ACTIVE_SIM_STATES)
-            sql = (
-                f"UPDATE entities SET state = 'CancelRequested', last_modified = ? "
-                f"WHERE kind = 'Simulation' AND deleted = 0 AND state IN ({marks}) "
-                f"AND {scope}"
-            )
-        return int(conn.execute(sql, (now_wire(), entity_id)).rowcount)
-
-    async def delete_entity(self, request: Request) -> Response:
-        kind = kind_of(request.path_params["plural"])
-        entity_id = parse_uuid(request.path_params["id"])
-        expire = int(truthy(params(request).get("expirenow")))
-
-        def tx(conn: Any) -> None:
-            self.state.store.get(kind, entity_id)
-            ids = [entity_id]
-            if kind.name == "Suite":
-                ids += [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT id FROM entities WHERE parent_id = ? AND kind = 'Experiment'",
-                        (entity_id,),
-                    )
-                ]
-            if kind.name in ("Suite", "Experiment"):
-                marks = ",".join("?" * len(ids))
-                ids += [
-                    r[0]
-                    for r in conn.execute(
-                        f"SELECT id FROM entities WHERE kind = 'Simulation' AND parent_id IN "
-                        f"({marks})",
-                        ids,
-                    )
-                ]
-            conn.executemany(
-                "UPDATE entities SET deleted = 1, expire_now = ?, last_modified = ? WHERE id = ?",
-                [(expire, now_wire(), i) for i in ids],
-            )
-            # A deleted running simulation is canceled so that the runner stops it.
-            marks = ",".join(f"'{s}'" for s in ACTIVE_SIM_STATES)
-            conn.executemany(
-                f"UPDATE entities SET state = 'CancelRequested' WHERE id = ? AND state IN "
-                f"({marks})",
-                [(i,) for i in ids],
-            )
-
-        await self.state.db(self.state.store.run, tx)
-        self.on_commission()
-        return JSONResponse({})
-
-    async def add_related(self, request: Request) -> Response:
-        p = request.path_params
-        work_item = parse_uuid(p["id"])
-        relation = choice(p["relation"], ("DependsOn", "Created"), "RelationType")
-        object_type = choice(p["type"], tuple(KINDS), "ObjectType")
-        related = parse_uuid(p["related_id"])
-
-        def tx(conn: Any) -> None:
-            self.state.store.get(KINDS["WorkItem"], work_item)
-            self.state.store.get(KINDS[object_type], related)
-            conn.execute(
-                "INSERT OR IGNORE INTO relations VALUES (?,?,?,?,?)",
-                (work_item, relation, object_type, related, now_wire()),
-            )
-
-        await self.state.db(self.state.store.run, tx)
-        return JSONResponse({})
-
-    async def related(self, request: Request) -> Response:
-        work_item = parse_uuid(request.path_params["id"])
-        p = params(request)
-        await self.state.db(self.state.store.get, KINDS["WorkItem"], work_item)
-        sql = (
-            "SELECT object_type, related_id, relation, date_created FROM relations "
-            "WHERE work_item_id = ?"
-        )
-        args = [work_item]
-        if p.get("relatedobject"):
-            sql += " AND object_type = ?"
-            args.append(choice(p["relatedobject"], tuple(KINDS), "RelatedObject"))
-        if p.get("relationtype"):
-            sql += " AND relation = ?"
-            args.append(choice(p["relationtype"], ("DependsOn", "Created"), "RelationType"))
-        rows = await self.state.db(self.state.store.query, sql, args)
-        return JSONResponse(
-            {
-                "Related": [
-                    {"ObjectType": r[0], "Id": r[1], "RelationType": r[2], "DateCreated": r[3]}
-                    for r in rows
-                ]
-            }
-        )
-
-    async def parents(self, request: Request) -> Response:
-        p = request.path_params
-        related = parse_uuid(p["id"])
-        object_type = choice(p["type"], tuple(KINDS), "Type")
-        sql = (
-            "SELECT r.work_item_id, r.relation FROM relations r JOIN entities e ON "
-            "e.id = r.work_item_id AND e.deleted = 0 WHERE r.related_id = ? AND "
-            "r.object_type = ?"
-        )
-        args = [related, object_type]
-        if p.get("relation"):
-            sql += " AND r.relation = ?"
-            args.append(choice(p["relation"], ("DependsOn", "Created"), "Relation"))
-        rows = await self.state.db(self.state.store.query, sql, args)
-        return JSONResponse({"Parents": [{"Id": r[0], "RelationType": r[1]} for r in rows]})
-
 
 def _check_one_part_per_file(items: list[Any], parts: Counter[str]) -> None:
     """``Compat(shared_parts=False)``: every file entry whose content came in this request needs
@@ -678,14 +482,6 @@ def _check_one_part_per_file(items: list[Any], parts: Counter[str]) -> None:
             f"file parts are matched by position: {short[0]} is used by {used[short[0]]} files "
             f"but attached {parts[short[0]]} time(s)"
         )
-
-
-def _tags(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise BadRequest("Tags must be a JSON object")
-    return value
 
 
 def _sent(item: dict[str, Any], *keys: str) -> dict[str, Any]:

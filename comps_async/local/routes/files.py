@@ -138,11 +138,14 @@ class FileRoutes:
         if kind.name != "Simulation":
             raise BadRequest("outputs exist for Simulations and WorkItems")
         if job_id:
-            owner, job = self.state.store.job(parse_uuid(job_id, "hpcjobid"))
+            found = self.state.jobs.find(parse_uuid(job_id, "hpcjobid"))
+            if found is None:
+                raise NotFound(f"no HPC job {job_id}")
+            owner, job = found
             if owner != entity_id:
                 raise NotFound(f"HPC job {job_id} does not belong to {entity_id}")
         else:
-            job = self.state.store.latest_job(entity_id)  # type: ignore[assignment]
+            job = self.state.jobs.latest(entity_id)  # type: ignore[assignment]
             if job is None:
                 return None
         return job["Id"], Path(job["WorkingDirectory"])
@@ -154,7 +157,7 @@ class FileRoutes:
         if found is None or not found[1].is_dir():
             return []
         owner, root = found
-        indexed = self.state.store.output_md5s(owner)
+        indexed = self.state.jobs.output_md5s(owner)
         resources = []
         for rel, path in _output_files(root):
             size = path.stat().st_size
@@ -261,11 +264,9 @@ class FileRoutes:
         rel = request.path_params["path"]
 
         def locate() -> Path:
-            rows = self.state.store.query(
-                "SELECT entity_id, doc FROM hpc_jobs WHERE id = ?", (owner,)
-            )
-            if rows:
-                root = Path(json.loads(rows[0]["doc"])["WorkingDirectory"])
+            job = self.state.jobs.find(owner)
+            if job is not None:
+                root = Path(job[1]["WorkingDirectory"])
             else:
                 root = Path(
                     json.loads(self.state.store.get(KINDS["WorkItem"], owner)["doc"]).get(
