@@ -206,12 +206,7 @@ async def harvest_figures(url: str, token: str, experiment_id: str, count: int) 
     finally:
         shutil.rmtree(dest, ignore_errors=True)
     assert files == count, files
-    return {
-        "seconds": round(timer.seconds, 2),
-        "files_per_s": round(count / timer.seconds, 1),
-        "cpu_us_per_simulation": round(cpu / count * 1e6, 1),
-        "client_rss_growth_mb": memory.growth_mb,
-    }
+    return _per_simulation(count, timer.seconds, cpu, memory, "files_per_s")
 
 
 async def analyze_figures(url: str, token: str, experiment_id: str, count: int) -> dict[str, Any]:
@@ -226,9 +221,15 @@ async def analyze_figures(url: str, token: str, experiment_id: str, count: int) 
                 mapped += 1
         cpu = time.process_time() - cpu
     assert mapped == count, mapped
+    return _per_simulation(count, timer.seconds, cpu, memory, "items_per_s")
+
+
+def _per_simulation(
+    count: int, seconds: float, cpu: float, memory: PeakRss, rate: str
+) -> dict[str, Any]:
     return {
-        "seconds": round(timer.seconds, 2),
-        "items_per_s": round(count / timer.seconds, 1),
+        "seconds": round(seconds, 2),
+        rate: round(count / seconds, 1),
         "cpu_us_per_simulation": round(cpu / count * 1e6, 1),
         "client_rss_growth_mb": memory.growth_mb,
     }

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import http.server
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -118,7 +119,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
         text=True,
         timeout=300,
-        env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"},
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return out

@@ -286,17 +286,7 @@ class EntityRoutes:
                 config = self._config(item.get("Configuration"))
                 doc = {"Description": item.get("Description")}
                 if item.get("Id"):
-                    entity_id = parse_uuid(item["Id"])
-                    row = self.state.store.get(kind, entity_id)
-                    Store.update_entity(
-                        conn,
-                        entity_id,
-                        name=item.get("Name"),
-                        doc=_merged(json.loads(row["doc"]), _sent(item, "Description")),
-                        configuration=_merged(_stored_config(row), config) if config else None,
-                        parent_id=parent or None,
-                    )
-                    ids.append(entity_id)
+                    ids.append(self._update(conn, kind, item, config, parent or None))
                     continue
                 name = item.get("Name")
                 if not isinstance(name, str) or not name.strip():
@@ -432,17 +422,29 @@ class EntityRoutes:
     ) -> str:
         if kind.name == "AssetCollection":
             raise BadRequest("asset collections are immutable once saved (tags aside)")
+        entity_id = self._update(conn, kind, item, self._config(item.get("Configuration")))
+        Store.add_files(conn, entity_id, files)
+        return entity_id
+
+    def _update(
+        self,
+        conn: Any,
+        kind: EntityKind,
+        item: dict[str, Any],
+        config: dict[str, Any] | None,
+        parent: str | None = None,
+    ) -> str:
+        """Update the entity ``item`` names: what it sends is merged into what is stored."""
         entity_id = parse_uuid(item["Id"])
         row = self.state.store.get(kind, entity_id)
-        config = self._config(item.get("Configuration"))
         Store.update_entity(
             conn,
             entity_id,
             name=item.get("Name"),
             doc=_merged(json.loads(row["doc"]), _sent(item, "Description")),
             configuration=_merged(_stored_config(row), config) if config else None,
+            parent_id=parent,
         )
-        Store.add_files(conn, entity_id, files)
         return entity_id
 
     def _config(self, value: Any) -> dict[str, Any] | None:
