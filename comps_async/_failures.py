@@ -20,6 +20,8 @@ from enum import Enum
 from typing import Protocol
 
 import httpx
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, stop_before_delay
+from tenacity.stop import stop_base
 
 from .errors import (
     ApiError,
@@ -72,11 +74,11 @@ def classify(error: BaseException) -> Failure:
     return Failure.DEFINITE
 
 
-def _retry_after(error: BaseException | None) -> float | None:
-    if isinstance(error, ApiError):
-        return error.retry_after_s
-    if isinstance(error, httpx.HTTPStatusError):
-        return retry_after_s(error.response)
+def _retry_after(failure: BaseException | httpx.Response | None) -> float | None:
+    if isinstance(failure, ApiError):
+        return failure.retry_after_s
+    if isinstance(failure, httpx.Response):
+        return retry_after_s(failure)
     return None
 
 
@@ -92,21 +94,26 @@ class Backoff(Protocol):
 class Attempts:
     """The attempts of one operation: ``async for attempt in Attempts(retry, most)``. At most
     ``most`` attempts; before each one after the first, the retry policy's wait for the last
-    failure (``failed(error)``; the server's Retry-After honoured) through its ``sleep``; none
-    starts after ``deadline`` (a ``time.monotonic()`` instant). ``again_now()`` makes the next
-    attempt start without waiting (a failure that was just repaired)."""
+    failure (``failed(error)``; the server's Retry-After honoured) through its ``sleep``; no wait
+    that would end after ``deadline`` (a ``time.monotonic()`` instant). ``again_now()`` makes
+    the next attempt start without waiting (a failure that was just repaired). When to stop is
+    tenacity's decision (``stop_after_attempt``, ``stop_before_delay``) on its own state."""
 
     def __init__(self, retry: Backoff, most: int, deadline: float | None = None) -> None:
         self._retry = retry
         self._most = max(1, most)
         self._deadline = deadline
-        self.last: BaseException | None = None  # the last failure, for the final error
-        self._attempt = 0
+        # tenacity's state and stop, made at the first failure (most calls never fail).
+        self._state: RetryCallState | None = None
+        self._stop: stop_base | None = None
+        self.last: BaseException | httpx.Response | None = None  # the last failure
+        self._started = False
         self._wait = False
 
-    def failed(self, error: BaseException) -> None:
-        """The attempt failed with ``error`` (retryable: the caller decided, by ``classify``)."""
-        self.last = error
+    def failed(self, failure: BaseException | httpx.Response) -> None:
+        """The attempt failed: an error, or an answer to retry past (the caller decided, by
+        ``classify`` or ``classify_answer``)."""
+        self.last = failure
         self._wait = True
 
     def again_now(self) -> None:
@@ -119,13 +126,24 @@ class Attempts:
         return self
 
     async def __anext__(self) -> int:
-        if self._attempt >= self._most:
+        if not self._started:
+            self._started = True
+            return 1
+        state, stop = self._state, self._stop
+        if state is None or stop is None:
+            state = self._state = RetryCallState(AsyncRetrying(), None, (), {})
+            stop = stop_after_attempt(self._most)
+            if self._deadline is not None:
+                stop = stop | stop_before_delay(max(0.0, self._deadline - time.monotonic()))
+            self._stop = stop
+        delay = self._retry.delay_s(state.attempt_number, _retry_after(self.last))
+        state.upcoming_sleep = delay if self._wait else 0.0
+        state.outcome_timestamp = time.monotonic()  # (when the failure was seen: tenacity's clock)
+        if stop(state):
             raise StopAsyncIteration
-        if self._attempt and self._wait:
-            delay = self._retry.delay_s(self._attempt, _retry_after(self.last))
-            if self._deadline is not None and time.monotonic() + delay > self._deadline:
-                raise StopAsyncIteration
+        if self._wait:
             await self._retry.sleep(delay)
-        self._attempt += 1
+            state.idle_for += delay
+        state.attempt_number += 1
         self._wait = True
-        return self._attempt
+        return state.attempt_number

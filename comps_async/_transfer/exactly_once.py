@@ -255,5 +255,5 @@ async def create_once(
             raise CreateFailed(exc, unknown=maybe_sent, ids=ids) from exc
         ids.update(zip(pending, created, strict=True))
         return ids
-    assert attempts.last is not None
+    assert isinstance(attempts.last, BaseException)  # (every failure here is an error)
     raise CreateFailed(attempts.last, unknown=maybe_sent, ids=ids) from attempts.last

@@ -1,4 +1,5 @@
-"""RetryPolicy: exponential backoff with jitter (tenacity), honouring Retry-After.
+"""RetryPolicy: exponential backoff with jitter, honouring Retry-After, in the SDK's one attempt
+loop (``_failures.Attempts``, whose stop is tenacity's).
 
 The decisions are plain functions so they can be tested without a network; the policy only
 awaits and sleeps, through an injectable ``sleep``.
@@ -7,23 +8,13 @@ awaits and sleeps, through an injectable ``sleep``.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_result,
-    stop_after_attempt,
-    stop_before_delay,
-)
-from tenacity.stop import stop_base
 
-from .._failures import Failure, classify, classify_answer
-from ..errors import retry_after_s
+from .._failures import Attempts, Failure, classify, classify_answer
 from ..pipeline import OPTION_DEADLINE, OPTION_IDEMPOTENT, OPTION_MAX_ATTEMPTS, CallNext, option
 
 __all__ = ["RetryPolicy", "is_idempotent", "should_retry"]
@@ -82,89 +73,31 @@ class RetryPolicy:
         ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
         return self.rng.uniform(0, ceiling)
 
-    def backoff_s(self, attempt: int, response: httpx.Response | None) -> float:
-        """How long to wait before attempt ``attempt + 1`` after ``response``."""
-        return self.delay_s(attempt, retry_after_s(response))
-
     async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
-        """Send ``request``, retrying what is safe to retry (see ``should_retry``)."""
-        attempts = int(option(request, OPTION_MAX_ATTEMPTS, self.max_attempts))
-
-        # The first attempt is made here: most calls succeed at once, and setting tenacity up
-        # costs more client CPU than the rest of a request's policies together. When it must
-        # be retried, tenacity takes over and replays its outcome as attempt 1.
-        async def attempt_once() -> httpx.Response:
+        """Send ``request``, retrying what is safe to retry (see ``should_retry``) in the SDK's
+        one attempt loop (``_failures.Attempts``: this policy's backoff, tenacity's stop, the
+        call's deadline). Out of attempts, the last answer is returned (the Session raises the
+        typed error for it) or the last transport error raised."""
+        attempts = Attempts(
+            self,
+            int(option(request, OPTION_MAX_ATTEMPTS, self.max_attempts)),
+            option(request, OPTION_DEADLINE),
+        )
+        async for _ in attempts:
             try:
-                return await call_next(request)
+                response = await call_next(request)
             except httpx.TransportError as exc:
                 if not should_retry(request, None, exc):
                     raise
-                raise _Retryable(exc) from exc
-
-        first: httpx.Response | _Retryable
-        try:
-            first = await attempt_once()
-        except _Retryable as exc:
-            if attempts <= 1:
-                raise exc.error from exc.error.__cause__
-            first = exc
-        else:
-            if attempts <= 1 or not should_retry(request, first, None):
-                return first
-        replay = [first]
-
-        async def attempt() -> httpx.Response:
-            if not replay:
-                return await attempt_once()
-            outcome = replay.pop()
-            if isinstance(outcome, _Retryable):
-                raise outcome
-            return outcome
-
-        async def release(state: RetryCallState) -> None:
-            # A response we are about to retry past is closed so its connection is reused.
-            if state.outcome is not None and not state.outcome.failed:
-                await state.outcome.result().aclose()
-
-        def wait(state: RetryCallState) -> float:
-            outcome = state.outcome
-            response = None if outcome is None or outcome.failed else outcome.result()
-            return self.backoff_s(state.attempt_number, response)
-
-        stop: stop_base = stop_after_attempt(max(1, attempts))
-        deadline = option(request, OPTION_DEADLINE)
-        if deadline is not None:  # no wait that would end past the call's deadline
-            stop = stop | stop_before_delay(max(0.0, deadline - time.monotonic()))
-        retrying = AsyncRetrying(
-            stop=stop,
-            wait=wait,
-            retry=(
-                retry_if_result(lambda r: should_retry(request, r, None))
-                | _retry_if_retryable_error
-            ),
-            sleep=self.sleep,
-            before_sleep=release,
-            reraise=True,
-            retry_error_callback=_last_outcome,
-        )
-        try:
-            return await retrying(attempt)
-        except _Retryable as exc:
-            raise exc.error from exc.error.__cause__
-
-
-class _Retryable(Exception):
-    def __init__(self, error: httpx.TransportError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _retry_if_retryable_error(state: RetryCallState) -> bool:
-    return state.outcome is not None and isinstance(state.outcome.exception(), _Retryable)
-
-
-def _last_outcome(state: RetryCallState) -> httpx.Response:
-    # Out of attempts: hand back the last response so the Session raises the typed ApiError for
-    # it, or re-raise the last transport error.
-    assert state.outcome is not None
-    return state.outcome.result()  # type: ignore[no-any-return]
+                attempts.failed(exc)
+                continue
+            if not should_retry(request, response, None):
+                return response
+            # Read (a short error body) and so release the connection while we wait; the
+            # answer stays whole for the typed error if it is the last.
+            await response.aread()
+            attempts.failed(response)
+        if isinstance(attempts.last, httpx.Response):
+            return attempts.last
+        assert attempts.last is not None
+        raise attempts.last
