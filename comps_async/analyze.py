@@ -22,7 +22,6 @@ import os
 import pickle
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterator,
     Awaitable,
     Callable,
     Generator,
@@ -298,19 +297,20 @@ class Analysis:
             future = executor.submit(_map_one, analyzer, files, item)
             return await anyio.to_thread.run_sync(future.result, limiter=waiting)
 
-        def wanted_by(item: Item) -> list[Analyzer]:
-            return [a for a in analyzers if a.filter(item)]
+        async def planned() -> AsyncGenerator[_Planned, None]:
+            async with aclosing(_items(resources, source)) as items:
+                async for item in items:  # each filter asked once per item
+                    yield _Planned(item, [a for a in analyzers if a.filter(item)])
 
         def skipped(item: Item) -> bool:  # a failed simulation, when failures are not analyzed
             failed = isinstance(item, Simulation) and item.state == SimulationState.Failed
             return failed and not analyze_failed
 
         async def one(
-            listed: Listed[Item], emit: Callable[[AnalyzedItem], Awaitable[None]]
+            listed: Listed[_Planned], emit: Callable[[AnalyzedItem], Awaitable[None]]
         ) -> None:
-            item = listed.item
+            item, wanted = listed.item.item, listed.item.analyzers
             assert item.id is not None
-            wanted = wanted_by(item)
             if not wanted:
                 return
             if skipped(item):
@@ -363,11 +363,11 @@ class Analysis:
                 await emit(AnalyzedItem(item.id, analyzer.name, result))
 
         listings = listed_ahead(
-            resources.outputs.info,
+            lambda planned: resources.outputs.info(planned.item),
             self.spawn,
-            _items(resources, source),
+            planned(),
             window,
-            needs=lambda item: bool(wanted_by(item)) and not skipped(item),
+            needs=lambda planned: bool(planned.analyzers) and not skipped(planned.item),
         )
         outcomes = BoundedStream(self.spawn, listings, one, window, window * len(analyzers))
         async with aclosing(outcomes):
@@ -395,7 +395,15 @@ def _check(analyzers: Sequence[Analyzer], window: int) -> None:
         raise ValueError("window must be at least 1")
 
 
-def _items(resources: Peers, source: Source) -> AsyncIterator[Item]:
+@dataclass(frozen=True)
+class _Planned:
+    """An item and the analyzers whose ``filter`` took it."""
+
+    item: Item
+    analyzers: list[Analyzer]
+
+
+def _items(resources: Peers, source: Source) -> AsyncGenerator[Item, None]:
     """An experiment's or a query's simulations (listed with their tags, as harvest lists
     them), or the simulations and work items given."""
     if isinstance(source, Experiment | UUID | str | Query):

@@ -65,7 +65,11 @@ class Picky(ca.Analyzer):
 
     filenames = ("output/result.json",)
 
+    def __init__(self) -> None:
+        self.asked = 0
+
     def filter(self, item: Any) -> bool:
+        self.asked += 1
         return (item.tags or {}).get("beta") != "0.5"
 
     def map(self, data: dict[str, Any], item: Any) -> float:
@@ -129,7 +133,9 @@ async def test_failures_are_reported_and_never_stop_the_others(
     assert ("Picky", "this one is broken") in failed  # which analyzer, which error
     assert any(a == "BestBeta" and "failed" in e for a, e in failed)  # the failed simulation
     server.faults.counters.clear()
-    items = [o async for o in session.analyze(exp, [Picky()])]
+    picky = Picky()
+    items = [o async for o in session.analyze(exp, [picky])]
+    assert picky.asked == 5  # its filter is asked once per item
     assert len(items) == 4  # beta 0.5 filtered out by its tag
     # Neither the filtered-out item nor the failed simulation costs a listing.
     assert server.faults.counters["GET /asset/Simulations/{id}/Output"] == 3

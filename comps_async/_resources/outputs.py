@@ -9,7 +9,6 @@ import logging
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -51,7 +50,7 @@ _NO_OUTPUT_STATES = frozenset(
 )
 
 OutputOwner = Simulation | WorkItem | UUID | str  # what has outputs (by object or id)
-ItemT = TypeVar("ItemT", bound=Simulation | WorkItem)  # an item whose outputs are listed
+ItemT = TypeVar("ItemT")  # what is listed: an item, or what carries one (see listed_ahead)
 _HASH_ON_LOOP_BYTES = 256 << 10  # smaller contents are hashed faster than a thread hop
 
 
@@ -520,7 +519,7 @@ async def simulations_of(
     simulations: Simulations,
     source: Experiment | UUID | str | Query | Iterable[Simulation] | AsyncIterable[Simulation],
     selection: Query | None = None,
-) -> AsyncIterator[Simulation]:
+) -> AsyncGenerator[Simulation, None]:
     """The simulations a harvest or an analysis covers. Listed from the server (an
     experiment's, with ``selection``'s fields and children; or a query's), those that cannot
     have outputs yet are skipped; simulations the caller passes are all tried (their local
