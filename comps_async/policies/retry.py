@@ -37,11 +37,9 @@ def should_retry(
     been processed is never repeated here: creates look up their idempotency key first (see
     _transfer/exactly_once.py)."""
     if error is not None:
-        kind = classify(error) if isinstance(error, httpx.TransportError) else Failure.DEFINITE
+        kind: Failure | None = classify(error)
     else:
-        kind = (classify_answer(response.status_code) if response is not None else None) or (
-            Failure.DEFINITE
-        )
+        kind = classify_answer(response.status_code) if response is not None else None
     if kind is Failure.NEVER_SENT:
         return True
     return kind is Failure.MAYBE and is_idempotent(request)
