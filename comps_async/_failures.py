@@ -136,8 +136,12 @@ class Attempts:
             if self._deadline is not None:
                 stop = stop | stop_before_delay(max(0.0, self._deadline - time.monotonic()))
             self._stop = stop
-        delay = self._retry.delay_s(state.attempt_number, _retry_after(self.last))
-        state.upcoming_sleep = delay if self._wait else 0.0
+        delay = (
+            self._retry.delay_s(state.attempt_number, _retry_after(self.last))
+            if self._wait
+            else 0.0
+        )
+        state.upcoming_sleep = delay
         state.outcome_timestamp = time.monotonic()  # (when the failure was seen: tenacity's clock)
         if stop(state):
             raise StopAsyncIteration
