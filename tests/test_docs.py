@@ -186,8 +186,8 @@ def test_the_site_reads_in_a_browser(served: str, tmp_path: Path) -> None:
 
 
 async def _in_browser(url: str, expression: str, profile: Path, deadline_s: float = 60) -> Any:
-    """Open ``url`` in headless Chromium and poll ``expression`` in the page until it is
-    truthy (or the deadline passes); return its value."""
+    """Open ``url`` in headless Chromium and poll ``expression`` in the loaded page until it
+    is truthy (or the deadline passes); return its value."""
     assert CHROMIUM is not None
     browser = await asyncio.create_subprocess_exec(
         CHROMIUM,
@@ -221,7 +221,10 @@ async def _in_browser(url: str, expression: str, profile: Path, deadline_s: floa
                 ask = {"id": 0, "method": "Runtime.evaluate"}
                 while time.monotonic() < ends:
                     ask["id"] += 1
-                    ask["params"] = {"expression": expression, "returnByValue": True}
+                    # Asked of the whole page only: while a long page is still parsing, an
+                    # element's text is only what has arrived so far.
+                    loaded = f"document.readyState === 'complete' ? ({expression}) : null"
+                    ask["params"] = {"expression": loaded, "returnByValue": True}
                     await devtools.send_str(json.dumps(ask))
                     while (answer := json.loads(await devtools.receive_str())).get("id") != ask[
                         "id"
