@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import httpx
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from .errors import MalformedResponseError
 from .models import WireModel
@@ -56,17 +56,23 @@ def json_list(
     return value
 
 
+# Ids parsed by pydantic-core: ~0.15 us an id, against ~1.4 for ``uuid.UUID(text)`` (a bulk
+# save parses one per entity). It reads the forms ``UUID(text)`` does: hyphens or not, braces,
+# ``urn:uuid:``, either case.
+_IDS = TypeAdapter(list[UUID])
+
+
 def parse_ids(response: httpx.Response, count: int) -> list[UUID]:
     """The ``{"Ids": [...]}`` answer of a save of ``count`` entities (§8.1), parsed once. Anything
     else is a ``MalformedResponseError``: the save may have happened, so callers look before
     re-sending."""
     body = json_body(response)
-    ids = body.get("Ids")
     try:
-        if not isinstance(ids, list) or len(ids) != count:
+        ids = _IDS.validate_python(body.get("Ids"))
+        if len(ids) != count:
             raise ValueError
-        return [UUID(i) for i in ids]
-    except (ValueError, TypeError, AttributeError):  # not a list of id strings
+        return ids
+    except ValueError:  # not a list of id strings (a ValidationError is a ValueError)
         raise MalformedResponseError(
             f"expected {count} ids, got {str(body)[:200]}", url=_where(response)
         ) from None

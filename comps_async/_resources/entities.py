@@ -12,7 +12,7 @@ from .._capabilities import StatsForm
 from .._query import Query
 from .._responses import json_body, json_list, parse_ids, response_uuid
 from .._transfer.batching import BatchLimits, BatchSaver, ProgressCallback
-from .._transfer.exactly_once import keyed_wire
+from .._transfer.exactly_once import create_json
 from ..errors import ApiError, BatchSaveError, MalformedResponseError, OutcomeUnknownError
 from ..models import (
     Entity,
@@ -64,19 +64,19 @@ class _JsonSaved(StatefulResource[J]):
             entity.id = parse_ids(response, 1)[0]
             entity.mark_saved()
             return entity
-        wire = entity.to_save_wire()
-        create = {**wire, **entity.create_defaults(await self._requester.tokens.user())}
+        saved = entity.save_json()
+        owner = await self._requester.tokens.user()
 
         async def post() -> UUID:
-            body = {self._plural: [keyed_wire(entity, create)]}
+            body = b'{"%s":[%s]}' % (self._plural.encode(), create_json(entity, owner, saved))
             # One attempt: create_once retries (and looks up) itself, so retries never stack.
             response = await self._requester.request(
-                "POST", self._plural, json=body, max_attempts=1
+                "POST", self._plural, content=body, headers=_JSON, max_attempts=1
             )
             return parse_ids(response, 1)[0]
 
         await self._create_one(entity, key, post)
-        entity.mark_saved(wire)
+        entity.mark_saved(saved)
         return entity
 
     async def create(self, entity: J, *, key: str | None = None) -> J:
@@ -131,6 +131,7 @@ class _JsonSaved(StatefulResource[J]):
 
 
 _STATS_OPERATIONS = "simulationcount,simulationstatecount"
+_JSON = {"Content-Type": "application/json"}
 
 
 class Suites(_JsonSaved[Suite]):

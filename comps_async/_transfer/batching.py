@@ -14,7 +14,7 @@ key, keeps the ones that exist and sends only the rest.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sized
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
@@ -47,8 +47,8 @@ from .exactly_once import (
     BATCH_TAG,
     CreateFailed,
     KeyAssigner,
+    create_json,
     create_once,
-    keyed_wire,
     mark_sent,
 )
 
@@ -78,6 +78,10 @@ class BatchLimits:
     large_file_bytes: int = LARGE_FILE_BYTES
 
 
+# Content in a batch is keyed by its md5's 128 bits: an int hashes in C, a UUID in Python (the
+# parts bookkeeping asks several times for every entity of a bulk save).
+Md5 = int
+
 # Size estimate of pyCOMPS (§8.2): request overhead, per-entity separator, per-part headers.
 _REQUEST_OVERHEAD = 4096
 _PART_OVERHEAD = 135
@@ -89,8 +93,8 @@ class _Batch(Generic[E]):
     maybe_sent: bool = False  # some entity may exist already (an earlier call, or a caller key)
     bodies: list[bytes] = field(default_factory=list)  # each entity's JSON as sent, encoded once
     saved: list[bytes] = field(default_factory=list)  # what each will hold once saved (mark_saved)
-    parts: dict[UUID, tuple[str, bytes]] = field(default_factory=dict)
-    uses: list[list[UUID]] = field(default_factory=list)  # each entity's parts, in file order
+    parts: dict[Md5, tuple[str, bytes]] = field(default_factory=dict)  # content by md5
+    uses: list[list[Md5]] = field(default_factory=list)  # each entity's parts, in file order
     sent_shared: bool = False  # the last post attached shared content once
     size: int = _REQUEST_OVERHEAD
 
@@ -221,7 +225,7 @@ class BatchSaver(Generic[E]):
                 try:
                     if self._total is None:  # a list was checked whole before anything was sent
                         self._validate(entity, index)
-                    wire, parts, uses = await self._prepare(entity)
+                    parts, uses = await self._attachments(entity)
                 except Exception as exc:
                     self._not_sent([*batch.entities, entity])
                     self._errors.append(exc)
@@ -229,10 +233,11 @@ class BatchSaver(Generic[E]):
                     continue
                 maybe_sent = self._keys is not None and self._keys.assign(entity, index)
                 index += 1
-                # Encoded once (by pydantic-core: several times faster than the json module): its
-                # length is the batch size estimate, its bytes the POST body.
-                body = pydantic_core.to_json(_sent_wire(entity, wire, self._owner))
-                saved = entity._saved_encoding(wire)
+                # Encoded once, by pydantic-core: the save JSON is what the entity holds once
+                # saved (mark_saved); the body's length is the batch size estimate, its bytes
+                # what is posted.
+                saved = entity.save_json()
+                body = _sent_json(entity, saved, self._owner)
                 cost = len(body) + 2 + self._parts_cost(batch, parts, uses)
                 if _REQUEST_OVERHEAD + cost > self._limits.max_bytes:
                     self._not_sent([entity])
@@ -269,7 +274,7 @@ class BatchSaver(Generic[E]):
                 self._not_sent(batch.entities)
 
     def _parts_cost(
-        self, batch: _Batch[E], parts: dict[UUID, tuple[str, bytes]], uses: list[UUID]
+        self, batch: _Batch[E], parts: dict[Md5, tuple[str, bytes]], uses: list[Md5]
     ) -> int:
         """Bytes that attaching an entity's content adds to ``batch``: shared content that the
         batch carries already costs nothing more (unless each file gets its own part)."""
@@ -305,32 +310,36 @@ class BatchSaver(Generic[E]):
             if source is not None and source.path is not None:
                 check_readable_file(source.path)
 
-    async def _prepare(
-        self, entity: E
-    ) -> tuple[dict[str, Any], dict[UUID, tuple[str, bytes]], list[UUID]]:
-        """The entity's wire JSON, the parts to attach and which of them each of its files uses;
-        hashes files and uploads big ones."""
-        parts: dict[UUID, tuple[str, bytes]] = {}
-        uses: list[UUID] = []
-        files = [f for f in _files_of(entity) if f.source is not None]  # others: md5-only
-        unhashed = [f for f in files if f.md5_checksum is None]
-        if unhashed:
+    async def _attachments(self, entity: E) -> tuple[dict[Md5, tuple[str, bytes]], list[Md5]]:
+        """The parts to attach for ``entity`` and which of them each of its files uses; hashes
+        files and uploads big ones."""
+        parts: dict[Md5, tuple[str, bytes]] = {}
+        uses: list[Md5] = []
+        files = _files_of(entity)
+        if any(f.md5_checksum is None for f in files):  # files given by path, not hashed yet
+            unhashed = [f for f in files if f.md5_checksum is None and f.source is not None]
             await ensure_md5s(unhashed, self._hasher)  # one worker-thread call per entity
         for file in files:
-            md5, source = file.md5_checksum, file.source
-            assert md5 is not None and source is not None
-            size = file.length if file.length is not None else source.size or 0
+            source = file.source
+            if source is None:  # md5-only: content the server holds
+                continue
+            md5, data = file.md5_checksum, source.data
+            assert md5 is not None
+            size = file.length if file.length is not None else len(data or b"")
             if size > self._limits.large_file_bytes:
                 self._large_sources[md5] = source
                 if md5 not in self._uploaded:
                     await self._uploader.upload(source, md5, size)
                     self._uploaded.add(md5)
-            else:
-                if md5 not in parts:
-                    data = source.data if source.data is not None else await read_source(source)
-                    parts[md5] = (file.file_name, data)
-                uses.append(md5)
-        return entity.to_save_wire(), parts, uses
+                continue
+            key = md5.int
+            if key not in parts:
+                parts[key] = (
+                    file.file_name,
+                    data if data is not None else await read_source(source),
+                )
+            uses.append(key)
+        return parts, uses
 
     # --- consuming -----------------------------------------------------------------------------
 
@@ -420,8 +429,9 @@ class BatchSaver(Generic[E]):
         batch.sent_shared = self._shared_parts
         md5s = batch.parts if self._shared_parts else [m for i in indexes for m in batch.uses[i]]
         files += [
-            (str(md5), (batch.parts[md5][0], batch.parts[md5][1], media_type(batch.parts[md5][0])))
+            (str(UUID(int=md5)), (name, data, media_type(name)))
             for md5 in md5s
+            for name, data in [batch.parts[md5]]
         ]
         sent = [batch.entities[i] for i in indexes]
         try:
@@ -449,11 +459,12 @@ class BatchSaver(Generic[E]):
             created = WorkItemState.Created
         for index, entity_id in ids.items():
             entity = batch.entities[index]
-            entity._record_id(entity_id, created if entity.id is None else None)
-            entity.mark_saved(batch.saved[index])
+            entity._record_save(
+                entity_id, batch.saved[index], created if entity.id is None else None
+            )
 
     async def _upload_missing(self, batch: _Batch[E], md5s: list[UUID]) -> None:
-        sources = {md5: ContentSource(data=part[1]) for md5, part in batch.parts.items()}
+        sources = {UUID(int=md5): ContentSource(data=part[1]) for md5, part in batch.parts.items()}
         sources.update(self._large_sources)
         unknown = [m for m in md5s if m not in sources]
         if unknown:
@@ -490,14 +501,16 @@ def _label(entity: Entity, file: _AssetFile) -> str:
     return f"{_name(entity)}/{getattr(file, 'path_in_collection', file.file_name)}"
 
 
-def _files_of(entity: Entity) -> list[_AssetFile]:
-    files = getattr(entity, "files", None) or getattr(entity, "assets", None) or []
-    return list(files)
+def _files_of(entity: Entity) -> Sequence[_AssetFile]:
+    files: Sequence[_AssetFile] = (
+        getattr(entity, "files", None) or getattr(entity, "assets", None) or ()
+    )
+    return files
 
 
-def _sent_wire(entity: Entity, wire: dict[str, Any], owner: str | None) -> dict[str, Any]:
-    """What a save sends: a new entity as pyCOMPS creates it, with its reserved tags; an
-    update as pyCOMPS sends it (``Entity.to_update_wire``)."""
+def _sent_json(entity: Entity, saved: bytes, owner: str | None) -> bytes:
+    """What a save sends, encoded: a new entity as pyCOMPS creates it, with its reserved tags
+    (``create_json``); an update as pyCOMPS sends it (``Entity.to_update_wire``)."""
     if entity.id is None:
-        return keyed_wire(entity, {**wire, **entity.create_defaults(owner)})
-    return entity.to_update_wire()
+        return create_json(entity, owner, saved)
+    return pydantic_core.to_json(entity.to_update_wire())

@@ -32,10 +32,10 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 from uuid import UUID
 
 import anyio
+import pydantic_core
 
 from .._failures import Attempts, Failure, classify
 from ..errors import (
@@ -54,10 +54,10 @@ __all__ = [
     "CreateFailed",
     "KeyAssigner",
     "check_caller_key",
+    "create_json",
     "create_once",
     "group_query_tag",
     "groups_of",
-    "keyed_wire",
     "mark_sent",
     "match_keys",
     "settle",
@@ -97,11 +97,15 @@ class KeyAssigner:
         # A random key under this prefix was made by this call (nothing is kept per entity:
         # a million-entity call remembers no more than a one-entity call).
         self._fresh_prefix = f"{self._call}/"
+        self._block, self._group = -1, ""  # the lookup group last named
 
     def assign(self, entity: Entity, position: int) -> bool:
         """Key ``entity`` (new entities only); True when it may already exist on the server."""
         if entity.id is None and entity._keys() is None:
-            entity._give_keys((f"{self._call}/{position // KEY_BLOCK}", f"{self._call}/{position}"))
+            block = position // KEY_BLOCK
+            if block != self._block:  # a group's name is made once for its hundred entities
+                self._block, self._group = block, f"{self._call}/{block}"
+            entity._give_keys((self._group, f"{self._call}/{position}"))
             return self._explicit  # a new random key exists nowhere yet; a caller's key may
         return self.may_exist(entity)
 
@@ -116,13 +120,43 @@ class KeyAssigner:
         return not keys[1].startswith(self._fresh_prefix)
 
 
-def keyed_wire(entity: Entity, wire: dict[str, Any]) -> dict[str, Any]:
-    """The save JSON of ``entity`` with its reserved tags (any copied ones overwritten)."""
+def create_json(entity: Entity, owner: str | None, saved: bytes | None = None) -> bytes:
+    """The JSON object that creates ``entity``, encoded: its ``save_json`` (``saved`` if the
+    caller has it) with pyCOMPS's create defaults (``Entity.create_defaults_json``) and, when it
+    has a key, the reserved tags (copies of them in ``tags`` overwritten).
+
+    Spliced into the encoded bytes rather than decoded, merged and encoded again: a bulk save
+    does this for every entity. ``save_json`` is pydantic's compact JSON of the fields in
+    declaration order, so a new entity's JSON starts with its ``Tags`` whenever it has tags
+    (``Id``, the one field before them, is unset); anything else takes the merging path."""
+    if saved is None:
+        saved = entity.save_json()
+    added = entity.create_defaults_json(owner)  # members ``saved`` does not have
     keys = entity._keys()
-    if entity.id is not None or keys is None:
-        return wire
-    group, key = keys
-    return {**wire, "Tags": {**wire.get("Tags", {}), BATCH_TAG: group, KEY_TAG: key}}
+    if keys is not None and entity.id is None:
+        # Keys are letters, digits and ``. _ - : /`` (check_caller_key, KeyAssigner): nothing
+        # in them needs escaping.
+        reserved = b'"%s":"%s","%s":"%s"' % (_BATCH, keys[0].encode(), _KEY, keys[1].encode())
+        tags = entity.tags
+        if tags is None:
+            added = b'"Tags":{' + reserved + (b"}," + added if added else b"}")
+        elif BATCH_TAG in tags or KEY_TAG in tags or not saved.startswith(_TAGS_FIRST):
+            wire = pydantic_core.from_json(saved)
+            tagged = pydantic_core.from_json(b"{" + reserved + b"}")
+            wire.update(pydantic_core.from_json(b"{" + added + b"}"))
+            wire["Tags"] = {**wire.get("Tags", {}), **tagged}
+            return pydantic_core.to_json(wire)
+        else:
+            inner = saved[len(_TAGS_FIRST) :]  # the caller's tags, then the rest
+            comma = b"" if inner.startswith(b"}") else b","  # (no tags: nothing to separate)
+            saved = _TAGS_FIRST + reserved + comma + inner
+    if not added:
+        return saved
+    return b"{" + added + b"}" if saved == b"{}" else saved[:-1] + b"," + added + b"}"
+
+
+_TAGS_FIRST = b'{"Tags":{'
+_BATCH, _KEY = BATCH_TAG.encode(), KEY_TAG.encode()
 
 
 def groups_of(entities: Sequence[Entity]) -> list[str]:
