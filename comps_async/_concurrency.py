@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -25,6 +26,7 @@ __all__ = [
     "AdaptiveLimit",
     "BoundedStream",
     "Spawn",
+    "achunks",
     "aiter_any",
     "deadline",
     "first_error",
@@ -217,6 +219,26 @@ async def aiter_any(items: Iterable[T] | AsyncIterable[T]) -> AsyncGenerator[T, 
     else:
         for item in items:
             yield item
+
+
+async def achunks(
+    items: Iterable[T] | AsyncIterable[T], size: int
+) -> AsyncGenerator[list[T], None]:
+    """A plain or an async iterable in lists of ``size`` (the last one shorter); nothing is
+    read ahead of the list being filled."""
+    if isinstance(items, AsyncIterable):
+        chunk: list[T] = []
+        async for item in items:
+            chunk.append(item)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+    else:
+        iterator = iter(items)
+        while chunk := list(itertools.islice(iterator, size)):
+            yield chunk
 
 
 def first_error(group: BaseException) -> BaseException:

@@ -84,9 +84,9 @@ async def test_concurrent_batches_and_bounded_streaming(
     assert saved == 1500 and len(await all_ids(session, experiment)) == 1500
     assert 1 < inflight.peak <= 3
     # Bounded channel: when the first batch landed, at most 3 in flight + 3 queued + 1 waiting
-    # to be queued had been pulled from the generator (plus the entity that closed the last
-    # one), not all 15 batches.
-    assert produced_at_first_landing[0] <= 7 * 100 + 1
+    # to be queued had been pulled from the generator, plus the chunk being prepared (whose
+    # first entity closed the last one), not all 15 batches.
+    assert produced_at_first_landing[0] <= 8 * 100
 
 
 async def test_each_batch_carries_its_shared_content_within_the_byte_limit(

@@ -67,9 +67,10 @@ def reference_create(entity: ca.models.Entity, owner: str | None) -> dict[str, A
         wire["Owner"] = owner
     if "files" in fields and getattr(entity, "files", None) is None:
         wire["Files"] = []
-    keys = entity._keys()
-    if keys is not None:
-        wire["Tags"] = {**wire.get("Tags", {}), BATCH_TAG: keys[0], KEY_TAG: keys[1]}
+    key = entity.idempotency_key
+    if key is not None:  # <call>/<n>, in the lookup group <call>/<n // 100>
+        call, n = key.rsplit("/", 1)
+        wire["Tags"] = {**wire.get("Tags", {}), BATCH_TAG: f"{call}/{int(n) // 100}", KEY_TAG: key}
     return wire
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "check_caller_key",
     "create_json",
     "create_once",
+    "group_of",
     "group_query_tag",
     "groups_of",
     "mark_sent",
@@ -97,15 +98,11 @@ class KeyAssigner:
         # A random key under this prefix was made by this call (nothing is kept per entity:
         # a million-entity call remembers no more than a one-entity call).
         self._fresh_prefix = f"{self._call}/"
-        self._block, self._group = -1, ""  # the lookup group last named
 
     def assign(self, entity: Entity, position: int) -> bool:
         """Key ``entity`` (new entities only); True when it may already exist on the server."""
-        if entity.id is None and entity._keys() is None:
-            block = position // KEY_BLOCK
-            if block != self._block:  # a group's name is made once for its hundred entities
-                self._block, self._group = block, f"{self._call}/{block}"
-            entity._give_keys((self._group, f"{self._call}/{position}"))
+        if entity.id is None and entity.idempotency_key is None:
+            entity._give_key(f"{self._call}/{position}")
             return self._explicit  # a new random key exists nowhere yet; a caller's key may
         return self.may_exist(entity)
 
@@ -114,10 +111,10 @@ class KeyAssigner:
         it came with a key, or its key derives from the caller's ``key=``."""
         if entity.id is not None:
             return False
-        keys = entity._keys()
-        if keys is None or self._explicit:
+        key = entity.idempotency_key
+        if key is None or self._explicit:
             return self._explicit
-        return not keys[1].startswith(self._fresh_prefix)
+        return not key.startswith(self._fresh_prefix)
 
 
 def create_json(entity: Entity, owner: str | None, saved: bytes | None = None) -> bytes:
@@ -132,11 +129,11 @@ def create_json(entity: Entity, owner: str | None, saved: bytes | None = None) -
     if saved is None:
         saved = entity.save_json()
     added = entity.create_defaults_json(owner)  # members ``saved`` does not have
-    keys = entity._keys()
-    if keys is not None and entity.id is None:
+    key = entity.idempotency_key
+    if key is not None and entity.id is None:
         # Keys are letters, digits and ``. _ - : /`` (check_caller_key, KeyAssigner): nothing
         # in them needs escaping.
-        reserved = b'"%s":"%s","%s":"%s"' % (_BATCH, keys[0].encode(), _KEY, keys[1].encode())
+        reserved = b'"%s":"%s","%s":"%s"' % (_BATCH, group_of(key).encode(), _KEY, key.encode())
         tags = entity.tags
         if tags is None:
             added = b'"Tags":{' + reserved + (b"}," + added if added else b"}")
@@ -161,7 +158,13 @@ _BATCH, _KEY = BATCH_TAG.encode(), KEY_TAG.encode()
 
 def groups_of(entities: Sequence[Entity]) -> list[str]:
     """The lookup groups of the keyed new entities among ``entities``."""
-    return sorted({keys[0] for e in entities if e.id is None and (keys := e._keys())})
+    return sorted({group_of(key) for e in entities if e.id is None and (key := e.idempotency_key)})
+
+
+def group_of(key: str) -> str:
+    """The lookup group of ``key``: ``<call key>/<n>`` is in ``<call key>/<n // 100>``."""
+    call, _, position = key.rpartition("/")
+    return f"{call}/{int(position) // KEY_BLOCK}"
 
 
 def mark_sent(entities: Sequence[Entity], error: BaseException) -> None:

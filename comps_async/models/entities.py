@@ -95,9 +95,11 @@ class Entity(WireModel):
 
     id: UUID | None = None
     tags: Tags | None = None
-    # (lookup group, key), set by the SDK before the entity's first create and never
-    # serialised: see _transfer/exactly_once.py.
-    _idempotency: tuple[str, str] | None = PrivateAttr(default=None)
+    # The idempotency key, set by the SDK before the entity's first create and never
+    # serialised: see _transfer/exactly_once.py. A str, not a tuple with its group: a dict of
+    # atomic values is left out of the garbage collector's scans, and one holding a tuple is
+    # not (a million saved entities would each have one scanned for as long as they live).
+    _idempotency: str | None = PrivateAttr(default=None)
     # What the SDK last saved (the save JSON without Id), encoded: a re-save of an unchanged
     # entity is skipped and an update sends only what changed, as pyCOMPS's dirty tracking does
     # (§8.2). Bytes, not a dict: a million saved entities keep no containers for the garbage
@@ -187,18 +189,13 @@ class Entity(WireModel):
     def idempotency_key(self) -> str | None:
         """The key the SDK creates this entity with (tag ``comps_async.key``), set when its first
         save starts. Saving the same object again looks the key up instead of creating it twice."""
-        keys = self._keys()
-        return keys[1] if keys is not None else None
-
-    def _keys(self) -> tuple[str, str] | None:
-        """``_idempotency``, read where pydantic keeps it: through the attribute even
-        ``__getattr__`` above comes after a failed lookup (~0.5 us), and every save reads it
-        per entity (see ``_transfer/exactly_once.py``)."""
+        # (Read where pydantic keeps it: through the attribute even ``__getattr__`` above
+        # comes after a failed lookup, and every save reads it per entity.)
         return self.__pydantic_private__["_idempotency"]  # type: ignore[index,no-any-return]
 
-    def _give_keys(self, keys: tuple[str, str]) -> None:
+    def _give_key(self, key: str) -> None:
         """Set ``_idempotency`` where pydantic keeps it (its ``__setattr__`` costs ~0.5 us)."""
-        self.__pydantic_private__["_idempotency"] = keys  # type: ignore[index]
+        self.__pydantic_private__["_idempotency"] = key  # type: ignore[index]
 
     def to_save_wire(self) -> dict[str, Any]:
         """The JSON object of a save: like ``to_wire`` without the fields only the server sets
