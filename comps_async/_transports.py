@@ -84,6 +84,12 @@ def _make_aiohttp_transport(verify: bool | str, limits: httpx.Limits) -> httpx.A
             write_s = (request.extensions.get("timeout") or {}).get("write")
             if write_s is None or not _has_body(request):
                 return await self._send(request)
+            if _fits_write_buffer(request):
+                # Written whole without waiting (_UNPACED_BYTES), so it cannot stall: no
+                # pacing, and sent as one bytes object (a save's batch, typically). A server
+                # that stops reading then fails the call by the read timeout.
+                await request.aread()
+                return await self._send(request)
             with anyio.CancelScope() as scope:
                 scope.deadline = anyio.current_time() + write_s
                 request.stream = _Paced(request.stream, scope, write_s)
@@ -156,6 +162,16 @@ async def _read_whole(response: httpx.Response, raw: Any) -> None:
         raw.release()
     response.stream = httpx.ByteStream(body)
     response.read()
+
+
+# aiohttp's StreamWriter waits for the socket to drain only past 64 KiB written (headers
+# included); a body this much smaller is written without ever waiting.
+_UNPACED_BYTES = 48 * 1024
+
+
+def _fits_write_buffer(request: httpx.Request) -> bool:
+    length = request.headers.get("content-length")
+    return length is not None and length.isdigit() and int(length) <= _UNPACED_BYTES
 
 
 def _has_body(request: httpx.Request) -> bool:

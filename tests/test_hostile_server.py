@@ -425,6 +425,25 @@ async def test_a_server_that_stops_reading_an_upload_times_out(
         assert time.monotonic() - started < 5.0
 
 
+async def test_a_server_that_reads_nothing_fails_a_small_post_by_its_timeout(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """A body small enough to be written without pacing (a save's batch) still ends in time."""
+    hostile.read_bodies = False
+    hostile.routes["/api/Simulations"] = black_hole
+    async with ca.Session(
+        hostile.url,
+        token=make_token(),
+        token_cache_dir=tmp_path,
+        timeout=httpx.Timeout(1.0),
+        retry=ca.RetryPolicy(max_attempts=1),
+    ) as s:
+        started = time.monotonic()
+        with anyio.fail_after(BOUND_S), pytest.raises(ca.TransferError):
+            await s.request("POST", "Simulations", files=[("x", ("x.json", b"{}" * 4000))])
+        assert time.monotonic() - started < 5.0
+
+
 async def test_no_secret_in_any_log(
     hostile: HostileServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
