@@ -124,6 +124,13 @@ def test_ids_are_read_in_every_form_uuid_reads() -> None:
     assert parsed == ids and all(type(i) is UUID for i in parsed)
 
 
+def test_ids_behind_a_byte_order_mark_are_read() -> None:
+    ids = [uuid4(), uuid4()]
+    request = httpx.Request("POST", "http://comps.invalid/api/Simulations")
+    content = b"\xef\xbb\xbf" + json.dumps({"Ids": [str(i) for i in ids]}).encode()
+    assert parse_ids(httpx.Response(200, content=content, request=request), 2) == ids
+
+
 @pytest.mark.parametrize(
     "body",
     [
