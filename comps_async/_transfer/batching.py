@@ -267,7 +267,7 @@ class BatchSaver(Generic[E]):
         """Add ``chunk`` (entities from position ``start`` on) to ``batch``, sending each batch
         that fills up; returns the batch being filled. On an error, the batch being filled and
         what is left of the chunk are not sent."""
-        kept = [i for i, entity in enumerate(chunk) if not self._unchanged(entity)]
+        kept = [i for i, e in enumerate(chunk) if e.id is None or not self._unchanged(e)]
         entities, positions = [chunk[i] for i in kept], [start + i for i in kept]
         try:
             ready = await self._prepare(entities, positions)
@@ -275,25 +275,23 @@ class BatchSaver(Generic[E]):
             self._errors.append(exc)
             ready = _Ready([], [], [], [], [], [], {})
         content, added = ready.content, 0
+        max_bytes, max_entities = self._limits.max_bytes, self._limits.max_entities
         for entity, body, saved, uses, maybe_sent in zip(
             ready.entities, ready.bodies, ready.saved, ready.uses, ready.maybe_sent, strict=True
         ):
             if self._errors:  # a batch failed for good meanwhile: stop feeding new work
                 break
             cost = len(body) + 2 + (self._parts_cost(batch, uses, content) if uses else 0)
-            if _REQUEST_OVERHEAD + cost > self._limits.max_bytes:
+            if _REQUEST_OVERHEAD + cost > max_bytes:
                 self._errors.append(
                     ValueError(
-                        f"{_name(entity)!r} alone is {cost} bytes, over the "
-                        f"{self._limits.max_bytes}-byte request limit; give its big files by "
-                        "path so they are uploaded separately"
+                        f"{_name(entity)!r} alone is {cost} bytes, over the {max_bytes}-byte "
+                        "request limit; give its big files by path so they are uploaded "
+                        "separately"
                     )
                 )
                 break
-            if (
-                len(batch.entities) >= self._limits.max_entities
-                or batch.size + cost > self._limits.max_bytes
-            ):
+            if len(batch.entities) >= max_entities or batch.size + cost > max_bytes:
                 await send.send(batch)
                 batch = _Batch()
                 cost = len(body) + 2 + self._parts_cost(batch, uses, content)  # all its parts
@@ -308,7 +306,7 @@ class BatchSaver(Generic[E]):
     def _unchanged(self, entity: E) -> bool:
         """Whether ``entity`` is saved already as it is (a re-run after a cancellation, say):
         counted as saved, not sent again."""
-        if entity.id is not None and entity.unchanged_since_saved():
+        if entity.unchanged_since_saved():
             self._count_saved([entity])
             return True
         return False
@@ -323,7 +321,7 @@ class BatchSaver(Generic[E]):
             for entity, position in zip(entities, positions, strict=True):
                 self._validate(entity, position)
         content: dict[Md5, tuple[str, bytes]] = {}
-        uses = [await self._attachments(entity, content) for entity in entities]
+        uses = await self._attachments(entities, content)
         keys, owner = self._keys, self._owner
         maybe_sent = (
             [keys.assign(e, p) for e, p in zip(entities, positions, strict=True)]
@@ -386,34 +384,41 @@ class BatchSaver(Generic[E]):
                 check_readable_file(source.path)
 
     async def _attachments(
-        self, entity: E, content: dict[Md5, tuple[str, bytes]]
-    ) -> tuple[Md5, ...]:
-        """Which content ``entity``'s files use, in file order, adding what is new to
-        ``content``; hashes files and uploads big ones (which are not among the uses)."""
-        uses: list[Md5] = []
-        files = _files_of(entity)
-        if any(f.md5_checksum is None for f in files):  # files given by path, not hashed yet
-            unhashed = [f for f in files if f.md5_checksum is None and f.source is not None]
-            await ensure_md5s(unhashed, self._hasher)  # one worker-thread call per entity
-        for file in files:
-            source = file.source
-            if source is None:  # md5-only: content the server holds
-                continue
-            md5, data = file.md5_checksum, source.data
-            assert md5 is not None
-            size = file.length if file.length is not None else len(data or b"")
-            if size > self._limits.large_file_bytes:
-                self._large_sources[md5] = source
-                if md5 not in self._uploaded:
-                    await self._uploader.upload(source, md5, size)
-                    self._uploaded.add(md5)
-                continue
-            key = md5.int
-            if key not in content:
-                data = data if data is not None else await read_source(source)
-                content[key] = (file.file_name, data)
-            uses.append(key)
-        return tuple(uses)
+        self, entities: list[E], content: dict[Md5, tuple[str, bytes]]
+    ) -> list[tuple[Md5, ...]]:
+        """For each entity, which content its files use, in file order, adding what is new to
+        ``content``. Files given by path are hashed first (one worker-thread call for all), big
+        files are uploaded on their own (and are not among the uses). A file object shared by
+        several entities (one config for all, typically) is looked at once."""
+        files = {id(f): f for entity in entities for f in _files_of(entity)}
+        unhashed = [f for f in files.values() if f.md5_checksum is None and f.source is not None]
+        if unhashed:
+            await ensure_md5s(unhashed, self._hasher)
+        keys = {number: await self._attach(file, content) for number, file in files.items()}
+        return [
+            tuple(key for f in _files_of(entity) if (key := keys[id(f)]) is not None)
+            for entity in entities
+        ]
+
+    async def _attach(self, file: _AssetFile, content: dict[Md5, tuple[str, bytes]]) -> Md5 | None:
+        """The key of ``file``'s content in ``content`` (added if new); None for a file without
+        content here (md5-only: the server holds it) or a big one, which is uploaded instead."""
+        source = file.source
+        if source is None:
+            return None
+        md5, data = file.md5_checksum, source.data
+        assert md5 is not None
+        size = file.length if file.length is not None else len(data or b"")
+        if size > self._limits.large_file_bytes:
+            self._large_sources[md5] = source
+            if md5 not in self._uploaded:
+                await self._uploader.upload(source, md5, size)
+                self._uploaded.add(md5)
+            return None
+        key = md5.int
+        if key not in content:
+            content[key] = (file.file_name, data if data is not None else await read_source(source))
+        return key
 
     # --- consuming -----------------------------------------------------------------------------
 
