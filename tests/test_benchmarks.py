@@ -15,7 +15,7 @@ BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 TINY = {
     "bench_server.py": ["--gets", "40", "--batches", "2"],
     "bench_transport.py": ["--requests", "30"],
-    "bench_save.py": ["--sims", "40"],
+    "bench_save.py": ["--sims", "40", "--repeat", "1"],
     "bench_wait.py": ["--sims", "20"],
     "bench_upload.py": ["--big-mib", "11", "--small", "6", "--small-kib", "4"],
     "bench_harvest.py": ["--sims", "3", "--big-gib", "0.01"],
