@@ -10,10 +10,11 @@ tags and ``Owner`` included, from plain dicts; the shared file once per batch), 
 models, no pipeline, no exactly-once look-ups.
 
 Client CPU (``time.process_time()``, this process only; the server runs in its own) is reported
-per simulation for (a) and (c), from ``--repeat`` alternating runs (median, and every run: this
-machine's speed drifts by tens of percent from minute to minute). Each timed section starts
-after ``gc.collect()``: the collector's debt for the 10,000 models built just before is then
-not charged to whichever call happens to allocate next.
+per simulation for (a) and (c), and for an update of every simulation (a rename) through
+``save_all`` beside the same update rows posted bare, from ``--repeat`` alternating runs
+(median, and every run: this machine's speed drifts by tens of percent from minute to minute).
+Each timed section starts after ``gc.collect()``: the collector's debt for the 10,000 models
+built just before is then not charged to whichever call happens to allocate next.
 
     python benchmarks/bench_save.py [--sims 10000] [--repeat 5]
 """
@@ -62,6 +63,57 @@ async def run_sdk(url: str, token: str, count: int) -> tuple[float, float]:
             await s.simulations.save_all(sims)  # batches in flight: adaptive, from 4
         cpu = time.process_time() - cpu
     return timer.seconds, cpu
+
+
+async def run_sdk_updates(url: str, token: str, count: int) -> tuple[float, list[str]]:
+    """Client CPU seconds of a ``save_all`` that renames ``count`` saved simulations (the ids,
+    for the floor)."""
+    async with ca.Session(url, token=token) as s:
+        exp = await s.experiments.create(ca.Experiment(name="update-bench"))
+        config = ca.SimulationFile.from_bytes("config.json", CONFIG)
+        sims = [
+            ca.Simulation(name=f"s{i}", experiment_id=exp.id, tags={"i": i}, files=[config])
+            for i in range(count)
+        ]
+        await s.simulations.save_all(sims)
+        for sim in sims:
+            sim.name = f"{sim.name}-renamed"
+        gc.collect()
+        cpu = time.process_time()
+        await s.simulations.save_all(sims)  # updates: Id, Name, ExperimentId (as pyCOMPS)
+        cpu = time.process_time() - cpu
+        return cpu, [str(sim.id) for sim in sims]
+
+
+async def run_bare_updates(url: str, token: str, ids: list[str], experiment: str) -> float:
+    """The update floor: the same update rows, posted as batches of 100, 4 in flight."""
+    headers = {"X-COMPS-Token": token, "Accept": "application/json"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        starts = iter(range(0, len(ids), 100))
+
+        async def worker() -> None:
+            for start in starts:
+                rows = [
+                    {"Id": ids[i], "Name": f"s{i}-again", "ExperimentId": experiment}
+                    for i in range(start, min(start + 100, len(ids)))
+                ]
+                form = aiohttp.FormData()
+                form.add_field(
+                    "not_a_file",
+                    json.dumps(rows).encode(),
+                    filename="Simulations",
+                    content_type="application/json",
+                )
+                async with http.post(f"{url}/api/Simulations", data=form) as response:
+                    response.raise_for_status()
+                    await response.read()
+
+        gc.collect()
+        cpu = time.process_time()
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(worker)
+        return time.process_time() - cpu
 
 
 async def run_bare_aiohttp(url: str, token: str, count: int) -> tuple[float, float]:
@@ -164,6 +216,7 @@ def main() -> None:
     for profile in chosen_profiles(args):
         sdk_runs: list[tuple[float, float]] = []
         bare_runs: list[tuple[float, float]] = []
+        update_runs: list[tuple[float, float]] = []
         with server_process() as server:
             apply_profile(server.url, server.token, profile)
             for _ in range(args.repeat):
@@ -173,6 +226,11 @@ def main() -> None:
                         run_bare_aiohttp, server.url, server.token, args.sims, backend="asyncio"
                     )
                 )
+                updated, ids = anyio.run(run_sdk_updates, server.url, server.token, args.sims)
+                floor = anyio.run(
+                    run_bare_updates, server.url, server.token, ids, str(uuid.uuid4())
+                )
+                update_runs.append((updated / args.sims * 1e6, floor / args.sims * 1e6))
             pycomps = run_pycomps(server.url, server.token, args.sims)
         sdk = statistics.median(seconds for seconds, _ in sdk_runs)
         bare = statistics.median(seconds for seconds, _ in bare_runs)
@@ -198,6 +256,15 @@ def main() -> None:
             },
             "speedup": round(pycomps / sdk, 1),
             "cpu_per_simulation_vs_floor": round(sdk_us / bare_us, 2),
+            "updates": {
+                "client_cpu_us_per_simulation": [round(sdk, 1) for sdk, _ in update_runs],
+                "floor_client_cpu_us_per_simulation": [round(bare, 1) for _, bare in update_runs],
+                "cpu_per_simulation_vs_floor": round(
+                    statistics.median(sdk for sdk, _ in update_runs)
+                    / statistics.median(bare for _, bare in update_runs),
+                    2,
+                ),
+            },
         }
     report("save simulations", figures)
 

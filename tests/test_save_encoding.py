@@ -106,6 +106,24 @@ def test_the_saved_form_is_the_save_json_without_id() -> None:
         assert not entity.unchanged_since_saved()
 
 
+def test_tags_in_another_order_are_unchanged_and_updates_read_from_the_saved_json() -> None:
+    sim = ca.Simulation(
+        id=uuid4(), name="s", experiment_id=uuid4(), tags={"a": 1, "b": 2}, files=[FILE]
+    )
+    sim.mark_saved()
+    sim.tags = {"b": 2, "a": 1}  # same length, other bytes, equal JSON
+    assert sim.unchanged_since_saved()
+    sim.tags = {"b": 2, "a": 3}  # same length, not equal
+    assert not sim.unchanged_since_saved()
+    sim.name = "renamed"
+    sim.files = [FILE, ca.SimulationFile.from_bytes("added.txt", b"new")]
+    sim.configuration = ca.models.Configuration(priority="Normal")
+    update = sim.to_update_wire(sim.save_json())
+    assert update == sim.to_update_wire()
+    assert update["Name"] == "renamed" and [f["FileName"] for f in update["Files"]] == ["added.txt"]
+    assert "Configuration" in update
+
+
 def _answer(body: object) -> httpx.Response:
     request = httpx.Request("POST", "http://comps.invalid/api/Simulations")
     return httpx.Response(200, content=json.dumps(body).encode(), request=request)

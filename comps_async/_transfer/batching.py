@@ -592,4 +592,4 @@ def _sent_json(entity: Entity, saved: bytes, owner: str | None) -> bytes:
     (``create_json``); an update as pyCOMPS sends it (``Entity.to_update_wire``)."""
     if entity.id is None:
         return create_json(entity, owner, saved)
-    return pydantic_core.to_json(entity.to_update_wire())
+    return pydantic_core.to_json(entity.to_update_wire(saved))

@@ -180,10 +180,13 @@ class Entity(WireModel):
         saved = self._saved_state_json()
         if saved is None:
             return False
-        # Equal bytes are equal JSON; unequal bytes may still be equal dicts (tags reordered).
-        return self.save_json() == saved or _without_id(
-            self.to_save_wire()
-        ) == pydantic_core.from_json(saved)
+        now = self.save_json()
+        # Equal bytes are equal JSON. Unequal bytes of the same length may still be equal
+        # dicts (tags in another order); a different length never is (compact JSON).
+        return now == saved or (
+            len(now) == len(saved)
+            and pydantic_core.from_json(now) == pydantic_core.from_json(saved)
+        )
 
     @property
     def idempotency_key(self) -> str | None:
@@ -204,12 +207,16 @@ class Entity(WireModel):
             mode="json", by_alias=True, exclude_none=True, exclude=_SERVER_SET_FIELDS
         )
 
-    def to_update_wire(self) -> dict[str, Any]:
+    def to_update_wire(self, saved_json: bytes | None = None) -> dict[str, Any]:
         """The JSON object that updates this entity, as pyCOMPS sends it (§6.1-6.4, §8.2): the
         identifying fields, ``Configuration`` only if it changed and (Simulations) ``Files``
         only those added — COMPS appends files, so re-sending one would duplicate it. Without a
-        known server state, what is set is sent."""
-        wire = self.to_save_wire()
+        known server state, what is set is sent. ``saved_json``: this entity's ``save_json()``
+        if the caller has it."""
+        if saved_json is None:
+            wire = self.to_save_wire()
+        else:  # (the save wire is that JSON with the Id first)
+            wire = {"Id": str(self.id), **pydantic_core.from_json(saved_json)}
         saved = self.saved_state() or {}
         update = {k: v for k, v in wire.items() if k in self.update_fields}
         if "Configuration" in wire and wire["Configuration"] != saved.get("Configuration"):
