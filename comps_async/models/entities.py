@@ -152,7 +152,7 @@ class Entity(WireModel):
         if state is not None:
             values["state"] = state
             fields_set.add("state")
-        self.__pydantic_private__["_saved_json"] = saved  # type: ignore[index]
+        self.mark_saved(saved)
 
     def mark_saved(self, saved: bytes | None = None) -> None:
         """Record that the server now holds ``saved`` (a ``save_json``; default: this entity's
@@ -245,10 +245,6 @@ def _create_defaults_json(owner: str | None, no_files: bool) -> bytes:
     if no_files:
         defaults["Files"] = []
     return pydantic_core.to_json(defaults)[1:-1]
-
-
-def _without_id(wire: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in wire.items() if k != "Id"} if "Id" in wire else wire
 
 
 class _OwnedEntity(Entity):
