@@ -27,6 +27,7 @@ import json
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -48,15 +49,20 @@ from common import (
 CONFIG = resources.files("comps_async.local").joinpath("examples", "config.json").read_bytes()
 
 
+async def simulations(s: ca.Session, experiment: str, count: int) -> list[ca.Simulation]:
+    """``count`` new simulations of a new experiment, sharing one config file."""
+    exp = await s.experiments.create(ca.Experiment(name=experiment))
+    config = ca.SimulationFile.from_bytes("config.json", CONFIG)
+    return [
+        ca.Simulation(name=f"s{i}", experiment_id=exp.id, tags={"i": i}, files=[config])
+        for i in range(count)
+    ]
+
+
 async def run_sdk(url: str, token: str, count: int) -> tuple[float, float]:
     """Seconds and client CPU seconds of ``save_all``."""
     async with ca.Session(url, token=token) as s:
-        exp = await s.experiments.create(ca.Experiment(name="save-bench"))
-        config = ca.SimulationFile.from_bytes("config.json", CONFIG)
-        sims = [
-            ca.Simulation(name=f"s{i}", experiment_id=exp.id, tags={"i": i}, files=[config])
-            for i in range(count)
-        ]
+        sims = await simulations(s, "save-bench", count)
         gc.collect()
         cpu = time.process_time()
         with Timer() as timer:
@@ -69,12 +75,7 @@ async def run_sdk_updates(url: str, token: str, count: int) -> tuple[float, list
     """Client CPU seconds of a ``save_all`` that renames ``count`` saved simulations (the ids,
     for the floor)."""
     async with ca.Session(url, token=token) as s:
-        exp = await s.experiments.create(ca.Experiment(name="update-bench"))
-        config = ca.SimulationFile.from_bytes("config.json", CONFIG)
-        sims = [
-            ca.Simulation(name=f"s{i}", experiment_id=exp.id, tags={"i": i}, files=[config])
-            for i in range(count)
-        ]
+        sims = await simulations(s, "update-bench", count)
         await s.simulations.save_all(sims)
         for sim in sims:
             sim.name = f"{sim.name}-renamed"
@@ -89,31 +90,13 @@ async def run_bare_updates(url: str, token: str, ids: list[str], experiment: str
     """The update floor: the same update rows, posted as batches of 100, 4 in flight."""
     headers = {"X-COMPS-Token": token, "Accept": "application/json"}
     async with aiohttp.ClientSession(headers=headers) as http:
-        starts = iter(range(0, len(ids), 100))
-
-        async def worker() -> None:
-            for start in starts:
-                rows = [
-                    {"Id": ids[i], "Name": f"s{i}-again", "ExperimentId": experiment}
-                    for i in range(start, min(start + 100, len(ids)))
-                ]
-                form = aiohttp.FormData()
-                form.add_field(
-                    "not_a_file",
-                    json.dumps(rows).encode(),
-                    filename="Simulations",
-                    content_type="application/json",
-                )
-                async with http.post(f"{url}/api/Simulations", data=form) as response:
-                    response.raise_for_status()
-                    await response.read()
-
-        gc.collect()
-        cpu = time.process_time()
-        async with anyio.create_task_group() as tg:
-            for _ in range(4):
-                tg.start_soon(worker)
-        return time.process_time() - cpu
+        _, cpu = await post_batches(
+            http,
+            url,
+            len(ids),
+            lambda i: {"Id": ids[i], "Name": f"s{i}-again", "ExperimentId": experiment},
+        )
+    return cpu
 
 
 async def run_bare_aiohttp(url: str, token: str, count: int) -> tuple[float, float]:
@@ -128,47 +111,64 @@ async def run_bare_aiohttp(url: str, token: str, count: int) -> tuple[float, flo
             exp = (await r.json())["Ids"][0]
         async with http.get(f"{url}/api/Users", params={"current": "true"}) as r:
             owner = (await r.json())["Users"][0]["UserName"]
-        starts = iter(range(0, count, 100))
         file = {"FileName": "config.json", "MD5Checksum": md5, "FileType": "input"}
         file["Description"] = ""
         call = uuid.uuid4().hex  # the reserved tags the SDK sends: the same bytes on the wire
+        return await post_batches(
+            http,
+            url,
+            count,
+            lambda i: {
+                "Tags": {
+                    "comps_async.batch": f"{call}/{i // 100}",
+                    "comps_async.key": f"{call}/{i}",
+                    "i": i,
+                },
+                "Name": f"s{i}",
+                "ExperimentId": exp,
+                "Files": [file],
+                "Owner": owner,
+            },
+            part=(md5, CONFIG, "config.json"),
+        )
 
-        async def worker() -> None:
-            for start in starts:
-                rows = [
-                    {
-                        "Tags": {
-                            "comps_async.batch": f"{call}/{i // 100}",
-                            "comps_async.key": f"{call}/{i}",
-                            "i": i,
-                        },
-                        "Name": f"s{i}",
-                        "ExperimentId": exp,
-                        "Files": [file],
-                        "Owner": owner,
-                    }
-                    for i in range(start, min(start + 100, count))
-                ]
-                form = aiohttp.FormData()
-                form.add_field(
-                    "not_a_file",
-                    json.dumps(rows).encode(),
-                    filename="Simulations",
-                    content_type="application/json",
-                )
-                form.add_field(md5, CONFIG, filename="config.json", content_type="application/json")
-                async with http.post(f"{url}/api/Simulations", data=form) as response:
-                    response.raise_for_status()
-                    await response.read()
 
-        gc.collect()
-        cpu = time.process_time()
-        with Timer() as timer:
-            async with anyio.create_task_group() as tg:
-                for _ in range(4):
-                    tg.start_soon(worker)
-        cpu = time.process_time() - cpu
-    return timer.seconds, cpu
+async def post_batches(
+    http: aiohttp.ClientSession,
+    url: str,
+    count: int,
+    row: Callable[[int], dict[str, Any]],
+    part: tuple[str, bytes, str] | None = None,
+) -> tuple[float, float]:
+    """Seconds and client CPU seconds of POSTing ``row(i)`` for ``count`` simulations as bare
+    multipart batches of 100 (with ``part``, (name, bytes, file name), once in each), 4 in
+    flight."""
+    starts = iter(range(0, count, 100))
+
+    async def worker() -> None:
+        for start in starts:
+            rows = [row(i) for i in range(start, min(start + 100, count))]
+            form = aiohttp.FormData()
+            form.add_field(
+                "not_a_file",
+                json.dumps(rows).encode(),
+                filename="Simulations",
+                content_type="application/json",
+            )
+            if part is not None:
+                name, data, file_name = part
+                form.add_field(name, data, filename=file_name, content_type="application/json")
+            async with http.post(f"{url}/api/Simulations", data=form) as response:
+                response.raise_for_status()
+                await response.read()
+
+    gc.collect()
+    cpu = time.process_time()
+    with Timer() as timer:
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(worker)
+    return timer.seconds, time.process_time() - cpu
 
 
 def run_pycomps(url: str, token: str, count: int) -> float:
