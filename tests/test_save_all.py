@@ -89,6 +89,37 @@ async def test_concurrent_batches_and_bounded_streaming(
     assert produced_at_first_landing[0] <= 8 * 100
 
 
+async def test_bulk_updates_land_once_with_only_what_changed(
+    server: LocalComps, session: ca.Session, experiment: ca.Experiment
+) -> None:
+    """Over HTTP to the local server: a bulk rename updates every simulation in place, adds a
+    file only where one was added (COMPS appends files: none twice) and skips the unchanged."""
+    sims = make_sims(experiment, 150)
+    await session.simulations.save_all(sims)
+    posts = server.faults.counters["POST /api/Simulations"]
+    assert await session.simulations.save_all(sims) == 150  # unchanged: counted, not sent
+    assert server.faults.counters["POST /api/Simulations"] == posts
+    ids = [s.id for s in sims]
+    for sim in sims:
+        sim.name = f"{sim.name}-renamed"
+    added = ca.SimulationFile.from_bytes("added.txt", b"added")
+    for sim in sims[::50]:
+        sim.files = [*(sim.files or []), added]
+    assert await session.simulations.save_all(sims) == 150
+    assert server.faults.counters["POST /api/Simulations"] == posts + 2
+    assert [s.id for s in sims] == ids
+    query = ca.Query().select_children(["files"])
+    fetched = {s.id: s for s in await session.experiments.simulations(experiment, query)}
+    assert len(fetched) == 150
+    for i, sim in enumerate(sims):
+        got = fetched[sim.id]
+        assert got.name == f"s{i}-renamed"
+        names = sorted(f.file_name for f in got.files or [])
+        expected = ["added.txt"] if i % 50 == 0 else []
+        assert names == sorted(["config.json", "seed.txt", *expected])
+    assert added.md5_checksum is not None and server.blobs.exists(added.md5_checksum)
+
+
 async def test_each_batch_carries_its_shared_content_within_the_byte_limit(
     server: LocalComps, experiment: ca.Experiment, tmp_path: Path
 ) -> None:

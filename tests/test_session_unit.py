@@ -777,6 +777,36 @@ async def test_only_200_from_upload_check_means_complete(
     assert sent == (0 if status == 200 else 8 - (3 if status == 206 else 0))
 
 
+async def test_updates_attach_only_the_files_they_add(
+    mock: respx.MockRouter, session: ca.Session
+) -> None:
+    """A renamed simulation whose config was sent with its create sends no content again; one
+    that adds a file sends that file's content only (pyCOMPS attaches only new files)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent = json.loads(_parts(request)[0][3])
+        return httpx.Response(200, json={"Ids": [s.get("Id") or str(uuid4()) for s in sent]})
+
+    saves = mock.post("/api/Simulations").mock(side_effect=answer)
+    config = ca.SimulationFile.from_bytes("config.json", b'{"parameters": {}}')
+    sims = [ca.Simulation(name=f"s{i}", experiment_id=SIM, files=[config]) for i in range(2)]
+    await session.simulations.save_all(sims)
+    assert len(_parts(saves.calls.last.request)) == 2  # the entities, the shared config
+    for sim in sims:
+        sim.name = f"{sim.name}-renamed"
+    await session.simulations.save_all(sims)
+    parts = _parts(saves.calls.last.request)
+    assert len(parts) == 1 and [s["Name"] for s in json.loads(parts[0][3])] == [
+        "s0-renamed",
+        "s1-renamed",
+    ]
+    sims[1].files = [config, ca.SimulationFile.from_bytes("more.txt", b"more")]
+    await session.simulations.save_all(sims)
+    parts = _parts(saves.calls.last.request)
+    assert [p[3] for p in parts[1:]] == [b"more"]
+    assert [f["FileName"] for f in json.loads(parts[0][3])[0]["Files"]] == ["more.txt"]
+
+
 async def test_updates_send_what_pycomps_sends(mock: respx.MockRouter, session: ca.Session) -> None:
     """An entity read from the server and changed: only the identifying fields, Configuration
     if it changed, Files only those added (§8.2); never Tags, Owner or unchanged parts."""

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
 
 import anyio
-import pydantic_core
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._concurrency import AdaptiveLimit, achunks, first_error
@@ -267,10 +266,13 @@ class BatchSaver(Generic[E]):
         """Add ``chunk`` (entities from position ``start`` on) to ``batch``, sending each batch
         that fills up; returns the batch being filled. On an error, the batch being filled and
         what is left of the chunk are not sent."""
-        kept = [i for i, e in enumerate(chunk) if e.id is None or not self._unchanged(e)]
-        entities, positions = [chunk[i] for i in kept], [start + i for i in kept]
+        entities, positions = chunk, list(range(start, start + len(chunk)))
         try:
-            ready = await self._prepare(entities, positions)
+            if self._total is None:  # a list was checked whole before anything was sent
+                for entity, position in zip(entities, positions, strict=True):
+                    self._validate(entity, position)
+            entities, positions, known = self._changed(chunk, start)
+            ready = await self._prepare(entities, positions, known)
         except Exception as exc:
             self._errors.append(exc)
             ready = _Ready([], [], [], [], [], [], {})
@@ -303,25 +305,38 @@ class BatchSaver(Generic[E]):
             return _Batch()
         return batch
 
-    def _unchanged(self, entity: E) -> bool:
-        """Whether ``entity`` is saved already as it is (a re-run after a cancellation, say):
-        counted as saved, not sent again."""
-        if entity.unchanged_since_saved():
-            self._count_saved([entity])
-            return True
-        return False
+    def _changed(self, chunk: list[E], start: int) -> tuple[list[E], list[int], list[bytes | None]]:
+        """The entities of ``chunk`` (from position ``start`` on) to send, their positions, and
+        each one's save JSON if it was made to compare with what the server holds (None for new
+        ones). Those saved already as they are (a re-run after a cancellation, say) are counted
+        as saved, not sent again."""
+        entities: list[E] = []
+        positions: list[int] = []
+        known: list[bytes | None] = []
+        unchanged: list[E] = []
+        for position, entity in enumerate(chunk, start):
+            save_json = None
+            if entity.id is not None:
+                save_json = entity.save_json()
+                if entity._is_saved(save_json):
+                    unchanged.append(entity)
+                    continue
+            entities.append(entity)
+            positions.append(position)
+            known.append(save_json)
+        self._count_saved(unchanged)
+        return entities, positions, known
 
-    async def _prepare(self, entities: list[E], positions: list[int]) -> _Ready[E]:
-        """``entities`` (at ``positions``) ready to batch: checked, content hashed
-        and large files uploaded, keyed, encoded. Each step runs over the whole chunk before the
-        next: per entity, the steps run pydantic-core, the JSON splice and the interpreter in
-        turn, and interleaved they evicted each other's code from the CPU's instruction cache
-        (about a third more client CPU per entity)."""
-        if self._total is None:  # a list was checked whole before anything was sent
-            for entity, position in zip(entities, positions, strict=True):
-                self._validate(entity, position)
-        content: dict[Md5, tuple[str, bytes]] = {}
-        uses = await self._attachments(entities, content)
+    async def _prepare(
+        self, entities: list[E], positions: list[int], known: list[bytes | None]
+    ) -> _Ready[E]:
+        """``entities`` (at ``positions``; ``known``: save JSON made already) ready to batch:
+        content hashed and large files uploaded, keyed, encoded. Each step runs over the whole
+        chunk before the next: per entity, the steps run pydantic-core, the JSON splice and the
+        interpreter in turn, and interleaved they evicted each other's code from the CPU's
+        instruction cache (about a third more client CPU per entity)."""
+        if await self._hash_files(entities):  # a save JSON holds its files' md5s
+            known = [None] * len(entities)
         keys, owner = self._keys, self._owner
         maybe_sent = (
             [keys.assign(e, p) for e, p in zip(entities, positions, strict=True)]
@@ -330,8 +345,19 @@ class BatchSaver(Generic[E]):
         )
         # Encoded once, by pydantic-core: the save JSON is what the entity holds once saved
         # (mark_saved); the body's length is the batch size estimate, its bytes what is posted.
-        saved = [entity.save_json() for entity in entities]
-        bodies = [_sent_json(e, s, owner) for e, s in zip(entities, saved, strict=True)]
+        saved = [e.save_json() if s is None else s for e, s in zip(entities, known, strict=True)]
+        bodies: list[bytes] = []
+        sent_files: list[Sequence[_AssetFile]] = []
+        for entity, save_json in zip(entities, saved, strict=True):
+            if entity.id is None:  # new: as pyCOMPS creates it, with its reserved tags
+                bodies.append(create_json(entity, owner, save_json))
+                sent_files.append(_files_of(entity))
+            else:  # an update: as pyCOMPS sends it, attaching only the files it adds
+                body, added = entity._update(save_json)
+                bodies.append(body)
+                sent_files.append([_files_of(entity)[i] for i in added] if added else ())
+        content: dict[Md5, tuple[str, bytes]] = {}
+        uses = await self._attachments(sent_files, content)
         return _Ready(entities, positions, bodies, saved, uses, maybe_sent, content)
 
     def _drop(self, entities: list[E], positions: list[int]) -> None:
@@ -383,21 +409,27 @@ class BatchSaver(Generic[E]):
             if source is not None and source.path is not None:
                 check_readable_file(source.path)
 
-    async def _attachments(
-        self, entities: list[E], content: dict[Md5, tuple[str, bytes]]
-    ) -> list[tuple[Md5, ...]]:
-        """For each entity, which content its files use, in file order, adding what is new to
-        ``content``. Files given by path are hashed first (one worker-thread call for all), big
-        files are uploaded on their own (and are not among the uses). A file object shared by
-        several entities (one config for all, typically) is looked at once."""
+    async def _hash_files(self, entities: list[E]) -> bool:
+        """Hash the files of ``entities`` given by path or bytes without an md5 (one
+        worker-thread call for all); whether there were any."""
         files = {id(f): f for entity in entities for f in _files_of(entity)}
         unhashed = [f for f in files.values() if f.md5_checksum is None and f.source is not None]
         if unhashed:
             await ensure_md5s(unhashed, self._hasher)
+        return bool(unhashed)
+
+    async def _attachments(
+        self, sent_files: list[Sequence[_AssetFile]], content: dict[Md5, tuple[str, bytes]]
+    ) -> list[tuple[Md5, ...]]:
+        """For each entity's ``sent_files``, which content they use, in file order, adding what
+        is new to ``content``. Big files are uploaded on their own (and are not among the uses).
+        A file object shared by several entities (one config for all, typically) is looked at
+        once."""
+        files = {id(f): f for entity_files in sent_files for f in entity_files}
         keys = {number: await self._attach(file, content) for number, file in files.items()}
         return [
-            tuple(key for f in _files_of(entity) if (key := keys[id(f)]) is not None)
-            for entity in entities
+            tuple(key for f in entity_files if (key := keys[id(f)]) is not None)
+            for entity_files in sent_files
         ]
 
     async def _attach(self, file: _AssetFile, content: dict[Md5, tuple[str, bytes]]) -> Md5 | None:
@@ -585,11 +617,3 @@ def _files_of(entity: Entity) -> Sequence[_AssetFile]:
         getattr(entity, "files", None) or getattr(entity, "assets", None) or ()
     )
     return files
-
-
-def _sent_json(entity: Entity, saved: bytes, owner: str | None) -> bytes:
-    """What a save sends, encoded: a new entity as pyCOMPS creates it, with its reserved tags
-    (``create_json``); an update as pyCOMPS sends it (``Entity.to_update_wire``)."""
-    if entity.id is None:
-        return create_json(entity, owner, saved)
-    return pydantic_core.to_json(entity.to_update_wire(saved))
