@@ -241,6 +241,20 @@ async def test_bad_input_fails_before_anything_is_sent(
             await session.simulations.save_all(sims)
     with pytest.raises(TypeError, match="expected Simulation"):
         await session.simulations.save_all([experiment])  # type: ignore[list-item]
+    # Checked a batch's worth at a time, the whole list before the first request: positions
+    # count from the start of the list, a file shared by all is looked at, and a bad file
+    # after the first batch still stops everything.
+    config = tmp_path / "config.json"
+    config.write_bytes(b"{}")
+    shared = ca.SimulationFile.from_path(config)
+    many = [
+        ca.Simulation(name=f"m{i}", experiment_id=experiment.id, files=[shared]) for i in range(250)
+    ]
+    with pytest.raises(ValueError, match="#250 has no name"):
+        await session.simulations.save_all([*many, ca.Simulation(experiment_id=experiment.id)])
+    config.unlink()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        await session.simulations.save_all(many)
     assert server.faults.counters["POST /api/Simulations"] == 0
 
 

@@ -202,8 +202,9 @@ class BatchSaver(Generic[E]):
         self._owner = await self._requester.tokens.user()
         if isinstance(entities, Sized) and isinstance(entities, Iterable):
             entities = list(entities)
-            for index, entity in enumerate(entities):  # bad input fails before any request
-                self._validate(entity, index)
+            step = self._limits.max_entities  # (a batch's worth at a time: see _validate)
+            for start in range(0, len(entities), step):  # bad input fails before any request
+                self._validate(entities[start : start + step], start)
             self._total = len(entities)
             self._saved = []
         send, receive = anyio.create_memory_object_stream[_Batch[E]](self._queued)
@@ -269,8 +270,7 @@ class BatchSaver(Generic[E]):
         entities, positions = chunk, list(range(start, start + len(chunk)))
         try:
             if self._total is None:  # a list was checked whole before anything was sent
-                for entity, position in zip(entities, positions, strict=True):
-                    self._validate(entity, position)
+                self._validate(chunk, start)
             entities, positions, known = self._changed(chunk, start)
             ready = await self._prepare(entities, positions, known)
         except Exception as exc:
@@ -388,34 +388,50 @@ class BatchSaver(Generic[E]):
             may_exist = self._keys is not None and self._keys.may_exist(entity)
             (self._unknown if may_exist else self._failed).append(entity)
 
-    def _validate(self, entity: E, index: int) -> None:
-        if not isinstance(entity, self._model):
-            raise TypeError(
-                f"item {index} is a {type(entity).__name__}, expected {self._model.__name__}"
-            )
-        if entity.id is None:
-            if isinstance(entity, Simulation):
-                if not entity.name:
-                    raise ValueError(f"Simulation #{index} has no name")
-                if entity.experiment_id is None:
-                    raise ValueError(f"simulation {entity.name!r} has no experiment_id")
-            elif isinstance(entity, WorkItem):
-                if not entity.name:
-                    raise ValueError(f"WorkItem #{index} has no name")
-                if entity.worker is None or not entity.environment_name:
-                    raise ValueError(f"work item {entity.name!r} needs worker and environment_name")
-        for file in _files_of(entity):
-            source = file.source
-            if source is not None and source.path is not None:
-                check_readable_file(source.path)
+    def _validate(self, entities: list[E], start: int) -> None:
+        """Check ``entities`` (from position ``start`` on) before any is sent: a clear error for
+        the first that cannot be saved. A file object shared by several entities (one config
+        for all, typically) is checked once per call (a few at a time: a million files held
+        for the whole list would be memory that grows with the call)."""
+        model = self._model
+        checked: dict[int, _AssetFile] = {}  # (holding the files: an id is not reused)
+        for index, entity in enumerate(entities, start):
+            if not isinstance(entity, model):
+                raise TypeError(
+                    f"item {index} is a {type(entity).__name__}, expected {model.__name__}"
+                )
+            if entity.id is None:
+                if isinstance(entity, Simulation):
+                    if not entity.name:
+                        raise ValueError(f"Simulation #{index} has no name")
+                    if entity.experiment_id is None:
+                        raise ValueError(f"simulation {entity.name!r} has no experiment_id")
+                elif isinstance(entity, WorkItem):
+                    if not entity.name:
+                        raise ValueError(f"WorkItem #{index} has no name")
+                    if entity.worker is None or not entity.environment_name:
+                        raise ValueError(
+                            f"work item {entity.name!r} needs worker and environment_name"
+                        )
+            for file in _files_of(entity):
+                if id(file) in checked:
+                    continue
+                checked[id(file)] = file
+                source = file.source
+                if source is not None and source.path is not None:
+                    check_readable_file(source.path)
 
     async def _hash_files(self, entities: list[E]) -> bool:
         """Hash the files of ``entities`` given by path or bytes without an md5 (one
         worker-thread call for all); whether there were any."""
-        files = {id(f): f for entity in entities for f in _files_of(entity)}
-        unhashed = [f for f in files.values() if f.md5_checksum is None and f.source is not None]
+        unhashed = {
+            id(f): f
+            for entity in entities
+            for f in _files_of(entity)
+            if f.md5_checksum is None and f.source is not None
+        }
         if unhashed:
-            await ensure_md5s(unhashed, self._hasher)
+            await ensure_md5s(list(unhashed.values()), self._hasher)
         return bool(unhashed)
 
     async def _attachments(
@@ -425,6 +441,8 @@ class BatchSaver(Generic[E]):
         is new to ``content``. Big files are uploaded on their own (and are not among the uses).
         A file object shared by several entities (one config for all, typically) is looked at
         once."""
+        if not any(sent_files):  # (updates that add no files, typically)
+            return [()] * len(sent_files)
         files = {id(f): f for entity_files in sent_files for f in entity_files}
         keys = {number: await self._attach(file, content) for number, file in files.items()}
         return [
@@ -570,9 +588,10 @@ class BatchSaver(Generic[E]):
             created = WorkItemState.Created
         for index, entity_id in ids.items():
             entity = batch.entities[index]
-            entity._record_save(
-                entity_id, batch.saved[index], created if entity.id is None else None
-            )
+            if entity.id is None:
+                entity._record_save(entity_id, batch.saved[index], created)
+            else:  # an update: the entity has its id already
+                entity.mark_saved(batch.saved[index])
 
     async def _upload_missing(self, batch: _Batch[E], md5s: list[UUID]) -> None:
         sources = {UUID(int=md5): ContentSource(data=part[1]) for md5, part in batch.parts.items()}

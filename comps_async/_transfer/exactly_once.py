@@ -101,7 +101,9 @@ class KeyAssigner:
 
     def assign(self, entity: Entity, position: int) -> bool:
         """Key ``entity`` (new entities only); True when it may already exist on the server."""
-        if entity.id is None and entity.idempotency_key is None:
+        if entity.id is not None:  # an update: not created by this call
+            return False
+        if entity.idempotency_key is None:
             entity._give_key(f"{self._call}/{position}")
             return self._explicit  # a new random key exists nowhere yet; a caller's key may
         return self.may_exist(entity)

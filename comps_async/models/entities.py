@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import typing
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 from uuid import UUID
 
@@ -223,7 +224,7 @@ class Entity(WireModel):
         Without a known server state, what is set is sent."""
         return self._update(self.save_json())[0]
 
-    def _update(self, save_json: bytes) -> tuple[bytes, list[int]]:
+    def _update(self, save_json: bytes) -> tuple[bytes, Sequence[int]]:
         """``update_json`` from this entity's ``save_json``, and where the files it adds are in
         ``files`` (the content an update attaches)."""
         model, values = type(self), self.__dict__
@@ -234,18 +235,18 @@ class Entity(WireModel):
         # bytes, since ``,"`` is always a member boundary in compact JSON (inside a string
         # ``"`` is escaped) and no other member holds an object under "Configuration" or an
         # array under "Files" (tags hold scalars; hpc jobs, whose configuration would, are not
-        # saved).
+        # saved). Not found with the comma: the first member, the whole object.
         if values.get("configuration") is not None:
-            cut = _member_at(save_json, b'"Configuration":{')
+            cut = max(save_json.find(b',"Configuration":{'), 0)
         elif model.update_sends_files and values.get("files"):
-            cut = _member_at(save_json, b'"Files":[')
+            cut = max(save_json.find(b',"Files":['), 0)
         else:
-            return identifying, []  # nothing else to send
+            return identifying, ()  # nothing else to send
         saved = self._saved_state_json()
         # Both are compact JSON of one schema: if the saved one ends in these bytes, the
         # server holds this Configuration and these Files.
         if saved is not None and saved.endswith(save_json[cut:]):
-            return identifying, []
+            return identifying, ()
         # Else which changed, compared as JSON (equal values may differ in bytes).
         now = pydantic_core.from_json(save_json)
         known = {} if saved is None else pydantic_core.from_json(saved)
@@ -259,7 +260,7 @@ class Entity(WireModel):
             if added:
                 changes["Files"] = [files[i] for i in added]
         if not changes:
-            return identifying, []
+            return identifying, ()
         return identifying[:-1] + b"," + pydantic_core.to_json(changes)[1:], added
 
     def create_defaults_json(self, owner: str | None) -> bytes:
@@ -322,13 +323,6 @@ def _identifying_serializer(model: type[Entity]) -> pydantic_core.SchemaSerializ
             {n: f for n, f in fields if f.get("serialization_alias") in model.update_fields}
         )
     )
-
-
-def _member_at(encoded: bytes, member: bytes) -> int:
-    """Where ``member`` (``"Key":`` and its value's first byte) begins in the ``encoded`` JSON
-    object, with the comma before it; known to be there."""
-    at = encoded.find(b"," + member)
-    return at if at >= 0 else 0  # (else the first member: the whole object from its "{")
 
 
 @functools.lru_cache(maxsize=64)
