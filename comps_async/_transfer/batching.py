@@ -310,22 +310,14 @@ class BatchSaver(Generic[E]):
         each one's save JSON if it was made to compare with what the server holds (None for new
         ones). Those saved already as they are (a re-run after a cancellation, say) are counted
         as saved, not sent again."""
-        entities: list[E] = []
-        positions: list[int] = []
-        known: list[bytes | None] = []
-        unchanged: list[E] = []
-        for position, entity in enumerate(chunk, start):
-            save_json = None
-            if entity.id is not None:
-                save_json = entity.save_json()
-                if entity._is_saved(save_json):
-                    unchanged.append(entity)
-                    continue
-            entities.append(entity)
-            positions.append(position)
-            known.append(save_json)
-        self._count_saved(unchanged)
-        return entities, positions, known
+        known = [None if e.id is None else e.save_json() for e in chunk]
+        saved = [s is not None and e._is_saved(s) for e, s in zip(chunk, known, strict=True)]
+        positions = list(range(start, start + len(chunk)))
+        if not any(saved):  # (typically: nothing to leave out)
+            return chunk, positions, known
+        self._count_saved([e for e, unchanged in zip(chunk, saved, strict=True) if unchanged])
+        kept = [i for i, unchanged in enumerate(saved) if not unchanged]
+        return [chunk[i] for i in kept], [positions[i] for i in kept], [known[i] for i in kept]
 
     async def _prepare(
         self, entities: list[E], positions: list[int], known: list[bytes | None]
