@@ -172,7 +172,7 @@ def test_update_json_is_the_plain_reading(change: str, known: str) -> None:
         ca.Suite(name="s", description="d"),
         ca.Suite(configuration=CONFIG),  # Configuration the first member
         ca.Simulation(files=[FILE]),  # Files the first member
-        ca.WorkItem(name="w", description="d", files=[ORDER]),  # files never sent on update
+        ca.WorkItem(name="w", description="d", files=[ORDER]),  # added files sent (§6.4)
         ca.AssetCollection(tags={"a": "b"}),
     ]
     checked = 0

@@ -278,6 +278,36 @@ async def test_a_work_item_runs_its_work_order(session: ca.Session) -> None:
         ca.WorkItemFile.work_order("not json")  # type: ignore[arg-type]
 
 
+async def test_a_file_added_to_a_saved_work_item_lands_once(
+    server: LocalComps, session: ca.Session
+) -> None:
+    """An update of a work item sends the files added since its last save, and only those
+    (§6.4, as pyCOMPS): the worker then finds the added file beside its work order, and the
+    work order is not stored twice."""
+    order = {
+        "WorkItem_Type": "DockerWorker",
+        "Execution": {"Command": "python3 -c \"open('out.txt','w').write(open('in.txt').read())\""},
+    }
+    work_item = ca.WorkItem(
+        name="order",
+        environment_name="Local",
+        worker=ca.WorkerType(name="DockerWorker", version="1.0.0.0_RELEASE"),
+        files=[ca.WorkItemFile.work_order(order)],
+    )
+    await session.work_items.save(work_item)
+    assert work_item.files is not None
+    work_item.files.append(ca.WorkItemFile.from_bytes("in.txt", b"added later"))
+    await session.work_items.save(work_item)
+    stored = await session.work_items.get(work_item.id, children=["files"])
+    assert sorted(f.file_name for f in stored.files or []) == ["WorkOrder.json", "in.txt"]
+    server.faults.counters.clear()
+    await session.work_items.save(work_item)  # unchanged since: nothing is sent
+    assert server.faults.counters["POST /api/WorkItems"] == 0
+    await session.work_items.commission(work_item)
+    assert (await session.wait(work_item_id=work_item, timeout=60)).succeeded == 1
+    assert await session.outputs.read(work_item, "out.txt") == b"added later"
+
+
 def test_a_session_without_credentials_asks_at_the_terminal(tmp_path: Path) -> None:
     """pyCOMPS's console prompt is the default when a person is at a terminal: run a script
     under a pseudo-terminal, answer the prompts, and it logs in (the password is not echoed)."""

@@ -406,6 +406,7 @@ class WorkItem(_OwnedEntity):
 
     plural: ClassVar[str] = "WorkItems"
     children_names: ClassVar[frozenset[str]] = frozenset({"tags", "files", "plugins"})
+    update_sends_files: ClassVar[bool] = True  # an update sends the files added (§6.4)
 
     worker: WorkerType | None = None
     environment_name: str | None = None
