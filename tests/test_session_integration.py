@@ -249,23 +249,28 @@ async def test_token_renewal_against_the_local_server(tmp_path: Path) -> None:
     assert len(seen) == 4 and all(seen)  # every call carried a token
 
 
+# A work order whose command copies the work item's in.txt to out.txt.
+COPY_ORDER = {
+    "WorkItem_Type": "DockerWorker",
+    "Execution": {"Command": "python3 -c \"open('out.txt','w').write(open('in.txt').read())\""},
+}
+
+
+def copying_work_item(*files: ca.WorkItemFile) -> ca.WorkItem:
+    """A new work item that runs ``COPY_ORDER``, with ``files`` beside its work order."""
+    return ca.WorkItem(
+        name="order",
+        environment_name="Local",
+        worker=ca.WorkerType(name="DockerWorker", version="1.0.0.0_RELEASE"),
+        files=[ca.WorkItemFile.work_order(COPY_ORDER), *files],
+    )
+
+
 async def test_a_work_item_runs_its_work_order(session: ca.Session) -> None:
     """The work-item recipe of the docs (basics.md): the order travels as WorkOrder.json
     (FileType WorkOrder), the worker runs its command with the other files beside it, outputs
     come back."""
-    order = {
-        "WorkItem_Type": "DockerWorker",
-        "Execution": {"Command": "python3 -c \"open('out.txt','w').write(open('in.txt').read())\""},
-    }
-    work_item = ca.WorkItem(
-        name="order",
-        environment_name="Local",
-        worker=ca.WorkerType(name="DockerWorker", version="1.0.0.0_RELEASE"),
-        files=[
-            ca.WorkItemFile.work_order(order),
-            ca.WorkItemFile.from_bytes("in.txt", b"from the input"),
-        ],
-    )
+    work_item = copying_work_item(ca.WorkItemFile.from_bytes("in.txt", b"from the input"))
     await session.work_items.save(work_item)
     await session.work_items.commission(work_item)
     assert (await session.wait(work_item_id=work_item, timeout=60)).succeeded == 1
@@ -273,7 +278,7 @@ async def test_a_work_item_runs_its_work_order(session: ca.Session) -> None:
     stored = await session.work_items.get(work_item.id, children=["files"])
     (sent,) = [f for f in stored.files or [] if f.file_name == "WorkOrder.json"]
     assert sent.file_type == "WorkOrder"
-    assert json.loads(await session.outputs.read(work_item, "WorkOrder.json")) == order
+    assert json.loads(await session.outputs.read(work_item, "WorkOrder.json")) == COPY_ORDER
     with pytest.raises(TypeError, match="mapping or bytes"):
         ca.WorkItemFile.work_order("not json")  # type: ignore[arg-type]
 
@@ -284,16 +289,7 @@ async def test_a_file_added_to_a_saved_work_item_lands_once(
     """An update of a work item sends the files added since its last save, and only those
     (§6.4, as pyCOMPS): the worker then finds the added file beside its work order, and the
     work order is not stored twice."""
-    order = {
-        "WorkItem_Type": "DockerWorker",
-        "Execution": {"Command": "python3 -c \"open('out.txt','w').write(open('in.txt').read())\""},
-    }
-    work_item = ca.WorkItem(
-        name="order",
-        environment_name="Local",
-        worker=ca.WorkerType(name="DockerWorker", version="1.0.0.0_RELEASE"),
-        files=[ca.WorkItemFile.work_order(order)],
-    )
+    work_item = copying_work_item()
     await session.work_items.save(work_item)
     assert work_item.files is not None
     work_item.files.append(ca.WorkItemFile.from_bytes("in.txt", b"added later"))
