@@ -119,8 +119,8 @@ def test_tags_in_another_order_are_unchanged() -> None:
 
 def reference_update(entity: ca.models.Entity) -> dict[str, Any]:
     """An update as the protocol reads (§6.1-6.4, §8.2): the identifying fields,
-    ``Configuration`` if it differs from what the server holds, and (Simulations) the files it
-    does not hold; all that is set when nothing is known of the server."""
+    ``Configuration`` if it differs from what the server holds, and (Simulations, WorkItems)
+    the files it does not hold; all that is set when nothing is known of the server."""
     wire, saved = entity.to_save_wire(), entity.saved_state() or {}
     update = {k: v for k, v in wire.items() if k in type(entity).update_fields}
     if "Configuration" in wire and wire["Configuration"] != saved.get("Configuration"):

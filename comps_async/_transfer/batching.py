@@ -271,7 +271,7 @@ class BatchSaver(Generic[E]):
         try:
             if self._total is None:  # a list was checked whole before anything was sent
                 self._validate(chunk, start)
-            entities, positions, known = self._changed(chunk, start)
+            entities, positions, known = self._changed(chunk, positions)
             ready = await self._prepare(entities, positions, known)
         except Exception as exc:
             self._errors.append(exc)
@@ -305,14 +305,15 @@ class BatchSaver(Generic[E]):
             return _Batch()
         return batch
 
-    def _changed(self, chunk: list[E], start: int) -> tuple[list[E], list[int], list[bytes | None]]:
-        """The entities of ``chunk`` (from position ``start`` on) to send, their positions, and
-        each one's save JSON if it was made to compare with what the server holds (None for new
-        ones). Those saved already as they are (a re-run after a cancellation, say) are counted
-        as saved, not sent again."""
+    def _changed(
+        self, chunk: list[E], positions: list[int]
+    ) -> tuple[list[E], list[int], list[bytes | None]]:
+        """The entities of ``chunk`` (at ``positions``) to send, their positions, and each one's
+        save JSON if it was made to compare with what the server holds (None for new ones).
+        Those saved already as they are (a re-run after a cancellation, say) are counted as
+        saved, not sent again."""
         known = [None if e.id is None else e.save_json() for e in chunk]
         saved = [s is not None and e._is_saved(s) for e, s in zip(chunk, known, strict=True)]
-        positions = list(range(start, start + len(chunk)))
         if not any(saved):  # (typically: nothing to leave out)
             return chunk, positions, known
         self._count_saved([e for e, unchanged in zip(chunk, saved, strict=True) if unchanged])

@@ -148,11 +148,11 @@ class Entity(WireModel):
         return saved
 
     def _record_save(self, entity_id: UUID, saved: bytes, state: Any = None) -> None:
-        """A save of this entity landed: set the id the server answered (and a new entity's
-        first ``state``) and ``mark_saved(saved)``. The id and state are known valid (a parsed
-        UUID, a member of the entity's own state enum), so they skip assignment validation, and
-        everything is set where pydantic keeps it: this runs for every entity of every
-        ``save_all``."""
+        """A create of this entity landed: set the id the server answered (and its first
+        ``state``) and ``mark_saved(saved)``; an update needs only ``mark_saved``. The id and
+        state are known valid (a parsed UUID, a member of the entity's own state enum), so they
+        skip assignment validation, and everything is set where pydantic keeps it: this runs
+        for every entity of every ``save_all``."""
         values, fields_set = self.__dict__, self.__pydantic_fields_set__
         values["id"] = entity_id
         fields_set.add("id")
@@ -219,9 +219,9 @@ class Entity(WireModel):
 
     def update_json(self) -> bytes:
         """The encoded JSON object that updates this entity, as pyCOMPS sends it (§6.1-6.4,
-        §8.2): the identifying fields, ``Configuration`` only if it changed and (Simulations)
-        ``Files`` only those added — COMPS appends files, so re-sending one would duplicate it.
-        Without a known server state, what is set is sent."""
+        §8.2): the identifying fields, ``Configuration`` only if it changed and (Simulations,
+        WorkItems) ``Files`` only those added — COMPS appends files, so re-sending one would
+        duplicate it. Without a known server state, what is set is sent."""
         return self._update(self.save_json())[0]
 
     def _update(self, save_json: bytes) -> tuple[bytes, Sequence[int]]:
@@ -303,8 +303,9 @@ def _save_serializer(model: type[Entity]) -> pydantic_core.SchemaSerializer:
         if excluded is True:
             continue
         if excluded is not None:  # the files: each without the fields the server sets
-            file_model = typing.get_args(typing.get_args(model.model_fields[name].annotation)[0])
-            file_fields = _model_fields(file_model[0])["fields"]
+            listed = typing.get_args(model.model_fields[name].annotation)[0]  # list[File]
+            (file_model,) = typing.get_args(listed)
+            file_fields = _model_fields(file_model)["fields"]
             kept = {n: f for n, f in file_fields.items() if n not in excluded["__all__"]}
             files = core_schema.nullable_schema(core_schema.list_schema(_serializer_of(kept)))
             field = core_schema.model_field(files, serialization_alias=field["serialization_alias"])
