@@ -51,6 +51,12 @@ _DEFAULT_HEADERS = {
     "Connection": "keep-alive",
     "User-Agent": f"python-httpx/{httpx.__version__}",
 }
+# Built once: httpx copies a Headers as it is, and checks and encodes every header of a dict
+# (a third of building a request; a bulk save builds one per batch).
+_HEADERS_WITH_BODY = httpx.Headers(_DEFAULT_HEADERS)
+# pyCOMPS says JSON on every call without a body of its own, GETs included (§3.1, §9;
+# tests/test_wire_parity.py); aiohttp would label a body-less PUT/POST application/octet-stream.
+_HEADERS_WITHOUT_BODY = httpx.Headers({**_DEFAULT_HEADERS, "Content-Type": "application/json"})
 
 
 class Requester:
@@ -157,13 +163,10 @@ class Requester:
         server URL (re-rooted on this host), with per-call options: ``timeout`` (a number is a
         deadline for the whole call, retries included), ``max_attempts``, ``idempotent``."""
         url = self.host.reroot(path) if "://" in path else self.host.url(path)
-        merged = dict(_DEFAULT_HEADERS)
-        if json is None and content is None and files is None:
-            # pyCOMPS says JSON on every call without a body of its own, GETs included (§3.1,
-            # §9; tests/test_wire_parity.py); aiohttp would label a body-less PUT/POST
-            # application/octet-stream.
-            merged["Content-Type"] = "application/json"
+        no_body = json is None and content is None and files is None
+        merged = _HEADERS_WITHOUT_BODY if no_body else _HEADERS_WITH_BODY
         if headers:
+            merged = httpx.Headers(merged)
             merged.update(headers)
         request = httpx.Request(
             method,

@@ -120,6 +120,30 @@ async def test_bulk_updates_land_once_with_only_what_changed(
     assert added.md5_checksum is not None and server.blobs.exists(added.md5_checksum)
 
 
+async def test_files_given_again_by_path_are_hashed_before_the_comparison(
+    server: LocalComps, session: ca.Session, experiment: ca.Experiment, tmp_path: Path
+) -> None:
+    """Saved simulations whose files are given again by path (hashed at save time: a script
+    that rebuilds its inputs) are hashed, then compared with what the server holds: unchanged,
+    so nothing is sent. One whose seed changed is updated, and COMPS appends the new seed."""
+    sims = make_sims(experiment, 3)
+    await session.simulations.save_all(sims)
+    posts = server.faults.counters["POST /api/Simulations"]
+    (tmp_path / "config.json").write_bytes(CONFIG)
+    for i, sim in enumerate(sims):
+        (tmp_path / f"seed{i}.txt").write_bytes(b"changed" if i == 2 else str(i).encode())
+        sim.files = [
+            ca.SimulationFile.from_path(tmp_path / "config.json"),
+            ca.SimulationFile.from_path(tmp_path / f"seed{i}.txt", "seed.txt"),
+        ]
+    assert await session.simulations.save_all(sims[:2]) == 2
+    assert server.faults.counters["POST /api/Simulations"] == posts
+    assert await session.simulations.save_all(sims) == 3
+    assert server.faults.counters["POST /api/Simulations"] == posts + 1
+    got = await session.simulations.get(sims[2].id, children=["files"])
+    assert sorted(f.file_name for f in got.files or []) == ["config.json", "seed.txt", "seed.txt"]
+
+
 async def test_each_batch_carries_its_shared_content_within_the_byte_limit(
     server: LocalComps, experiment: ca.Experiment, tmp_path: Path
 ) -> None:

@@ -354,6 +354,22 @@ async def test_per_call_timeout_reaches_httpx(mock: respx.MockRouter, session: c
     assert route.calls.last.request.extensions["timeout"]["read"] == 1.5
 
 
+async def test_a_calls_own_headers_replace_the_defaults(
+    mock: respx.MockRouter, session: ca.Session
+) -> None:
+    """Headers given to a call replace the SDK's defaults whatever their case (one of each on
+    the wire), and leave the defaults of later calls as they were."""
+    route = mock.get("/api/Suites").respond(json={"Suites": []})
+    await session.request("GET", "Suites", headers={"content-type": "text/csv", "ACCEPT": "*/*"})
+    request = route.calls.last.request
+    assert request.headers.get_list("Content-Type") == ["text/csv"]
+    assert request.headers.get_list("Accept") == ["*/*"]
+    await session.request("GET", "Suites")
+    request = route.calls.last.request
+    assert request.headers.get_list("Content-Type") == ["application/json"]
+    assert request.headers.get_list("Accept") == ["application/json"]
+
+
 async def test_login_renew_and_relogin_on_401(mock: respx.MockRouter, tmp_path: Path) -> None:
     first, second = make_token(tag="one"), make_token(tag="two")
     tokens = mock.post("/api/tokens").mock(

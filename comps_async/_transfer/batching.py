@@ -112,11 +112,14 @@ class _Batch(Generic[E]):
         self.bodies.append(body)
         self.saved.append(saved)
         self.uses.append(uses)
-        for md5 in uses:
-            if md5 not in self.parts:
-                self.parts[md5] = content[md5]
+        if uses:
+            parts = self.parts
+            for md5 in uses:
+                if md5 not in parts:
+                    parts[md5] = content[md5]
         self.size += cost
-        self.maybe_sent |= maybe_sent
+        if maybe_sent:
+            self.maybe_sent = True
 
     def shares_parts(self, indexes: list[int]) -> bool:
         """Whether some content is used by more than one file among ``indexes``."""
@@ -271,8 +274,9 @@ class BatchSaver(Generic[E]):
         try:
             if self._total is None:  # a list was checked whole before anything was sent
                 self._validate(chunk, start)
-            entities, positions, known = self._changed(chunk, positions)
-            ready = await self._prepare(entities, positions, known)
+            await self._hash_files(chunk)  # (first: a save JSON holds its files' md5s)
+            entities, positions, known, updates = self._changed(chunk, positions)
+            ready = await self._prepare(entities, positions, known, updates)
         except Exception as exc:
             self._errors.append(exc)
             ready = _Ready([], [], [], [], [], [], {})
@@ -307,48 +311,58 @@ class BatchSaver(Generic[E]):
 
     def _changed(
         self, chunk: list[E], positions: list[int]
-    ) -> tuple[list[E], list[int], list[bytes | None]]:
-        """The entities of ``chunk`` (at ``positions``) to send, their positions, and each one's
-        save JSON if it was made to compare with what the server holds (None for new ones).
-        Those saved already as they are (a re-run after a cancellation, say) are counted as
-        saved, not sent again."""
-        known = [None if e.id is None else e.save_json() for e in chunk]
-        saved = [s is not None and e._is_saved(s) for e, s in zip(chunk, known, strict=True)]
-        if not any(saved):  # (typically: nothing to leave out)
-            return chunk, positions, known
-        self._count_saved([e for e, unchanged in zip(chunk, saved, strict=True) if unchanged])
-        kept = [i for i, unchanged in enumerate(saved) if not unchanged]
-        return [chunk[i] for i in kept], [positions[i] for i in kept], [known[i] for i in kept]
+    ) -> tuple[list[E], list[int], list[bytes | None], list[_Update | None]]:
+        """The entities of ``chunk`` (at ``positions``) to send and their positions, with the
+        save JSON and the update of each saved one (None for new ones; ``_updates``). Those
+        saved already as they are (a re-run after a cancellation, say) are counted as saved,
+        not sent again."""
+        known, updates = _updates(chunk)
+        if None not in updates:  # every one an update to send (a list test in C)
+            return chunk, positions, known, updates
+        unchanged = [s is not None and u is None for s, u in zip(known, updates, strict=True)]
+        if not any(unchanged):  # (typically: new ones)
+            return chunk, positions, known, updates
+        self._count_saved([e for e, same in zip(chunk, unchanged, strict=True) if same])
+        kept = [i for i, same in enumerate(unchanged) if not same]
+        return (
+            [chunk[i] for i in kept],
+            [positions[i] for i in kept],
+            [known[i] for i in kept],
+            [updates[i] for i in kept],
+        )
 
     async def _prepare(
-        self, entities: list[E], positions: list[int], known: list[bytes | None]
+        self,
+        entities: list[E],
+        positions: list[int],
+        known: list[bytes | None],
+        updates: list[_Update | None],
     ) -> _Ready[E]:
-        """``entities`` (at ``positions``; ``known``: save JSON made already) ready to batch:
-        content hashed and large files uploaded, keyed, encoded. Each step runs over the whole
-        chunk before the next: per entity, the steps run pydantic-core, the JSON splice and the
-        interpreter in turn, and interleaved they evicted each other's code from the CPU's
-        instruction cache (about a third more client CPU per entity)."""
-        if await self._hash_files(entities):  # a save JSON holds its files' md5s
-            known = [None] * len(entities)
+        """``entities`` (at ``positions``; ``known`` and ``updates`` of the saved ones, from
+        ``_changed``) ready to batch: keyed, encoded, their content gathered and large files
+        uploaded. Each step runs over the whole chunk before the next: per entity, the steps
+        run pydantic-core, the JSON splice and the interpreter in turn, and interleaved they
+        evicted each other's code from the CPU's instruction cache (about a third more client
+        CPU per entity)."""
         keys, owner = self._keys, self._owner
         maybe_sent = (
             [keys.assign(e, p) for e, p in zip(entities, positions, strict=True)]
-            if keys is not None
+            if keys is not None and None in known  # (updates are not created by this call)
             else [False] * len(entities)
         )
         # Encoded once, by pydantic-core: the save JSON is what the entity holds once saved
         # (mark_saved); the body's length is the batch size estimate, its bytes what is posted.
+        # New ones as pyCOMPS creates them, with their reserved tags; updates as pyCOMPS sends
+        # them, attaching only the files they add.
         saved = [e.save_json() if s is None else s for e, s in zip(entities, known, strict=True)]
-        bodies: list[bytes] = []
-        sent_files: list[Sequence[_AssetFile]] = []
-        for entity, save_json in zip(entities, saved, strict=True):
-            if entity.id is None:  # new: as pyCOMPS creates it, with its reserved tags
-                bodies.append(create_json(entity, owner, save_json))
-                sent_files.append(_files_of(entity))
-            else:  # an update: as pyCOMPS sends it, attaching only the files it adds
-                body, added = entity._update(save_json)
-                bodies.append(body)
-                sent_files.append([_files_of(entity)[i] for i in added] if added else ())
+        bodies = [
+            create_json(e, owner, s) if u is None else u[0]
+            for e, s, u in zip(entities, saved, updates, strict=True)
+        ]
+        sent_files = [
+            _files_of(e) if u is None else _picked(_files_of(e), u[1]) if u[1] else ()
+            for e, u in zip(entities, updates, strict=True)
+        ]
         content: dict[Md5, tuple[str, bytes]] = {}
         uses = await self._attachments(sent_files, content)
         return _Ready(entities, positions, bodies, saved, uses, maybe_sent, content)
@@ -414,9 +428,9 @@ class BatchSaver(Generic[E]):
                 if source is not None and source.path is not None:
                     check_readable_file(source.path)
 
-    async def _hash_files(self, entities: list[E]) -> bool:
+    async def _hash_files(self, entities: list[E]) -> None:
         """Hash the files of ``entities`` given by path or bytes without an md5 (one
-        worker-thread call for all); whether there were any."""
+        worker-thread call for all)."""
         unhashed = {
             id(f): f
             for entity in entities
@@ -425,7 +439,6 @@ class BatchSaver(Generic[E]):
         }
         if unhashed:
             await ensure_md5s(list(unhashed.values()), self._hasher)
-        return bool(unhashed)
 
     async def _attachments(
         self, sent_files: list[Sequence[_AssetFile]], content: dict[Md5, tuple[str, bytes]]
@@ -579,12 +592,13 @@ class BatchSaver(Generic[E]):
             created = SimulationState.Created
         elif issubclass(self._model, WorkItem):
             created = WorkItemState.Created
+        entities, saved = batch.entities, batch.saved
         for index, entity_id in ids.items():
-            entity = batch.entities[index]
+            entity = entities[index]
             if entity.id is None:
-                entity._record_save(entity_id, batch.saved[index], created)
+                entity._record_save(entity_id, saved[index], created)
             else:  # an update: the entity has its id already
-                entity.mark_saved(batch.saved[index])
+                entity.mark_saved(saved[index])
 
     async def _upload_missing(self, batch: _Batch[E], md5s: list[UUID]) -> None:
         sources = {UUID(int=md5): ContentSource(data=part[1]) for md5, part in batch.parts.items()}
@@ -610,6 +624,22 @@ class BatchSaver(Generic[E]):
             await self._uploader.upload(source, md5, size)
 
 
+# A saved entity's update: its JSON, and where the files it adds are among its files.
+_Update = tuple[bytes, Sequence[int]]
+
+
+def _updates(entities: list[E]) -> tuple[list[bytes | None], list[_Update | None]]:
+    """For each saved entity of ``entities``, its save JSON and its update (None if the server
+    holds that save JSON already: nothing to send); None and None for new ones."""
+    known = [None if e.id is None else e.save_json() for e in entities]
+    updates = [None if s is None else e._update_of(s) for e, s in zip(entities, known, strict=True)]
+    return known, updates
+
+
+def _picked(files: Sequence[_AssetFile], indexes: Sequence[int]) -> list[_AssetFile]:
+    return [files[i] for i in indexes]
+
+
 def _part_size(file_name: str, data: bytes) -> int:
     return _PART_OVERHEAD + len(media_type(file_name)) + len(data)
 
@@ -625,7 +655,6 @@ def _label(entity: Entity, file: _AssetFile) -> str:
 
 
 def _files_of(entity: Entity) -> Sequence[_AssetFile]:
-    files: Sequence[_AssetFile] = (
-        getattr(entity, "files", None) or getattr(entity, "assets", None) or ()
-    )
+    values = entity.__dict__  # (read where pydantic keeps them: an attribute read costs more)
+    files: Sequence[_AssetFile] = values.get("files") or values.get("assets") or ()
     return files

@@ -184,15 +184,7 @@ class Entity(WireModel):
 
     def _is_saved(self, save_json: bytes) -> bool:
         """Whether ``save_json`` (this entity's, now) is what the server holds."""
-        saved = self._saved_state_json()
-        if saved is None:
-            return False
-        # Equal bytes are equal JSON. Unequal bytes of the same length may still be equal
-        # dicts (tags in another order); a different length never is (compact JSON).
-        return save_json == saved or (
-            len(save_json) == len(saved)
-            and pydantic_core.from_json(save_json) == pydantic_core.from_json(saved)
-        )
+        return _same(save_json, self._saved_state_json())
 
     @property
     def idempotency_key(self) -> str | None:
@@ -222,11 +214,20 @@ class Entity(WireModel):
         §8.2): the identifying fields, ``Configuration`` only if it changed and (Simulations,
         WorkItems) ``Files`` only those added — COMPS appends files, so re-sending one would
         duplicate it. Without a known server state, what is set is sent."""
-        return self._update(self.save_json())[0]
+        return self._update(self.save_json(), self._saved_state_json())[0]
 
-    def _update(self, save_json: bytes) -> tuple[bytes, Sequence[int]]:
-        """``update_json`` from this entity's ``save_json``, and where the files it adds are in
-        ``files`` (the content an update attaches)."""
+    def _update_of(self, save_json: bytes) -> tuple[bytes, Sequence[int]] | None:
+        """None if the server holds this saved entity's ``save_json`` already, else ``_update``."""
+        saved = self.__pydantic_private__["_saved_json"]  # type: ignore[index]
+        if saved is None:
+            saved = self._saved_state_json()
+        if save_json == saved or _same(save_json, saved):
+            return None
+        return self._update(save_json, saved)
+
+    def _update(self, save_json: bytes, saved: bytes | None) -> tuple[bytes, Sequence[int]]:
+        """``update_json`` from this entity's ``save_json`` and the ``saved`` state, and where
+        the files it adds are in ``files`` (the content an update attaches)."""
         model, values = type(self), self.__dict__
         identifying = _identifying_serializer(model).to_json(  # (the Id first)
             self, by_alias=True, exclude_none=True
@@ -242,7 +243,6 @@ class Entity(WireModel):
             cut = max(save_json.find(b',"Files":['), 0)
         else:
             return identifying, ()  # nothing else to send
-        saved = self._saved_state_json()
         # Both are compact JSON of one schema: if the saved one ends in these bytes, the
         # server holds this Configuration and these Files.
         if saved is not None and saved.endswith(save_json[cut:]):
@@ -272,6 +272,18 @@ class Entity(WireModel):
             owner if owner and "owner" in values and values["owner"] is None else None,
             "files" in values and values["files"] is None,
         )
+
+
+def _same(save_json: bytes, saved: bytes | None) -> bool:
+    """Whether two save JSONs hold the same. Equal bytes are equal JSON. Unequal bytes of the
+    same length may still be equal dicts (tags in another order); a different length never is
+    (compact JSON)."""
+    if saved is None:
+        return False
+    return save_json == saved or (
+        len(save_json) == len(saved)
+        and pydantic_core.from_json(save_json) == pydantic_core.from_json(saved)
+    )
 
 
 def _model_fields(model: type[BaseModel]) -> dict[str, Any]:
