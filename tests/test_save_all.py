@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -173,6 +174,45 @@ async def test_each_batch_carries_its_shared_content_within_the_byte_limit(
     assert max(sizes.posted) <= limit, (sizes.posted, limit)
     assert len(sizes.posted) >= 3  # several batches, each with the shared part
     assert all(sim.id is not None for sim in sims)
+
+
+async def test_updates_fill_batches_by_their_size(
+    server: LocalComps, experiment: ca.Experiment, tmp_path: Path
+) -> None:
+    """Updates attach no content, so their bodies' sizes alone end a batch: none goes over
+    ``max_bytes``, all land, in order; one too big even alone is a typed error for it alone."""
+    posted: list[list[str]] = []
+    limit = 1 << 30  # (the creates: no limit of this test's)
+
+    class Names:
+        async def send(self, request: httpx.Request, call_next: CallNext) -> httpx.Response:
+            if request.method == "POST" and request.url.path.endswith("/Simulations"):
+                assert len(await request.aread()) <= limit
+                (part,) = [p for p in request.content.split(b"\r\n\r\n") if p.startswith(b"[")]
+                rows = json.loads(part[: part.rindex(b"]") + 1])
+                posted.append([row["Name"] for row in rows])
+            return await call_next(request)
+
+    sims = make_sims(experiment, 10)
+    async with ca.Session(
+        server.url, token=server.token, policies=[Names()], token_cache_dir=tmp_path
+    ) as s:
+        await s.simulations.save_all(sims)
+        posted.clear()
+        for sim in sims:
+            sim.name = f"{sim.name}-{'x' * 300}"
+        body = len(sims[0].update_json()) + 2
+        limit = 4096 + 300 + 3 * body  # the request's own, its multipart framing, three bodies
+        limits = ca.BatchLimits(max_bytes=limit)
+        assert await s.simulations.save_all(sims, limits=limits) == 10
+        assert [len(names) for names in posted] == [3, 3, 3, 1]
+        assert [n for names in posted for n in names] == [sim.name for sim in sims]
+        sims[4].name = "y" * limit
+        posted.clear()
+        with pytest.raises(ca.BatchSaveError) as caught:
+            await s.simulations.save_all(sims, limits=limits)
+    assert "alone is" in str(caught.value.errors[0]) and caught.value.failed == [sims[4]]
+    assert caught.value.saved_count == 9 and posted == []  # the others: unchanged
 
 
 async def test_batches_in_flight_grow_while_throughput_grows(

@@ -14,8 +14,10 @@ key, keeps the ones that exist and sends only the rest.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
 
@@ -120,6 +122,16 @@ class _Batch(Generic[E]):
         self.size += cost
         if maybe_sent:
             self.maybe_sent = True
+
+    def extend(self, ready: _Ready[E], start: int, stop: int, size: int) -> None:
+        """Add ``ready``'s entities from ``start`` to ``stop``, which attach no content (their
+        bodies: ``size`` bytes with separators)."""
+        self.entities += ready.entities[start:stop]
+        self.bodies += ready.bodies[start:stop]
+        self.saved += ready.saved[start:stop]
+        self.uses += ready.uses[start:stop]
+        self.size += size
+        self.maybe_sent = self.maybe_sent or any(ready.maybe_sent[start:stop])
 
     def shares_parts(self, indexes: list[int]) -> bool:
         """Whether some content is used by more than one file among ``indexes``."""
@@ -281,9 +293,16 @@ class BatchSaver(Generic[E]):
             self._errors.append(exc)
             ready = _Ready([], [], [], [], [], [], {})
         content, added = ready.content, 0
+        if not content:  # nothing attached (updates, typically): runs at a time
+            batch, added = await self._add_runs(batch, ready, send)
         max_bytes, max_entities = self._limits.max_bytes, self._limits.max_entities
         for entity, body, saved, uses, maybe_sent in zip(
-            ready.entities, ready.bodies, ready.saved, ready.uses, ready.maybe_sent, strict=True
+            ready.entities[added:],
+            ready.bodies[added:],
+            ready.saved[added:],
+            ready.uses[added:],
+            ready.maybe_sent[added:],
+            strict=True,
         ):
             if self._errors:  # a batch failed for good meanwhile: stop feeding new work
                 break
@@ -308,6 +327,30 @@ class BatchSaver(Generic[E]):
             self._drop(entities[added:], positions[added:])
             return _Batch()
         return batch
+
+    async def _add_runs(
+        self, batch: _Batch[E], ready: _Ready[E], send: MemoryObjectSendStream[_Batch[E]]
+    ) -> tuple[_Batch[E], int]:
+        """Add ``ready``'s entities, which attach no content, as many at once as fit (their
+        bodies' sizes alone decide), sending each batch that fills up; returns the batch being
+        filled and how many were added. Stops on an error, or before one that does not fit
+        even alone (``_add`` reports it)."""
+        max_bytes, max_entities = self._limits.max_bytes, self._limits.max_entities
+        ends = list(accumulate((len(body) + 2 for body in ready.bodies), initial=0))
+        count, start = len(ready.bodies), 0  # ends[i]: the bytes of the first i bodies
+        while start < count and not self._errors:
+            room = max_entities - len(batch.entities)
+            limit = ends[start] + max_bytes - batch.size  # (bisect: the last end within it)
+            stop = bisect_right(ends, limit, start, min(count, start + room) + 1) - 1
+            if stop > start:
+                batch.extend(ready, start, stop, ends[stop] - ends[start])
+                start = stop
+            elif not batch.entities:
+                break  # too big even alone
+            else:
+                await send.send(batch)
+                batch = _Batch()
+        return batch, start
 
     def _changed(
         self, chunk: list[E], positions: list[int]
