@@ -82,13 +82,14 @@ def _make_aiohttp_transport(verify: bool | str, limits: httpx.Limits) -> httpx.A
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             write_s = (request.extensions.get("timeout") or {}).get("write")
-            if write_s is None or not _has_body(request):
-                return await self._send(request)
-            if _fits_write_buffer(request):
+            if write_s is not None and _fits_write_buffer(request):
                 # Written whole without waiting (_UNPACED_BYTES), so it cannot stall: no
                 # pacing, and sent as one bytes object (a save's batch, typically). A server
-                # that stops reading then fails the call by the read timeout.
+                # that stops reading then fails the call by the read timeout. (Asked first:
+                # a multipart body not read yet answers ``_has_body`` by an exception.)
                 await request.aread()
+                return await self._send(request)
+            if write_s is None or not _has_body(request):
                 return await self._send(request)
             with anyio.CancelScope() as scope:
                 scope.deadline = anyio.current_time() + write_s

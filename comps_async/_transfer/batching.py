@@ -599,7 +599,9 @@ class BatchSaver(Generic[E]):
         self._assign(batch, ids)
 
     async def _post(self, batch: _Batch[E], indexes: list[int]) -> list[UUID]:
-        entities = b"[" + b", ".join(batch.bodies[i] for i in indexes) + b"]"
+        whole = len(indexes) == len(batch.bodies)  # (the first attempt, typically)
+        bodies = batch.bodies if whole else [batch.bodies[i] for i in indexes]
+        entities = b"[" + b", ".join(bodies) + b"]"
         files: list[tuple[str, tuple[str, bytes, str]]] = [
             ("not_a_file", (self._model.plural, entities, "application/json"))
         ]
@@ -611,7 +613,6 @@ class BatchSaver(Generic[E]):
             for md5 in md5s
             for name, data in [batch.parts[md5]]
         ]
-        sent = [batch.entities[i] for i in indexes]
         try:
             # One attempt: this loop retries (and looks up) itself, so retries never stack.
             response = await self._requester.request(
@@ -619,7 +620,7 @@ class BatchSaver(Generic[E]):
             )
             ids = parse_ids(response, len(indexes))
         except BaseException as exc:  # lost or cancelled: a look-up must let it settle
-            mark_sent(sent, exc)
+            mark_sent([batch.entities[i] for i in indexes], exc)
             if isinstance(exc, RateLimitedError) or (
                 isinstance(exc, ApiError) and exc.status == 503
             ):

@@ -221,8 +221,10 @@ class Entity(WireModel):
         saved = self.__pydantic_private__["_saved_json"]  # type: ignore[index]
         if saved is None:
             saved = self._saved_state_json()
-        if save_json == saved or _same(save_json, saved):
-            return None
+        if save_json == saved or (
+            saved is not None and len(save_json) == len(saved) and _same(save_json, saved)
+        ):
+            return None  # (compared as JSON only when the bytes differ at the same length)
         return self._update(save_json, saved)
 
     def _update(self, save_json: bytes, saved: bytes | None) -> tuple[bytes, Sequence[int]]:
