@@ -19,6 +19,8 @@ import comps_async as ca
 from comps_async.local import LocalComps
 from comps_async.sync import Session as SyncSession
 
+from helpers import poll_until
+
 pytestmark = pytest.mark.anyio
 
 MODEL = (
@@ -196,7 +198,15 @@ async def test_leaving_an_analysis_block_early_stops_its_work(session: ca.Sessio
         async for outcome in outcomes:
             assert outcome.ok
             break
-    assert [t.name for t in anyio.get_running_tasks() if t.id not in idle] == []
+
+    def left() -> list[str]:
+        return [t.name for t in anyio.get_running_tasks() if t.id not in idle]
+
+    # Nothing of the analysis runs on. Under trio a download's abandoned async generators
+    # (httpx's stream inside httpcore's) are closed by trio's own short-lived tasks, which
+    # may still be on their way out: those, and only those, are waited for.
+    assert all(name.startswith("close asyncgen") for name in left()), left()
+    await poll_until(lambda: not left(), 5, "the async generator closers to finish")
     assert await session.environments() == ["Local"]
 
 
