@@ -402,10 +402,7 @@ class BatchSaver(Generic[E]):
             create_json(e, owner, s) if u is None else u[0]
             for e, s, u in zip(entities, saved, updates, strict=True)
         ]
-        sent_files = [
-            _files_of(e) if u is None else _picked(_files_of(e), u[1]) if u[1] else ()
-            for e, u in zip(entities, updates, strict=True)
-        ]
+        sent_files = [_sent_files(e, u) for e, u in zip(entities, updates, strict=True)]
         content: dict[Md5, tuple[str, bytes]] = {}
         uses = await self._attachments(sent_files, content)
         return _Ready(entities, positions, bodies, saved, uses, maybe_sent, content)
@@ -680,8 +677,13 @@ def _updates(entities: list[E]) -> tuple[list[bytes | None], list[_Update | None
     return known, updates
 
 
-def _picked(files: Sequence[_AssetFile], indexes: Sequence[int]) -> list[_AssetFile]:
-    return [files[i] for i in indexes]
+def _sent_files(entity: E, update: _Update | None) -> Sequence[_AssetFile]:
+    """The files whose content a save of ``entity`` sends: all of a new one's (``update`` is
+    None), only those its update adds."""
+    if update is None:
+        return _files_of(entity)
+    added = update[1]
+    return [_files_of(entity)[i] for i in added] if added else ()
 
 
 def _part_size(file_name: str, data: bytes) -> int:

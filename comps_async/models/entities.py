@@ -180,11 +180,7 @@ class Entity(WireModel):
 
     def unchanged_since_saved(self) -> bool:
         """Whether saving this entity again would change nothing the server holds."""
-        return self.id is not None and self._is_saved(self.save_json())
-
-    def _is_saved(self, save_json: bytes) -> bool:
-        """Whether ``save_json`` (this entity's, now) is what the server holds."""
-        return _same(save_json, self._saved_state_json())
+        return self.id is not None and self._update_of(self.save_json()) is None
 
     @property
     def idempotency_key(self) -> str | None:
@@ -217,14 +213,21 @@ class Entity(WireModel):
         return self._update(self.save_json(), self._saved_state_json())[0]
 
     def _update_of(self, save_json: bytes) -> tuple[bytes, Sequence[int]] | None:
-        """None if the server holds this saved entity's ``save_json`` already, else ``_update``."""
+        """None if the server holds this saved entity's ``save_json`` already, else ``_update``.
+        Equal bytes are equal JSON. Unequal bytes of the same length may still be equal dicts
+        (tags in another order); a different length never is (compact JSON)."""
+        # (The saved state read where pydantic keeps it; from the row read, the first time.)
         saved = self.__pydantic_private__["_saved_json"]  # type: ignore[index]
         if saved is None:
             saved = self._saved_state_json()
-        if save_json == saved or (
-            saved is not None and len(save_json) == len(saved) and _same(save_json, saved)
+        if saved is not None and (
+            save_json == saved
+            or (
+                len(save_json) == len(saved)
+                and pydantic_core.from_json(save_json) == pydantic_core.from_json(saved)
+            )
         ):
-            return None  # (compared as JSON only when the bytes differ at the same length)
+            return None
         return self._update(save_json, saved)
 
     def _update(self, save_json: bytes, saved: bytes | None) -> tuple[bytes, Sequence[int]]:
@@ -274,18 +277,6 @@ class Entity(WireModel):
             owner if owner and "owner" in values and values["owner"] is None else None,
             "files" in values and values["files"] is None,
         )
-
-
-def _same(save_json: bytes, saved: bytes | None) -> bool:
-    """Whether two save JSONs hold the same. Equal bytes are equal JSON. Unequal bytes of the
-    same length may still be equal dicts (tags in another order); a different length never is
-    (compact JSON)."""
-    if saved is None:
-        return False
-    return save_json == saved or (
-        len(save_json) == len(saved)
-        and pydantic_core.from_json(save_json) == pydantic_core.from_json(saved)
-    )
 
 
 def _model_fields(model: type[BaseModel]) -> dict[str, Any]:
