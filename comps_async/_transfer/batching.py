@@ -683,7 +683,10 @@ def _sent_files(entity: E, update: _Update | None) -> Sequence[_AssetFile]:
     if update is None:
         return _files_of(entity)
     added = update[1]
-    return [_files_of(entity)[i] for i in added] if added else ()
+    if not added:  # (most updates: nothing to look up)
+        return ()
+    files = _files_of(entity)
+    return [files[i] for i in added]
 
 
 def _part_size(file_name: str, data: bytes) -> int:
